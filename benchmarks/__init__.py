@@ -1,0 +1,1 @@
+"""Benchmark runner: CLI, configs and regression benchmarks."""

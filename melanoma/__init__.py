@@ -1,0 +1,1 @@
+"""Melanoma benchmark library: data, preprocessing, models, metrics, reports."""
