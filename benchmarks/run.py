@@ -1,0 +1,209 @@
+"""``melanoma-bench run``: train or load every configured variant, evaluate, write reports.
+
+    melanoma-bench run                                # embedded data, CPU default config
+    melanoma-bench run --config benchmarks/configs/paper.toml --data-dir ~/data/melanoma
+
+Usable from Python too: ``run_benchmark(config.load(path), out_dir=Path("reports/x"))``.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma import config as config_mod
+from melanoma import layout, provenance, report, storage, synthetic
+from melanoma.backbones import get_backbone
+from melanoma.dataset import make_dataset, split_train_val
+from melanoma.errors import UserError
+from melanoma.images import LoadedImages, load_images
+from melanoma.model import resolve_weights
+from melanoma.preprocessing import get_preprocessing
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr so stdout carries only the final table."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Decoded train/val/test images at one input size."""
+
+    train: LoadedImages
+    val: LoadedImages
+    test: LoadedImages
+    skipped: tuple[tuple[str, str], ...]
+
+
+def resolve_data_dir(cfg: config_mod.RunConfig, data_dir: Path | None) -> Path:
+    """--data-dir, else the config's data.dir, else the generated synthetic set."""
+    chosen = data_dir or cfg.data.dir
+    if chosen:
+        return Path(chosen).expanduser()
+    spec = cfg.data.synthetic
+    log(f"data: no --data-dir given; using the generated synthetic set ({spec.n_train_per_class}"
+        f"+{spec.n_test_per_class} images per class, {spec.image_size}px, seed {spec.seed})")
+    return synthetic.ensure_dataset(spec)
+
+
+def fingerprint(files) -> str:
+    """Content hash of the data set's files (names relative to nothing: bytes and order)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(Path(path).name.encode())
+        with open(path, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def _subset(images: LoadedImages, index: np.ndarray) -> LoadedImages:
+    return LoadedImages(images.pixels[index], images.labels[index],
+                        tuple(images.files[i] for i in index), ())
+
+
+def load_splits(found: layout.DataLayout, size: int, cfg: config_mod.RunConfig) -> Splits:
+    """Decode train and test at ``size`` and split train 85/15 (stratified, seeded)."""
+    interpolation = cfg.data.interpolation
+    train_all = load_images(found.train.files, found.train.labels, size, interpolation)
+    test = load_images(found.test.files, found.test.labels, size, interpolation)
+    for split_name, loaded in (("train", train_all), ("test", test)):
+        if len(set(loaded.labels.tolist())) < 2:
+            raise UserError(f"{split_name}/ has fewer than two readable classes after skipping "
+                            f"{len(loaded.skipped)} unreadable files")
+    train_index, val_index = split_train_val(train_all.labels, cfg.data.val_fraction, cfg.seed)
+    return Splits(_subset(train_all, train_index), _subset(train_all, val_index), test,
+                  train_all.skipped + test.skipped)
+
+
+def check_variants(cfg: config_mod.RunConfig) -> None:
+    """Fail before any work if a variant's weights are unavailable."""
+    for variant in cfg.variants:
+        resolve_weights(get_backbone(variant.backbone), variant.weights)
+
+
+def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
+    """The columns that say exactly what a row did (printed in every report row)."""
+    return {"backbone": f"EfficientNet{get_backbone(variant.backbone).name}",
+            "image_size": variant.resolved_image_size(), "weights": variant.weights,
+            "preprocessing": variant.preprocessing, "epochs": variant.epochs,
+            "learning_rate": variant.learning_rate, "batch_size": variant.batch_size,
+            "head_units": variant.head_units, "augmentation": variant.augmentation.describe(),
+            "spec": preprocessing.describe(), "note": variant.note}
+
+
+def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool):
+    """Train one variant (on a fresh or reset model from ``pool``); returns (model, history)."""
+    import keras
+
+    from melanoma import training
+    from melanoma.model import build_classifier
+
+    keras.utils.set_random_seed(seed)
+
+    def build():
+        return build_classifier(variant.backbone, variant.resolved_image_size(), variant.weights,
+                                variant.head_units, variant.dropout, variant.freeze_backbone,
+                                variant.bn_momentum)
+
+    model = pool.get(variant.architecture_key(seed), build, variant.learning_rate)
+    train_data = make_dataset(splits.train.pixels, splits.train.labels, variant.batch_size,
+                              preprocessing, variant.augmentation, shuffle=True, seed=seed)
+    val_data = make_dataset(splits.val.pixels, None, variant.val_batch_size, preprocessing)
+    history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label)
+    return model, history
+
+
+def predict(model, images: LoadedImages, preprocessing, batch_size: int) -> np.ndarray:
+    """Malignant-class probabilities for ``images``."""
+    data = make_dataset(images.pixels, None, batch_size, preprocessing)
+    return model.predict(data, verbose=0)[:, 1].astype(np.float64)
+
+
+def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, retrain: bool,
+                label: str, pool):
+    """Train or load one variant; returns (probabilities, history, spec, model file)."""
+    key = variant.model_key(data_key, cfg.seed, cfg.data.val_fraction, cfg.data.interpolation)
+    cached = None if retrain else storage.find(models_dir, key)
+    if cached is not None:
+        log(f"{label}: loading {cached.model_path} (same config; --retrain to train again)")
+        model = storage.load(cached)
+        preprocessing = get_preprocessing(variant.preprocessing,
+                                          cached.sidecar.get("featurewise_mean"))
+        history = cached.sidecar.get("history", {})
+    else:
+        preprocessing = get_preprocessing(variant.preprocessing).fit(splits.train.pixels)
+        log(f"{label}: training {variant.epochs} epochs on {len(splits.train.labels)} images "
+            f"({len(splits.val.labels)} for validation)")
+        started = time.perf_counter()
+        model, history = train_variant(variant, splits, preprocessing, cfg.seed, label, pool)
+        saved = storage.save(model, models_dir, variant.name, key, {
+            "variant": asdict(variant), "image_size": variant.resolved_image_size(),
+            "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
+            "history": history, "train_seconds": round(time.perf_counter() - started, 1),
+            "versions": provenance.package_versions()})
+        log(f"{label}: saved {saved.model_path}")
+    probs = predict(model, splits.test, preprocessing, variant.val_batch_size)
+    return probs, history, variant_spec(variant, preprocessing), key
+
+
+def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
+                  out_dir: Path | None = None, models_dir: Path = Path("models"),
+                  retrain: bool = False) -> list[dict]:
+    """Train or load every variant of ``cfg`` and write the report; returns the rows."""
+    started = time.perf_counter()
+    check_variants(cfg)
+    found = layout.discover(resolve_data_dir(cfg, data_dir))
+    out_dir = Path(out_dir or Path("reports") / cfg.name)
+    import tensorflow as tf
+
+    hardware = provenance.devices()
+    log(f"device: {provenance.describe_device(hardware)}")
+    if not hardware["gpus"]:
+        tf.config.experimental.enable_op_determinism()
+    log(f"data: {found.root} (train {len(found.train)}, test {len(found.test)} files)")
+    data_key = fingerprint(found.train.files + found.test.files)
+    cache: dict[int, Splits] = {}
+    from melanoma.training import ModelPool
+
+    pool = ModelPool()
+    frames, specs, histories, keys = [], {}, {}, {}
+    for i, variant in enumerate(cfg.variants, 1):
+        label = f"[{i}/{len(cfg.variants)}] {variant.name}"
+        size = variant.resolved_image_size()
+        if size not in cache:
+            cache[size] = load_splits(found, size, cfg)
+        splits = cache[size]
+        probs, histories[variant.name], specs[variant.name], keys[variant.name] = run_variant(
+            variant, splits, data_key, cfg, models_dir, retrain, label, pool)
+        frames.append(pd.DataFrame({
+            "variant": variant.name, "file": [relative(f, found.root) for f in splits.test.files],
+            "label": splits.test.labels, "prob_malignant": probs}))
+    skipped = next(iter(cache.values())).skipped if cache else ()
+    extra = {"data": {"root": str(found.root), "fingerprint": data_key,
+                      "n_train": len(next(iter(cache.values())).train.labels),
+                      "n_val": len(next(iter(cache.values())).val.labels),
+                      "skipped_images": len(skipped), "skipped": [list(s) for s in skipped]},
+             "model_keys": keys, "wall_seconds": round(time.perf_counter() - started, 1)}
+    info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
+    info["hardware"] = hardware
+    rows = report.write_run(out_dir, pd.concat(frames, ignore_index=True), specs, histories,
+                            info)
+    log(f"wrote {out_dir}/ (results.json, results.csv, results.md, predictions.csv, plots) "
+        f"in {time.perf_counter() - started:.0f} s")
+    return rows
+
+
+def relative(path: Path, root: Path) -> str:
+    """A test file's name relative to the data root, with forward slashes."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
