@@ -20,7 +20,7 @@ def _run(args) -> int:
 
     from .run import run_benchmark
 
-    cfg = config.load(args.config)
+    cfg = config.select_variants(config.load(args.config), args.variant)
     rows = run_benchmark(cfg, data_dir=args.data_dir, out_dir=args.out,
                          models_dir=args.models_dir, retrain=args.retrain)
     from melanoma.report import markdown_table
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output folder (default: reports/<config name>)")
     run.add_argument("--models-dir", type=Path, default=Path("models"),
                      help="where trained models are cached (default: models/)")
+    run.add_argument("--variant", action="append", default=None, metavar="NAME",
+                     help="run only this variant of the config (repeatable)")
     run.add_argument("--retrain", action="store_true",
                      help="train again even when a model with the same config exists")
     run.set_defaults(handler=_run)

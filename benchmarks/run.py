@@ -164,6 +164,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     out_dir = Path(out_dir or Path("reports") / cfg.name)
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # retracing notices for each new model are noise here
     hardware = provenance.devices()
     log(f"device: {provenance.describe_device(hardware)}")
     if not hardware["gpus"]:

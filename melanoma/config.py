@@ -183,6 +183,20 @@ def from_dict(raw: dict, source: str = "") -> RunConfig:
                      seed=seed, data=data, source=source)
 
 
+def select_variants(cfg: RunConfig, names: list[str] | None) -> RunConfig:
+    """Keep only the named variants (in the given order); unknown names list the known."""
+    if not names:
+        return cfg
+    known = {v.name: v for v in cfg.variants}
+    for name in names:
+        if name not in known:
+            hint = difflib.get_close_matches(name, known, n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise UserError(f"unknown variant {name!r}{did_you_mean}; this config has: "
+                            f"{', '.join(known)}")
+    return dataclasses.replace(cfg, variants=tuple(known[n] for n in dict.fromkeys(names)))
+
+
 def load(path: str | Path) -> RunConfig:
     """Read a .toml, .yaml or .yml config file."""
     path = Path(path)
