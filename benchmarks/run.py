@@ -25,7 +25,6 @@ from melanoma.images import LoadedImages, load_images
 from melanoma.model import resolve_weights
 from melanoma.preprocessing import get_preprocessing
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def log(message: str) -> None:
