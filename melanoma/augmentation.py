@@ -1,11 +1,12 @@
 """Random rotation, shear and independent flips as ONE projective transform per image.
 
 Semantics of the original ``ImageDataGenerator``: angles in degrees drawn uniformly from
-[-range, range], shear in degrees (x' = x - sin(shear) y, y' = cos(shear) y in row/column
-coordinates), both about the image centre, bilinear sampling, ``nearest`` fill; then a
-horizontal and a vertical flip, each with its own coin. Composing them into one matrix is
-about 5x faster than chaining Keras' random layers, and it runs in tf.data (outside the
-model), so XLA stays usable for the model itself.
+[-range, range], shear in degrees (x' = x - sin(shear) y, y' = cos(shear) y with x = column,
+y = row, as the legacy code applies it to channels-last images), both about the image
+centre, bilinear sampling, ``nearest`` fill; then a horizontal and a vertical flip, each
+with its own coin. Composing them into one matrix is about 5x faster than chaining Keras'
+random layers, and it runs in tf.data (outside the model), so XLA stays usable for the
+model itself.
 """
 from __future__ import annotations
 
@@ -62,14 +63,15 @@ def transform_matrices(aug: Augmentation, batch: int, height: int, width: int, s
 def affine_matrices(theta, shear, flip_rows, flip_cols, height: int, width: int):
     """TF transforms for given angles (radians) and flips (+1 keep, -1 flip), per image.
 
-    Legacy matrix in (row, col) coordinates: A = R(theta) @ Shear(shear), about the centre
-    c; the flips act on the output, o -> D o + f. So input = A D o + A (f - c) + c.
+    Legacy matrix A = R(theta) @ Shear(shear) acts on (x, y) = (col, row) (its M' = P M P
+    swap), i.e. P A P in the (row, col) coordinates used here, about the centre c; the flips
+    act on the output, o -> D o + f. So input = A D o + A (f - c) + c.
     """
     import tensorflow as tf
 
     sin_t, cos_t, sin_s, cos_s = tf.sin(theta), tf.cos(theta), tf.sin(shear), tf.cos(shear)
-    a00, a01 = cos_t, -cos_t * sin_s - sin_t * cos_s
-    a10, a11 = sin_t, -sin_t * sin_s + cos_t * cos_s
+    a11, a10 = cos_t, -cos_t * sin_s - sin_t * cos_s  # (row, col) entries of P A P
+    a01, a00 = sin_t, -sin_t * sin_s + cos_t * cos_s
     c_row, c_col = height / 2 - 0.5, width / 2 - 0.5
     d_row = tf.where(flip_rows < 0, float(height - 1), 0.0) - c_row
     d_col = tf.where(flip_cols < 0, float(width - 1), 0.0) - c_col
