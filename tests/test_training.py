@@ -1,0 +1,171 @@
+"""Tests for melanoma.training: a pooled (reset) model trains exactly like a fresh one, and the
+validation metrics logged per epoch are the exact ones.
+
+Tiny on purpose: EfficientNet-B0 at 32 px, 16 training images, one epoch of two batches.
+Tracing a new model's training step is most of the ~1 minute this file takes.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
+
+from melanoma import training
+from melanoma.augmentation import Augmentation
+from melanoma.dataset import make_dataset
+from melanoma.model import build_classifier
+from melanoma.preprocessing import get_preprocessing
+
+SEED = 3
+SIZE = 32
+ARCH = "b0-32-test"
+AUG = Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal_flip=True, vertical_flip=True)
+
+
+def images(n, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.array([0, 1] * (n // 2))
+    pixels = rng.integers(0, 256, (n, SIZE, SIZE, 3)).astype(np.uint8)
+    pixels[labels == 1] //= 2  # darker malignant images: something to learn
+    return pixels, labels
+
+
+TRAIN = images(16, 0)
+VAL = images(8, 1)
+
+
+def build():
+    # momentum 0.1: after two steps the moving BatchNorm statistics are near the batch ones,
+    # so validation predictions differ between images (at 0.99 they are all but tied)
+    return build_classifier("B0", SIZE, "none", head_units=8, bn_momentum=0.1)
+
+
+def train(pool, preprocessing, learning_rate, label):
+    """What benchmarks/run.py does per variant: seed, take the model from the pool, fit."""
+    keras.utils.set_random_seed(SEED)
+    model = pool.get(ARCH, build, learning_rate)
+    prep = get_preprocessing(preprocessing).fit(TRAIN[0])
+    train_data = make_dataset(*TRAIN, batch_size=8, preprocessing=prep, augmentation=AUG,
+                              shuffle=True, seed=SEED)
+    val_data = make_dataset(VAL[0], None, batch_size=8, preprocessing=prep)
+    history = training.fit(model, train_data, val_data, VAL[1], epochs=1, label=label)
+    weights = [v.numpy().copy() for v in model.variables]
+    return model, history, weights, model.predict(val_data, verbose=0)
+
+
+def same(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def runs():
+    tf.config.experimental.enable_op_determinism()
+    pool = ModelPoolSpy()
+    first = train(pool, "rescale", 1e-3, "A")
+    initial = [v.copy() for v in pool.snapshot]
+    pooled = train(pool, "samplewise", 5e-4, "B pooled")
+    fresh_pool = ModelPoolSpy()
+    fresh = train(fresh_pool, "samplewise", 5e-4, "B fresh")
+    return dict(pool=pool, first=first, initial=initial, pooled=pooled, fresh=fresh,
+                fresh_pool=fresh_pool)
+
+
+class ModelPoolSpy(training.ModelPool):
+    """ModelPool that counts builds and exposes the snapshot (behaviour unchanged)."""
+
+    def __init__(self):
+        super().__init__()
+        self.builds = 0
+
+    def get(self, architecture_key, build, learning_rate):
+        def counted():
+            self.builds += 1
+            return build()
+
+        return super().get(architecture_key, counted, learning_rate)
+
+    @property
+    def snapshot(self):
+        return self._entries[ARCH][1]
+
+
+def test_pool_reuses_one_model(runs):
+    assert runs["pooled"][0] is runs["first"][0]
+    assert runs["pool"].builds == 1
+    assert runs["fresh"][0] is not runs["first"][0] and runs["fresh_pool"].builds == 1
+
+
+def test_training_moved_the_weights(runs):
+    """Otherwise the exactness test below could pass without any reset."""
+    assert not same(runs["first"][2], runs["initial"])
+    assert not same(runs["first"][2], runs["pooled"][2])
+
+
+def test_pooled_model_trains_exactly_like_a_fresh_build(runs):
+    _, pooled_history, pooled_weights, pooled_probs = runs["pooled"]
+    fresh_model, fresh_history, fresh_weights, fresh_probs = runs["fresh"]
+    assert ([v.shape for v in runs["pooled"][0].variables]
+            == [v.shape for v in fresh_model.variables])
+    assert same(pooled_weights, fresh_weights)
+    np.testing.assert_array_equal(pooled_probs, fresh_probs)
+    assert pooled_history == fresh_history
+
+
+def test_fresh_build_with_same_seed_has_the_snapshot_weights(runs):
+    assert same(runs["fresh_pool"].snapshot, runs["pool"].snapshot)
+
+
+def test_optimizer_state_is_reset(runs):
+    pooled, fresh = runs["pooled"][0], runs["fresh"][0]
+    assert int(pooled.optimizer.iterations.numpy()) == 2  # 16 images / batch 8, not 4
+    assert float(pooled.optimizer.learning_rate.numpy()) == pytest.approx(5e-4)
+    assert same([v.numpy() for v in pooled.optimizer.variables],
+                [v.numpy() for v in fresh.optimizer.variables])
+
+
+def test_other_architecture_gets_its_own_model(runs):
+    pool = runs["pool"]
+    other = pool.get("another-arch", build, 1e-3)
+    assert other is not runs["first"][0] and pool.builds == 2
+
+
+def test_validation_metrics_are_exact(runs):
+    _, history, _, probs = runs["fresh"]
+    p = probs[:, 1].astype(np.float64)
+    y = VAL[1]
+    assert len(np.unique(p)) >= 6  # not tied: the AUC below is not a trivial 0.5
+    assert roc_auc_score(y, p) != 0.5
+    assert set(history) >= {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"}
+    assert len(history["val_auc"]) == 1
+    assert history["val_auc"][0] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert history["val_accuracy"][0] == pytest.approx(np.mean((p >= 0.5) == y), abs=1e-12)
+    expected_loss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert history["val_loss"][0] == pytest.approx(expected_loss, rel=1e-6)
+
+
+def test_validation_metrics_callback_on_known_predictions():
+    """The callback against fixed predictions where sklearn's AUC is known by hand (3/4)."""
+
+    class Fixed:
+        def predict(self, data, verbose=0):
+            return np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3], [0.2, 0.8]], np.float32)
+
+    callback = training.ValidationMetrics(None, [0, 0, 1, 1])
+    callback.set_model(Fixed())
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs["val_auc"] == pytest.approx(0.75)  # pairs: (.3>.1, .3<.6, .8>.1, .8>.6)
+    assert logs["val_accuracy"] == pytest.approx(0.5)  # .1 ok, .6 wrong, .3 wrong, .8 ok
+
+
+def test_make_dataset_labelled_without_augmentation():
+    """Regression: a labelled pipeline with no (or inactive) augmentation used to fail in map."""
+    prep = get_preprocessing("rescale")
+    for aug in (None, Augmentation()):
+        batches = list(make_dataset(*VAL, batch_size=4, preprocessing=prep, augmentation=aug))
+        assert [tuple(x.shape) for x, _ in batches] == [(4, SIZE, SIZE, 3)] * 2
+        x = np.concatenate([b[0].numpy() for b in batches])
+        y = np.concatenate([b[1].numpy() for b in batches])
+        np.testing.assert_allclose(x, VAL[0] / 255.0, atol=1e-6)
+        np.testing.assert_array_equal(y, np.eye(2)[VAL[1]])
