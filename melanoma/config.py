@@ -98,8 +98,17 @@ def _check_keys(table: dict, cls, where: str) -> None:
                             f"known: {', '.join(sorted(known))}")
 
 
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
 def _build(cls, table: dict, where: str):
     _check_keys(table, cls, where)
+    table = dict(table)
+    for f in fields(cls):  # type-check scalars by annotation; ints become floats where declared
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        kind = _KINDS.get(annotation.removesuffix(" | None"))
+        if kind and f.name in table and not (table[f.name] is None and "None" in annotation):
+            table[f.name] = _typed(table[f.name], kind, where, f.name)
     try:
         return cls(**table)
     except TypeError as error:
@@ -149,8 +158,18 @@ def validate_variant(v: VariantConfig, where: str) -> None:
         raise UserError(f"{where}: augmentation rotation_deg must be >= 0 and shear_deg in [0, 90)")
 
 
+def _table(value, where: str) -> dict:
+    """A copy of a TOML table / YAML mapping (None -> empty), or a UserError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where} must be a table, got {value!r}")
+    return dict(value)
+
+
 def _data(table: dict) -> DataConfig:
-    synthetic = _build(SyntheticSpec, table.pop("synthetic", {}) or {}, "data.synthetic")
+    synthetic = _build(SyntheticSpec, _table(table.pop("synthetic", None), "data.synthetic"),
+                       "data.synthetic")
     data = _build(DataConfig, {**table, "synthetic": synthetic}, "data")
     if not 0 < data.val_fraction < 1:
         raise UserError(f"data: val_fraction must be in (0, 1), got {data.val_fraction}")
@@ -169,15 +188,16 @@ def from_dict(raw: dict, source: str = "") -> RunConfig:
     """Build and validate a RunConfig from a parsed TOML/YAML mapping."""
     raw = dict(raw)
     _check_keys({k: v for k, v in raw.items() if k != "defaults"}, RunConfig, "config")
-    defaults = raw.pop("defaults", {}) or {}
+    defaults = _table(raw.pop("defaults", None), "config: defaults")
     variants = raw.pop("variants", None)
     if not variants or not isinstance(variants, list):
         raise UserError("config: no [[variants]] listed")
-    rows = tuple(_variant(dict(v), dict(defaults), i) for i, v in enumerate(variants))
+    rows = tuple(_variant(_table(v, f"config: variant #{i + 1}"), dict(defaults), i)
+                 for i, v in enumerate(variants))
     names = [v.name for v in rows]
     if len(set(names)) != len(names):
         raise UserError(f"config: variant names must be unique, got {names}")
-    data = _data(dict(raw.pop("data", {}) or {}))
+    data = _data(_table(raw.pop("data", None), "config: data"))
     seed = _typed(raw.pop("seed", 42), int, "config", "seed")
     return RunConfig(name=str(raw.pop("name", Path(source).stem or "run")), variants=rows,
                      seed=seed, data=data, source=source)
@@ -202,15 +222,14 @@ def load(path: str | Path) -> RunConfig:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise UserError(f"cannot read config {path}: {error.strerror or error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read config {path}: {getattr(error, 'strerror', None) or error}"
+                        ) from None
     try:
         if path.suffix == ".toml":
             raw = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text)
+            raw = _load_yaml(text)
         else:
             raise UserError(f"config {path}: use a .toml, .yaml or .yml file")
     except (tomllib.TOMLDecodeError, ValueError) as error:
@@ -220,3 +239,19 @@ def load(path: str | Path) -> RunConfig:
     if not isinstance(raw, dict):
         raise UserError(f"config {path} must be a mapping at the top level")
     return from_dict(raw, source=str(path))
+
+
+def _load_yaml(text: str):
+    """yaml.safe_load, except that ``1e-4`` is a float as in YAML 1.2 and TOML (PyYAML's
+    YAML 1.1 rules read an exponent without a dot as a string)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import UserError
+
 CLASS_DIRS = ("Benign", "Malignant")
 GENERATOR_VERSION = 1
 
@@ -147,6 +149,9 @@ def ensure_dataset(spec: SyntheticSpec, cache_dir: Path | None = None) -> Path:
         generate(staging, spec)
         os.replace(staging, target)
     except OSError:
+        if target.is_dir() and not (target / "SPEC.json").exists():
+            raise UserError(f"{target} is an incomplete synthetic data set (no SPEC.json): "
+                            f"delete that folder and run again") from None
         if not (target / "SPEC.json").exists():
             raise
     finally:
