@@ -1,0 +1,116 @@
+"""``melanoma-bench evaluate``: evaluate existing model files without training.
+
+    melanoma-bench evaluate original/*.h5 --data-dir ~/data/melanoma --out reports/original
+
+Writes the same outputs as ``run`` (one row per model). A model that cannot be evaluated
+gets one line on stderr; the others are still evaluated and reported; exit status 2.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from melanoma.images import INTERPOLATIONS
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("evaluate", help="evaluate existing model files (.keras, "
+                                 "tf.keras 2.x .h5, SavedModel) and write the report")
+    parser.add_argument("models", nargs="+", type=Path, metavar="MODEL",
+                        help=".keras or .h5 file, or SavedModel folder")
+    parser.add_argument("--data-dir", type=Path, required=True,
+                        help="root with test/ (and train/), or a folder holding Benign/ and "
+                             "Malignant/ directly")
+    parser.add_argument("--variant", default=None, metavar="NAME",
+                        help="preprocessing when the model has no sidecar (samplewise, "
+                             "featurewise, rescale, native); default: from the file name")
+    parser.add_argument("--featurewise-mean", default=None, metavar="R,G,B",
+                        help="training mean of x/255 for featurewise models without one "
+                             "(default: computed from the train/ split of --data-dir)")
+    parser.add_argument("--name", action="append", default=None, metavar="NAME",
+                        help="row name, once per MODEL in order (default: the sidecar's "
+                             "variant name, else the file name without suffix)")
+    parser.add_argument("--interpolation", choices=sorted(INTERPOLATIONS), default=None,
+                        help="resize filter (default: the sidecar's, else nearest, as "
+                             "flow_from_directory)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="prediction batch (default: the sidecar's, else 8)")
+    parser.add_argument("--out", type=Path, default=Path("reports") / "evaluate",
+                        help="output folder (default: reports/evaluate)")
+    parser.add_argument("--trust-model-code", action="store_true",
+                        help="allow files that contain code (Lambda layers, SavedModels); "
+                             "only for files whose origin you trust")
+    parser.set_defaults(handler=main)
+
+
+def quiet_tensorflow() -> dict:
+    """As ``run``: no retracing chatter, deterministic ops on CPU; returns the hardware."""
+    import tensorflow as tf
+
+    from melanoma import provenance
+
+    tf.get_logger().setLevel("ERROR")
+    hardware = provenance.devices()
+    print(f"device: {provenance.describe_device(hardware)}", file=sys.stderr, flush=True)
+    if not hardware["gpus"]:
+        tf.config.experimental.enable_op_determinism()
+    return hardware
+
+
+def main(args) -> int:
+    from melanoma import evaluation
+    from melanoma.errors import UserError
+    from melanoma.report import markdown_table
+
+    from ..run import log
+
+    if args.name is not None and len(args.name) != len(args.models):
+        raise UserError(f"--name given {len(args.name)} times for {len(args.models)} models")
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    options = evaluation.EvalOptions(
+        variant=args.variant, featurewise_mean=evaluation.parse_mean(args.featurewise_mean),
+        trust_code=args.trust_model_code, interpolation=args.interpolation,
+        batch_size=args.batch_size)
+    if args.variant:
+        from melanoma.preprocessing import get_preprocessing
+
+        get_preprocessing(args.variant)  # an unknown name fails before any loading
+    data = evaluation.EvalData.from_dir(args.data_dir)
+    started = time.perf_counter()
+    hardware = quiet_tensorflow()
+    log(f"data: {data.root} (test {len(data.test)} files"
+        f"{'' if data.train is None else f', train {len(data.train)} files'})")
+    results, failures = [], []
+    names = args.name or [None] * len(args.models)
+    for i, (path, name) in enumerate(zip(args.models, names), 1):
+        try:
+            result = evaluation.evaluate_file(path, data, options, name)
+        except UserError as error:
+            failures.append([str(path), str(error)])
+            print(f"melanoma-bench: error: {error}", file=sys.stderr, flush=True)
+            continue
+        except Exception as error:  # noqa: BLE001 - one line per model, never a traceback
+            if args.debug:
+                raise
+            line = f"{path}: unexpected {evaluation.first_line(error)}"
+            failures.append([str(path), line])
+            print(f"melanoma-bench: error: {line}", file=sys.stderr, flush=True)
+            continue
+        log(f"[{i}/{len(args.models)}] {result.name}: {result.spec['spec']}")
+        results.append(result)
+    if results:
+        rows = evaluation.write_report(args.out, results, data, failures, {
+            "command": "evaluate", "models": [str(m) for m in args.models],
+            "data_dir": str(args.data_dir), "variant": args.variant,
+            "featurewise_mean": args.featurewise_mean, "interpolation": args.interpolation,
+            "batch_size": args.batch_size, "trust_model_code": args.trust_model_code},
+            hardware, time.perf_counter() - started)
+        log(f"wrote {args.out}/ (results.json, results.csv, results.md, predictions.csv, plots)")
+        print(markdown_table(rows))
+    if failures:
+        log(f"melanoma-bench: {len(failures)} of {len(args.models)} models failed"
+            + ("" if results else "; nothing written"))
+        return 2
+    return 0
