@@ -10,6 +10,7 @@ mean or computes it from the training split. Every row says which source was use
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -283,3 +284,15 @@ def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, fail
     return report.write_run(Path(out_dir), predictions_of(results),
                             {r.name: r.spec for r in results},
                             {r.name: r.history for r in results}, info)
+
+
+def evaluate_row(variant, found: layout.DataLayout, interpolation: str, label: str) -> ModelResult:
+    """A run config row naming ``model_file``: evaluated on the run's test split, not trained."""
+    print(f"{label}: evaluating {variant.model_file} (model_file: not trained)", file=sys.stderr,
+          flush=True)
+    data = EvalData(found.root, found.test, found.train)
+    options = EvalOptions(variant=None if variant.preprocessing == "auto" else variant.preprocessing,
+                          trust_code=variant.trust_model_code, interpolation=interpolation,
+                          batch_size=variant.val_batch_size)
+    result = evaluate_file(variant.model_file, data, options, variant.name)
+    return replace(result, spec={**result.spec, "note": variant.note})
