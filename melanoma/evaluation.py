@@ -148,6 +148,9 @@ def choose_preprocessing(loaded: LoadedModel, options: EvalOptions) -> tuple[Pre
     """The preprocessing variant (mean not yet resolved) and where it came from."""
     sidecar = loaded.sidecar
     if sidecar is not None:
+        if options.variant and options.variant != sidecar["preprocessing"]:
+            print(f"warning: {loaded.path}: its sidecar says {sidecar['preprocessing']!r}; "
+                  f"--variant {options.variant} ignored", file=sys.stderr, flush=True)
         return (get_preprocessing(sidecar["preprocessing"], sidecar.get("featurewise_mean")),
                 f"sidecar {loaded.path.with_suffix('.json').name}")
     if options.variant:
