@@ -58,59 +58,71 @@ def quiet_tensorflow() -> dict:
     return hardware
 
 
-def main(args) -> int:
+def options_from(args):
+    """EvalOptions from the flags; malformed flags fail before any model is loaded."""
     from melanoma import evaluation
     from melanoma.errors import UserError
-    from melanoma.report import markdown_table
-
-    from ..run import log
+    from melanoma.preprocessing import get_preprocessing
 
     if args.name is not None and len(args.name) != len(args.models):
         raise UserError(f"--name given {len(args.name)} times for {len(args.models)} models")
     if args.batch_size is not None and args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    options = evaluation.EvalOptions(
+    if args.variant:
+        get_preprocessing(args.variant)  # an unknown name lists the known ones
+    return evaluation.EvalOptions(
         variant=args.variant, featurewise_mean=evaluation.parse_mean(args.featurewise_mean),
         trust_code=args.trust_model_code, interpolation=args.interpolation,
         batch_size=args.batch_size)
-    if args.variant:
-        from melanoma.preprocessing import get_preprocessing
 
-        get_preprocessing(args.variant)  # an unknown name fails before any loading
-    data = evaluation.EvalData.from_dir(args.data_dir)
-    started = time.perf_counter()
-    hardware = quiet_tensorflow()
-    log(f"data: {data.root} (test {len(data.test)} files"
-        f"{'' if data.train is None else f', train {len(data.train)} files'})")
+
+def evaluate_each(args, data, options) -> tuple[list, list]:
+    """Every model in turn; a failure is one stderr line and does not stop the others."""
+    from melanoma import evaluation
+    from melanoma.errors import UserError
+
     results, failures = [], []
     names = args.name or [None] * len(args.models)
     for i, (path, name) in enumerate(zip(args.models, names), 1):
         try:
             result = evaluation.evaluate_file(path, data, options, name)
-        except UserError as error:
-            failures.append([str(path), str(error)])
-            print(f"melanoma-bench: error: {error}", file=sys.stderr, flush=True)
-            continue
         except Exception as error:  # noqa: BLE001 - one line per model, never a traceback
-            if args.debug:
+            if args.debug and not isinstance(error, UserError):
                 raise
-            line = f"{path}: unexpected {evaluation.first_line(error)}"
+            line = (str(error) if isinstance(error, UserError)
+                    else f"{path}: unexpected {evaluation.first_line(error)}")
             failures.append([str(path), line])
             print(f"melanoma-bench: error: {line}", file=sys.stderr, flush=True)
             continue
-        log(f"[{i}/{len(args.models)}] {result.name}: {result.spec['spec']}")
+        print(f"[{i}/{len(args.models)}] {result.name}: {result.spec['spec']}", file=sys.stderr,
+              flush=True)
         results.append(result)
+    return results, failures
+
+
+def main(args) -> int:
+    from melanoma import evaluation
+    from melanoma.report import markdown_table
+
+    options = options_from(args)
+    data = evaluation.EvalData.from_dir(args.data_dir)
+    started = time.perf_counter()
+    hardware = quiet_tensorflow()
+    print(f"data: {data.root} (test {len(data.test)} files"
+          f"{'' if data.train is None else f', train {len(data.train)} files'})",
+          file=sys.stderr, flush=True)
+    results, failures = evaluate_each(args, data, options)
     if results:
-        rows = evaluation.write_report(args.out, results, data, failures, {
-            "command": "evaluate", "models": [str(m) for m in args.models],
-            "data_dir": str(args.data_dir), "variant": args.variant,
-            "featurewise_mean": args.featurewise_mean, "interpolation": args.interpolation,
-            "batch_size": args.batch_size, "trust_model_code": args.trust_model_code},
-            hardware, time.perf_counter() - started)
-        log(f"wrote {args.out}/ (results.json, results.csv, results.md, predictions.csv, plots)")
+        config = {"command": "evaluate", **{k: (str(v) if isinstance(v, Path) else v)
+                                            for k, v in vars(args).items() if k != "handler"}}
+        config["models"] = [str(m) for m in args.models]
+        rows = evaluation.write_report(args.out, results, data, failures, config, hardware,
+                                       time.perf_counter() - started)
+        print(f"wrote {args.out}/ (results.json, results.csv, results.md, predictions.csv, "
+              f"plots)", file=sys.stderr, flush=True)
         print(markdown_table(rows))
     if failures:
-        log(f"melanoma-bench: {len(failures)} of {len(args.models)} models failed"
-            + ("" if results else "; nothing written"))
+        print(f"melanoma-bench: {len(failures)} of {len(args.models)} models failed"
+              + ("" if results else "; nothing written"), file=sys.stderr, flush=True)
         return 2
     return 0
