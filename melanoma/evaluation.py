@@ -20,64 +20,16 @@ import pandas as pd
 from . import layout, provenance, report
 from .errors import UserError
 from .images import LoadedImages, load_images
-from .loading import LoadedModel, first_line, load
-from .preprocessing import (PREPROCESSING, FeaturewiseCenter, Preprocessing, Rescale,
-                            SamplewiseCenter, get_preprocessing)
+from .loading import LoadedModel, load
+from . import legacy
+from .preprocessing import PREPROCESSING, Preprocessing, get_preprocessing
 
 DECODER = "PIL"  # images.load_image: what flow_from_directory/load_img used
 DEFAULT_BATCH_SIZE = 8  # the original notebook's validation/test batch
 NAME_CONVENTION = ("featurewise", "samplewise")  # random_featurewise is featurewise
 
 
-def _rescale(step: Rescale, x: np.ndarray, mean) -> None:
-    x *= np.float32(step.scale)
-
-
-def _samplewise(step: SamplewiseCenter, x: np.ndarray, mean) -> None:
-    for image in x:  # one np.mean per image over H, W and C, as standardize() did
-        image -= image.mean(keepdims=True)
-
-
-def _featurewise(step: FeaturewiseCenter, x: np.ndarray, mean) -> None:
-    x -= np.asarray(mean, np.float32)
-
-
-# ImageDataGenerator.standardize()'s arithmetic, step by step, in place on float32 arrays.
-# tf.reduce_mean sums in another order than np.mean: 3.6e-7 apart on the inputs, ~4e-6 on
-# the fixture's outputs; these steps reproduce TF 2.15's inputs bit for bit.
-LEGACY_STEPS = {Rescale: _rescale, SamplewiseCenter: _samplewise, FeaturewiseCenter: _featurewise}
-LEGACY_PIPELINE = "NumPy float32, as ImageDataGenerator.standardize"
 PROJECT_PIPELINE = "tf.data, as run"
-
-
-def legacy_batches(pixels: np.ndarray, preprocessing: Preprocessing, batch_size: int):
-    """Float32 batches preprocessed exactly as the original ImageDataGenerator did."""
-    for start in range(0, len(pixels), batch_size):
-        x = pixels[start:start + batch_size].astype(np.float32)
-        for step in preprocessing.steps:
-            LEGACY_STEPS[type(step)](step, x, preprocessing.mean)
-        yield x
-
-
-LEGACY_FIT_LIMIT = 1 << 30  # bytes of float32 pixels ImageDataGenerator.fit would hold
-
-
-def legacy_fit(pixels: np.ndarray, preprocessing: Preprocessing) -> tuple[Preprocessing, str]:
-    """The training mean as ImageDataGenerator.fit computed it: one float32 np.mean.
-
-    Its float32 sum is not exact (1.7e-5 off on the fixture's 12 images, enough to move
-    outputs by 1e-4), so reproducing old models needs the same arithmetic. Beyond
-    LEGACY_FIT_LIMIT it falls back to the exact float64 mean and says so."""
-    if pixels.size * 4 > LEGACY_FIT_LIMIT:
-        return preprocessing.fit(pixels), "exact float64 mean (too large for float32 np.mean)"
-    x = pixels.astype(np.float32)
-    for step in preprocessing.steps:
-        if getattr(step, "needs_fit", False):
-            break
-        LEGACY_STEPS[type(step)](step, x, None)
-    mean = np.mean(x, axis=(0, 1, 2))
-    return (replace(preprocessing, mean=tuple(float(m) for m in mean)),
-            "float32 np.mean as ImageDataGenerator.fit")
 
 
 @dataclass(frozen=True)
@@ -180,7 +132,7 @@ def resolve_mean(loaded: LoadedModel, preprocessing: Preprocessing, options: Eva
     if loaded.sidecar is not None:
         fitted, how = preprocessing.fit(train.pixels), "as run fits it"
     else:
-        fitted, how = legacy_fit(train.pixels, preprocessing)
+        fitted, how = legacy.fit(train.pixels, preprocessing)
     return fitted, (f"computed from the {len(train.labels)} images of the train/ split of "
                     f"{data.root} at {loaded.image_size} px ({how})")
 
@@ -222,8 +174,8 @@ def evaluate_file(path: str | Path, data: EvalData, options: EvalOptions = EvalO
         pipeline = PROJECT_PIPELINE
         probs = loaded.predict(make_dataset(test.pixels, None, int(batch_size), preprocessing))
     else:
-        pipeline = LEGACY_PIPELINE
-        probs = loaded.predict_batches(legacy_batches(test.pixels, preprocessing,
+        pipeline = legacy.PIPELINE
+        probs = loaded.predict_batches(legacy.batches(test.pixels, preprocessing,
                                                       int(batch_size)))
     name = name or default_name(loaded)
     size = loaded.image_size

@@ -15,8 +15,9 @@ import pytest
 
 from melanoma import loading
 from melanoma.errors import UserError
-from melanoma.evaluation import (EvalData, EvalOptions, evaluate_file, legacy_batches,
-                                 legacy_fit, name_convention, parse_mean)
+from melanoma.evaluation import EvalData, EvalOptions, evaluate_file, name_convention, parse_mean
+from melanoma.legacy import batches as legacy_batches
+from melanoma.legacy import fit as legacy_fit
 from melanoma.preprocessing import get_preprocessing
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"

@@ -80,6 +80,7 @@ def evaluate_each(args, data, options) -> tuple[list, list]:
     """Every model in turn; a failure is one stderr line and does not stop the others."""
     from melanoma import evaluation
     from melanoma.errors import UserError
+    from melanoma.loading import first_line
 
     results, failures = [], []
     names = args.name or [None] * len(args.models)
@@ -90,7 +91,7 @@ def evaluate_each(args, data, options) -> tuple[list, list]:
             if args.debug and not isinstance(error, UserError):
                 raise
             line = (str(error) if isinstance(error, UserError)
-                    else f"{path}: unexpected {evaluation.first_line(error)}")
+                    else f"{path}: unexpected {first_line(error)}")
             failures.append([str(path), line])
             print(f"melanoma-bench: error: {line}", file=sys.stderr, flush=True)
             continue
