@@ -151,3 +151,14 @@ def test_lambda_loads_with_the_flag(tmp_path):
     assert main(["evaluate", str(LEGACY / "lambda_layer.h5"), "--variant", "samplewise",
                  "--trust-model-code", "--data-dir", str(LEGACY / "images"),
                  "--out", str(tmp_path / "out")]) == 0
+
+
+def test_run_config_with_missing_model_file_fails_before_work(tmp_path, capsys):
+    config = tmp_path / "missing.toml"
+    config.write_text(f'name = "m"\n[[variants]]\nname = "gone"\n'
+                      f'model_file = "{tmp_path / "gone_samplewise.h5"}"\n')
+    out = tmp_path / "out"
+    code = main(["run", "--config", str(config), "--data-dir", str(LEGACY / "images"),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "no such file" in err[-1] and not out.exists()
