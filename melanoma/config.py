@@ -145,6 +145,9 @@ def validate_variant(v: VariantConfig, where: str) -> None:
     if v.bn_momentum is not None and not 0 < _typed(v.bn_momentum, float, where, "bn_momentum") < 1:
         raise UserError(f"{where}: bn_momentum must be in (0, 1), got {v.bn_momentum}")
     get_backbone(v.backbone)
+    if v.model_file is not None:
+        _typed(v.model_file, str, where, "model_file")
+    _typed(v.trust_model_code, bool, where, "trust_model_code")
     if not (v.model_file and v.preprocessing == "auto"):
         get_preprocessing(v.preprocessing)
     if v.image_size is not None and _typed(v.image_size, int, where, "image_size") < MIN_IMAGE_SIZE:
