@@ -116,7 +116,8 @@ def main(args) -> int:
     if results:
         config = {k: str(v) if isinstance(v, Path) else v
                   for k, v in vars(args).items() if k != "handler"}
-        config.update(name=f"evaluate ({args.out.name})", models=[str(m) for m in args.models])
+        config.update(names=args.name, name=f"evaluate ({args.out.name})",
+                      models=[str(m) for m in args.models])
         rows = evaluation.write_report(args.out, results, data, failures, config, hardware,
                                        time.perf_counter() - started)
         print(f"wrote {args.out}/ (results.json, results.csv, results.md, predictions.csv, "
