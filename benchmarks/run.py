@@ -22,6 +22,7 @@ from melanoma.backbones import get_backbone
 from melanoma.dataset import make_dataset, split_train_val
 from melanoma.errors import UserError
 from melanoma.images import LoadedImages, load_images
+from melanoma.loading import detect_format
 from melanoma.model import resolve_weights
 from melanoma.preprocessing import get_preprocessing
 
@@ -85,6 +86,9 @@ def load_splits(found: layout.DataLayout, size: int, cfg: config_mod.RunConfig) 
 def check_variants(cfg: config_mod.RunConfig) -> None:
     """Fail before any work if a variant's weights are unavailable."""
     for variant in cfg.variants:
+        if variant.model_file:  # evaluated, not trained: only the file must be there
+            detect_format(Path(variant.model_file).expanduser())
+            continue
         resolve_weights(get_backbone(variant.backbone), variant.weights)
 
 
@@ -146,6 +150,7 @@ def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, r
         saved = storage.save(model, models_dir, variant.name, key, {
             "variant": asdict(variant), "image_size": variant.resolved_image_size(),
             "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
+            "interpolation": cfg.data.interpolation,
             "history": history, "train_seconds": round(time.perf_counter() - started, 1),
             "versions": provenance.package_versions()})
         log(f"{label}: saved {saved.model_path}")
@@ -177,6 +182,14 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     frames, specs, histories, keys = [], {}, {}, {}
     for i, variant in enumerate(cfg.variants, 1):
         label = f"[{i}/{len(cfg.variants)}] {variant.name}"
+        if variant.model_file:
+            from melanoma.evaluation import evaluate_row
+
+            result = evaluate_row(variant, found, cfg.data.interpolation, label)
+            frames.append(result.predictions)
+            specs[variant.name], histories[variant.name] = result.spec, result.history
+            keys[variant.name] = result.spec["sha256"] or variant.model_file
+            continue
         size = variant.resolved_image_size()
         if size not in cache:
             cache[size] = load_splits(found, size, cfg)
@@ -186,10 +199,11 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         frames.append(pd.DataFrame({
             "variant": variant.name, "file": [relative(f, found.root) for f in splits.test.files],
             "label": splits.test.labels, "prob_malignant": probs}))
-    skipped = next(iter(cache.values())).skipped if cache else ()
+    first = next(iter(cache.values()), None)  # None when every row is a model_file
+    skipped = first.skipped if first else ()
     extra = {"data": {"root": str(found.root), "fingerprint": data_key,
-                      "n_train": len(next(iter(cache.values())).train.labels),
-                      "n_val": len(next(iter(cache.values())).val.labels),
+                      "n_train": len(first.train.labels) if first else None,
+                      "n_val": len(first.val.labels) if first else None,
                       "skipped_images": len(skipped), "skipped": [list(s) for s in skipped]},
              "model_keys": keys, "wall_seconds": round(time.perf_counter() - started, 1)}
     info = provenance.collect(cfg.to_dict(), cfg.seed, extra)

@@ -42,6 +42,8 @@ class VariantConfig:
     bn_momentum: float | None = None  # None -> Keras' 0.99; short CPU runs need ~0.9
     augmentation: Augmentation = field(default_factory=Augmentation)
     note: str = ""  # free text printed in the report (not part of the model key)
+    model_file: str | None = None  # evaluate this existing model instead of training one
+    trust_model_code: bool = False  # let model_file contain code (Lambda, SavedModel)
 
     def resolved_image_size(self) -> int:
         size = self.image_size or get_backbone(self.backbone).default_size
@@ -57,7 +59,8 @@ class VariantConfig:
     def model_key(self, data_fingerprint: str, seed: int, val_fraction: float,
                   interpolation: str) -> str:
         """Hash of everything that changes the trained model (not the row's name or note)."""
-        spec = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "note")}
+        spec = {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("name", "note", "model_file", "trust_model_code")}
         spec.update(augmentation=dataclasses.asdict(self.augmentation),
                     image_size=self.resolved_image_size(), data=data_fingerprint, seed=seed,
                     val_fraction=val_fraction, interpolation=interpolation)
@@ -132,6 +135,8 @@ def _variant(table: dict, defaults: dict, index: int) -> VariantConfig:
     if not isinstance(aug, dict):
         raise UserError(f"{where}: augmentation must be a table")
     merged["augmentation"] = _build(Augmentation, aug, f"{where} augmentation")
+    if merged.get("model_file") and "preprocessing" not in merged:
+        merged["preprocessing"] = "auto"  # sidecar, else file name (melanoma.evaluation)
     variant = _build(VariantConfig, merged, where)
     validate_variant(variant, where)
     return variant
@@ -149,7 +154,11 @@ def validate_variant(v: VariantConfig, where: str) -> None:
     if v.bn_momentum is not None and not 0 < _typed(v.bn_momentum, float, where, "bn_momentum") < 1:
         raise UserError(f"{where}: bn_momentum must be in (0, 1), got {v.bn_momentum}")
     get_backbone(v.backbone)
-    get_preprocessing(v.preprocessing)
+    if v.model_file is not None:
+        _typed(v.model_file, str, where, "model_file")
+    _typed(v.trust_model_code, bool, where, "trust_model_code")
+    if not (v.model_file and v.preprocessing == "auto"):
+        get_preprocessing(v.preprocessing)
     if v.image_size is not None and _typed(v.image_size, int, where, "image_size") < MIN_IMAGE_SIZE:
         raise UserError(f"{where}: image_size {v.image_size} is below EfficientNet's minimum "
                         f"of {MIN_IMAGE_SIZE}")
