@@ -59,6 +59,8 @@ def _cell(row: dict, key: str) -> str:
     value = row.get(key)
     if isinstance(value, str) or key in ("n_test",):
         return f"<td>{html.escape(str(value))}</td>"
+    if key == "auc_delong_p" and row.get("variant") == row.get("delong_reference"):
+        return '<td data-v="2">reference (best AUC)</td>'
     if not _finite(value):
         return '<td class="undef" data-v="" title="undefined: see the undefined column">n/a</td>'
     text = f"{value:.3g}" if key == "auc_delong_p" else f"{value:.4f}"
@@ -75,7 +77,8 @@ def results_table(rows: list[dict]) -> str:
         "<tr>" + "".join(_cell(r, k) for k, _ in COLUMNS)
         + f"<td style='text-align:left'>{html.escape(str(r.get('undefined') or ''))}</td></tr>"
         for r in rows)
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<div style="overflow-x:auto"><table class="sortable"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{body}</tbody></table></div>')
 
 
 def embedded_image(path: Path, caption: str) -> str:

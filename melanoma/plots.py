@@ -128,7 +128,8 @@ def roc_with_intervals(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: d
     ax.set_xlabel("1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity (true positive rate)")
     ax.set_title("ROC, malignant class (test split; 95% bootstrap CI)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)
 
 
@@ -153,7 +154,8 @@ def precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: dic
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title("Precision-recall, malignant class (test split)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
     return save_figure(fig, path)
 
 

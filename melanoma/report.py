@@ -182,6 +182,10 @@ def write_run(out_dir: Path, predictions: pd.DataFrame, specs: dict[str, dict],
     if clean_files is not None:
         write_clean_list(out_dir / "clean_test.csv", predictions["file"], clean_files)
     atomic.write_json(out_dir / "histories.json", histories)
+    # Evaluate what was saved (9 significant digits), so `report` rebuilds identical tables.
+    predictions = read_predictions(out_dir / "predictions.csv")
+    if val_predictions is not None:
+        val_predictions = read_predictions(out_dir / "val_predictions.csv")
     return write_report(out_dir, predictions, specs, histories, provenance, val_predictions,
                         settings or EvalSettings(seed=provenance.get("seed", 0)), clean_files,
                         audit_summary)
