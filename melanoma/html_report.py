@@ -90,7 +90,7 @@ def embedded_image(path: Path, caption: str) -> str:
 def audit_section(summary: dict | None) -> str:
     if not summary:
         return "<p class='note'>No leakage audit in this run (evaluation.audit = false).</p>"
-    keys = ("n_test", "test_with_duplicate_in_train", "test_with_exact_duplicate_in_train",
+    keys = ("n_by_split", "n_test", "test_with_duplicate_in_train", "test_with_exact_duplicate_in_train",
             "test_with_duplicate_in_val", "test_fraction_affected", "n_test_clean",
             "pairs_total", "cross_split_pairs", "label_conflict_pairs", "n_unreadable",
             "max_distance", "method", "include_flips")

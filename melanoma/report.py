@@ -23,7 +23,21 @@ from .errors import UserError
 from .evaluation import EvalSettings, evaluate
 
 PREDICTION_COLUMNS = ("variant", "file", "label", "prob_malignant")
+SPEC_KEYS = ("backbone", "image_size", "weights", "preprocessing", "epochs", "learning_rate",
+             "batch_size", "head_units", "augmentation", "spec", "note")
 TABLE_COLUMNS = ("variant", "accuracy", "auc", "sensitivity", "specificity", "n_test")
+
+
+def metric_row(name: str, y: np.ndarray, p: np.ndarray, spec: dict) -> dict:
+    """One flat row of point metrics at argmax (p >= 0.5), without intervals (kept for callers
+    that need a quick row; the report uses ``evaluation.evaluate``)."""
+    scores = metrics.binary_metrics(y, p)
+    row = {"variant": name, **{k: scores[k] for k in ("accuracy", "auc", "sensitivity",
+                                                        "specificity")},
+           "n_test": int(scores["n"])}
+    row.update({k: v for k, v in scores.items() if k not in row and k != "n"})
+    row.update(spec)
+    return row
 
 
 def rows_from_predictions(predictions: pd.DataFrame, specs: dict[str, dict],
@@ -217,7 +231,8 @@ def rebuild(run_dir: Path, out_dir: Path | None = None) -> list[dict]:
                             f"`melanoma-bench run`")
     saved = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     settings = EvalSettings(**saved.get("evaluation", {}))
-    specs = saved.get("specs") or {r["variant"]: {} for r in saved.get("rows", [])}
+    specs = saved.get("specs") or {  # results.json of an older run: spec columns of its rows
+        r["variant"]: {k: v for k, v in r.items() if k in SPEC_KEYS} for r in saved.get("rows", [])}
     predictions = read_predictions(run_dir / "predictions.csv")
     val_path = run_dir / "val_predictions.csv"
     val = read_predictions(val_path) if val_path.is_file() else None
