@@ -37,7 +37,7 @@ def time_evaluation() -> dict:
     """Seconds for the whole report (metrics, intervals, DeLong, plots, HTML) and for the
     tables alone."""
     from melanoma import report
-    from melanoma.evaluation import EvalSettings, evaluate
+    from melanoma.scoring import EvalSettings, evaluate
 
     test, val = fake_predictions(N_TEST, 0, "test"), fake_predictions(N_VAL, 1, "train")
     clean = set(test["file"].unique()[::4][:750])

@@ -21,7 +21,7 @@ from melanoma import layout, provenance, report, storage, synthetic
 from melanoma.backbones import get_backbone
 from melanoma.dataset import make_dataset, split_train_val
 from melanoma.errors import UserError
-from melanoma.evaluation import EvalSettings
+from melanoma.scoring import EvalSettings
 from melanoma.images import LoadedImages, load_images
 from melanoma.model import resolve_weights
 from melanoma.preprocessing import get_preprocessing

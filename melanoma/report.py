@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 from . import atomic, html_report, metrics, plots
 from .errors import UserError
-from .evaluation import EvalSettings, evaluate
+from .scoring import EvalSettings, evaluate
 
 PREDICTION_COLUMNS = ("variant", "file", "label", "prob_malignant")
 SPEC_KEYS = ("backbone", "image_size", "weights", "preprocessing", "epochs", "learning_rate",

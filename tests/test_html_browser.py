@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from melanoma import report
-from melanoma.evaluation import EvalSettings
+from melanoma.scoring import EvalSettings
 from test_report import predictions  # tests/ is on sys.path (pytest prepend mode)
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

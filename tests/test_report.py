@@ -15,7 +15,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 from benchmarks.cli import main
 from melanoma import config, metrics, report
 from melanoma.errors import UserError
-from melanoma.evaluation import EvalSettings, evaluate
+from melanoma.scoring import EvalSettings, evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESAMPLES = 200
