@@ -25,6 +25,7 @@ from melanoma.images import LoadedImages, load_images
 from melanoma.loading import detect_format
 from melanoma.model import resolve_weights
 from melanoma.preprocessing import get_preprocessing
+from melanoma.scoring import EvalSettings
 
 
 
@@ -130,9 +131,34 @@ def predict(model, images: LoadedImages, preprocessing, batch_size: int) -> np.n
     return model.predict(data, verbose=0)[:, 1].astype(np.float64)
 
 
+TTA_FLIPS = (lambda x: x, lambda x: x[:, :, ::-1], lambda x: x[:, ::-1], lambda x: x[:, ::-1, ::-1])
+TTA_SUFFIX = "+tta"
+
+
+def predict_tta(model, images: LoadedImages, preprocessing, batch_size: int) -> np.ndarray:
+    """Test-time augmentation: the mean probability over identity, horizontal, vertical and
+    both flips (applied to the uint8 pixels, before preprocessing, as training's flips)."""
+    runs = [predict(model, LoadedImages(np.ascontiguousarray(flip(images.pixels)), images.labels,
+                                        images.files, ()), preprocessing, batch_size)
+            for flip in TTA_FLIPS]
+    return np.mean(runs, axis=0)
+
+
+def predict_splits(model, splits: Splits, preprocessing, batch_size: int,
+                   tta: bool) -> dict[str, np.ndarray]:
+    """{"test", "val"} probabilities, plus {"test+tta", "val+tta"} when ``tta``."""
+    out = {"test": predict(model, splits.test, preprocessing, batch_size),
+           "val": predict(model, splits.val, preprocessing, batch_size)}
+    if tta:
+        for split in ("test", "val"):
+            out[split + TTA_SUFFIX] = predict_tta(model, getattr(splits, split), preprocessing,
+                                                  batch_size)
+    return out
+
+
 def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, retrain: bool,
-                label: str, pool):
-    """Train or load one variant; returns (probabilities, history, spec, model file)."""
+                label: str, pool, tta: bool = False):
+    """Train or load one variant; returns ({split: probabilities}, history, spec, model key)."""
     key = variant.model_key(data_key, cfg.seed, cfg.data.val_fraction, cfg.data.interpolation)
     cached = None if retrain else storage.find(models_dir, key)
     if cached is not None:
@@ -154,7 +180,7 @@ def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, r
             "history": history, "train_seconds": round(time.perf_counter() - started, 1),
             "versions": provenance.package_versions()})
         log(f"{label}: saved {saved.model_path}")
-    probs = predict(model, splits.test, preprocessing, variant.val_batch_size)
+    probs = predict_splits(model, splits, preprocessing, variant.val_batch_size, tta)
     return probs, history, variant_spec(variant, preprocessing), key
 
 
@@ -179,7 +205,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     from melanoma.training import ModelPool
 
     pool = ModelPool()
-    frames, specs, histories, keys = [], {}, {}, {}
+    frames, val_frames, specs, histories, keys = [], [], {}, {}, {}
     for i, variant in enumerate(cfg.variants, 1):
         label = f"[{i}/{len(cfg.variants)}] {variant.name}"
         if variant.model_file:
@@ -195,10 +221,18 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
             cache[size] = load_splits(found, size, cfg)
         splits = cache[size]
         probs, histories[variant.name], specs[variant.name], keys[variant.name] = run_variant(
-            variant, splits, data_key, cfg, models_dir, retrain, label, pool)
-        frames.append(pd.DataFrame({
-            "variant": variant.name, "file": [relative(f, found.root) for f in splits.test.files],
-            "label": splits.test.labels, "prob_malignant": probs}))
+            variant, splits, data_key, cfg, models_dir, retrain, label, pool,
+            cfg.evaluation.tta)
+        for suffix in ("", TTA_SUFFIX) if cfg.evaluation.tta else ("",):
+            name = variant.name + suffix
+            if suffix:
+                specs[name] = {**specs[variant.name], "spec": specs[variant.name]["spec"]
+                               + " | TTA: mean over identity, h, v, h+v flips"}
+            for split, target in (("test", frames), ("val", val_frames)):
+                images = getattr(splits, split)
+                target.append(pd.DataFrame({
+                    "variant": name, "file": [relative(f, found.root) for f in images.files],
+                    "label": images.labels, "prob_malignant": probs[split + suffix]}))
     first = next(iter(cache.values()), None)  # None when every row is a model_file
     skipped = first.skipped if first else ()
     extra = {"data": {"root": str(found.root), "fingerprint": data_key,
@@ -208,11 +242,33 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
              "model_keys": keys, "wall_seconds": round(time.perf_counter() - started, 1)}
     info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
     info["hardware"] = hardware
+    first = next(iter(cache.values()))
+    clean, audit_summary = (leakage_audit(first, found.root, out_dir, cfg)
+                            if cfg.evaluation.audit else (None, None))
+    settings = EvalSettings(seed=cfg.seed, bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
+                            target_sensitivity=cfg.evaluation.target_sensitivity)
     rows = report.write_run(out_dir, pd.concat(frames, ignore_index=True), specs, histories,
-                            info)
-    log(f"wrote {out_dir}/ (results.json, results.csv, results.md, predictions.csv, plots) "
+                            info, pd.concat(val_frames, ignore_index=True), settings, clean,
+                            audit_summary)
+    log(f"wrote {out_dir}/ (index.html, results.json/csv/md, predictions.csv, plots) "
         f"in {time.perf_counter() - started:.0f} s")
     return rows
+
+
+def leakage_audit(splits: Splits, root: Path, out_dir: Path, cfg) -> tuple[set[str], dict]:
+    """Near-duplicate audit over the run's own train/val/test images (audit_* files in
+    ``out_dir``); returns the clean test files (relative names) and the summary."""
+    from melanoma import audit
+
+    started = time.perf_counter()
+    items = audit.items_from_splits(*((s.files, s.labels) for s in
+                                      (splits.train, splits.val, splits.test)))
+    pairs, summary = audit.run_audit(items, out_dir, cfg.evaluation.audit_max_distance)
+    clean = {relative(Path(f), root) for f in audit.clean_test_files(pairs, items)}
+    log(f"audit: {summary['test_with_duplicate_in_train_or_val']} of {summary['n_test']} test "
+        f"images have a near-duplicate in train/val; {len(clean)} clean "
+        f"({time.perf_counter() - started:.1f} s)")
+    return clean, summary
 
 
 def relative(path: Path, root: Path) -> str:

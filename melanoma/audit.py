@@ -7,9 +7,12 @@ images have a near-duplicate in train (16x16 average hash, Hamming distance
 benchmark reports them on the full test set *and* on the "clean" subset of
 test images that have no duplicate in train or val.
 
-Command line (wired up in the benchmark CLI)::
+Command line::
 
     melanoma-bench audit DATA_DIR [--out reports/audit] [--max-distance 12] [--include-flips]
+
+Files are found by :mod:`melanoma.layout` (the one way this project finds images) and
+``train/`` is split into train/val exactly as ``melanoma-bench run`` splits it.
 
 Python::
 
@@ -100,7 +103,8 @@ __all__ = [
     "find_duplicates",
     "hamming_pairs",
     "hash_items",
-    "items_from_folder",
+    "items_from_layout",
+    "items_from_splits",
     "read_pairs",
     "run_audit",
     "summarise",
@@ -627,31 +631,38 @@ def _json_default(obj):
 # convenience
 
 
-_FOLDER_LABELS = {"benign": 0, "malignant": 1}
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+def items_from_splits(train, val, test) -> list[AuditItem]:
+    """Items from three (files, labels) pairs, e.g. the runner's decoded splits."""
+    return [AuditItem(pathlib.Path(f), split, int(label))
+            for split, (files, labels) in zip(SPLITS, (train, val, test))
+            for f, label in zip(files, labels)]
 
 
-def items_from_folder(data_dir: str | os.PathLike) -> list[AuditItem]:
-    """Items of a ``DATA_DIR/{train,val,test}/{Benign,Malignant}/*`` tree.
+def items_from_layout(found, val_fraction: float = 0.15, seed: int = 42, *,
+                      include_flips: bool = False, workers: int | None = None) -> tuple[list[AuditItem], HashTable]:
+    """Items of a data set found by :func:`melanoma.layout.discover`, with the runner's split.
 
-    Folder names are matched case-insensitively; missing splits are skipped.
-    Every file with an image suffix is listed (even if unreadable, so that the
-    audit can count it).
+    ``train/`` is split into train and val exactly as ``melanoma-bench run`` does
+    (:func:`melanoma.dataset.split_train_val` over the readable training images, stratified,
+    seeded), so the audit's "val" is the run's validation split for the same config. Returns
+    the items and their hashes (reused by :func:`find_duplicates` via ``table=``).
     """
-    root = pathlib.Path(data_dir)
-    items = []
-    for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        split = split_dir.name.lower()
-        if split not in _SPLIT_RANK:
-            continue
-        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-            label = _FOLDER_LABELS.get(class_dir.name.lower())
-            if label is None:
-                continue
-            for f in sorted(class_dir.iterdir()):
-                if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES:
-                    items.append(AuditItem(f, split, label))
-    return items
+    from .dataset import split_train_val
+
+    n_train = len(found.train)
+    items = [AuditItem(pathlib.Path(f), "train", int(label))
+             for f, label in zip(found.train.files, found.train.labels)]
+    items += [AuditItem(pathlib.Path(f), "test", int(label))
+              for f, label in zip(found.test.files, found.test.labels)]
+    table = hash_items(items, include_flips=include_flips, workers=workers)
+    bad = set(table.unreadable)
+    readable = np.array([k for k in range(n_train) if k not in bad], dtype=np.int64)
+    labels = np.array([items[k].label for k in readable], dtype=np.int64)
+    if len(readable) and min(np.bincount(labels, minlength=2)) >= 2:
+        _, val_index = split_train_val(labels, val_fraction, seed)
+        for k in readable[val_index]:
+            items[k] = dataclasses.replace(items[k], split="val")
+    return items, table
 
 
 def run_audit(

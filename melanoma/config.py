@@ -78,6 +78,17 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """How predictions become the report: intervals, operating point, TTA, leakage audit."""
+
+    bootstrap_resamples: int = 1000  # stratified bootstrap resamples per 95% interval
+    target_sensitivity: float | None = None  # None -> Youden's J on the validation split
+    tta: bool = False  # also report each variant averaged over flips, as its own row
+    audit: bool = True  # near-duplicate audit; metrics also on the clean test subset
+    audit_max_distance: int = 12  # Hamming bits of the 16x16 average hash
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole benchmark: data, seed and the variants (rows) to train or load."""
 
@@ -85,6 +96,7 @@ class RunConfig:
     variants: tuple[VariantConfig, ...]
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     source: str = ""  # the file it was read from
 
     def to_dict(self) -> dict:
@@ -193,6 +205,22 @@ def _data(table: dict) -> DataConfig:
     return data
 
 
+def _evaluation(table: dict) -> EvaluationConfig:
+    ev = _build(EvaluationConfig, table, "evaluation")
+    if _typed(ev.bootstrap_resamples, int, "evaluation", "bootstrap_resamples") < 1:
+        raise UserError("evaluation: bootstrap_resamples must be a positive integer")
+    if ev.target_sensitivity is not None and not 0 < _typed(
+            ev.target_sensitivity, float, "evaluation", "target_sensitivity") <= 1:
+        raise UserError("evaluation: target_sensitivity must be in (0, 1]")
+    if not 0 <= _typed(ev.audit_max_distance, int, "evaluation", "audit_max_distance") < 256:
+        raise UserError("evaluation: audit_max_distance must be in [0, 256)")
+    _typed(ev.tta, bool, "evaluation", "tta")
+    _typed(ev.audit, bool, "evaluation", "audit")
+    if ev.target_sensitivity is not None:
+        ev = dataclasses.replace(ev, target_sensitivity=float(ev.target_sensitivity))
+    return ev
+
+
 def from_dict(raw: dict, source: str = "") -> RunConfig:
     """Build and validate a RunConfig from a parsed TOML/YAML mapping."""
     raw = dict(raw)
@@ -207,9 +235,10 @@ def from_dict(raw: dict, source: str = "") -> RunConfig:
     if len(set(names)) != len(names):
         raise UserError(f"config: variant names must be unique, got {names}")
     data = _data(_table(raw.pop("data", None), "config: data"))
+    evaluation = _evaluation(_table(raw.pop("evaluation", None), "config: evaluation"))
     seed = _typed(raw.pop("seed", 42), int, "config", "seed")
     return RunConfig(name=str(raw.pop("name", Path(source).stem or "run")), variants=rows,
-                     seed=seed, data=data, source=source)
+                     seed=seed, data=data, evaluation=evaluation, source=source)
 
 
 def select_variants(cfg: RunConfig, names: list[str] | None) -> RunConfig:

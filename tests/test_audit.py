@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from melanoma import audit
+from melanoma import audit, layout
 from melanoma.audit import (
     PAIR_COLUMNS,
     AuditItem,
@@ -23,7 +23,6 @@ from melanoma.audit import (
     difference_hash,
     find_duplicates,
     hamming_pairs,
-    items_from_folder,
     read_pairs,
     summarise,
     write_audit,
@@ -75,6 +74,13 @@ def make_originals(root: pathlib.Path, seed: int = 0) -> list[pathlib.Path]:
         for name in names:
             paths.append(save_jpeg(blob_image(rng), root / split / cls / f"{name}.jpg"))
     return paths
+
+
+def folder_items(root: pathlib.Path) -> list[AuditItem]:
+    """Items of ROOT/{train,val,test}/{Benign,Malignant}: planted val images need a val folder,
+    so each split folder is read with the layout module's class-folder reader."""
+    return audit.items_from_splits(*((found.files, found.labels) for found in (
+        layout.read_class_folders(root / split) for split in ("train", "val", "test"))))
 
 
 def rel(path: str, root: pathlib.Path) -> str:
@@ -147,7 +153,7 @@ def leaky(tmp_path_factory):
     data = src("sm0").read_bytes()
     dst("test/Malignant/truncated.jpg").write_bytes(data[: len(data) // 2])
 
-    items = items_from_folder(root)
+    items = folder_items(root)
     pairs = find_duplicates(items, max_distance=MAX_D)
     return types.SimpleNamespace(root=root, items=items, pairs=pairs, originals=originals)
 
@@ -346,7 +352,7 @@ def test_clean_data_set_has_no_pairs(tmp_path):
     root = tmp_path / "clean"
     make_originals(root, seed=7)
     # items may be any object with .path/.split/.label
-    items = [types.SimpleNamespace(path=it.path, split=it.split, label=it.label) for it in items_from_folder(root)]
+    items = [types.SimpleNamespace(path=it.path, split=it.split, label=it.label) for it in folder_items(root)]
     assert len(items) == 19
     pairs = find_duplicates(items, MAX_D)
     assert pairs.empty and list(pairs.columns) == list(PAIR_COLUMNS)
@@ -396,3 +402,22 @@ def test_exact_copies_group(tmp_path):
     pairs = find_duplicates(items, MAX_D)
     assert len(pairs) == 6 and (pairs["kind"] == "exact").all()
     assert summarise(pairs, items)["test_with_duplicate_in_train"] == 1
+
+
+def test_items_from_layout_uses_the_runners_split(leaky):
+    """`audit DATA_DIR` finds files with layout.discover and splits train/ like the runner:
+    split_train_val over the readable training images (unreadable ones skipped first)."""
+    from melanoma.dataset import split_train_val
+    from melanoma.images import load_images
+
+    found = layout.discover(leaky.root)  # train/ and test/ only; the val/ folder is not a split
+    items, table = audit.items_from_layout(found, val_fraction=0.3, seed=5)
+    assert [str(it.path) for it in items] == [str(f) for f in found.train.files + found.test.files]
+    loaded = load_images(found.train.files, found.train.labels, 32)  # what the runner decodes
+    _, val_index = split_train_val(loaded.labels, 0.3, 5)
+    want_val = {str(loaded.files[i]) for i in val_index}
+    assert {str(it.path) for it in items if it.split == "val"} == want_val
+    assert len(want_val) >= 2
+    pairs = find_duplicates(items, MAX_D, table=table)
+    got = {(rel(r.file_a, leaky.root), rel(r.file_b, leaky.root)) for r in pairs.itertuples()}
+    assert ("train/Benign/tb0.jpg", "test/Benign/exact_tb0.jpg") in got  # train or val side

@@ -3,6 +3,6 @@
 A subcommand parses its arguments, builds a config and calls a library function: the
 same work is equally usable from Python or a notebook.
 """
-from . import evaluate, run
+from . import audit, evaluate, report, run
 
-COMMANDS = (run, evaluate)
+COMMANDS = (run, evaluate, audit, report)

@@ -1,0 +1,66 @@
+"""index.html in a real headless Chromium: the page loads from disk, its script runs without
+errors, and a screenshot shows the table and figures.
+
+Skipped only when no chromium binary is found AND MELANOMA_REQUIRE_CHROMIUM is unset
+(CI installs Debian's chromium and sets it, so there a missing browser fails).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melanoma import report
+from melanoma.scoring import EvalSettings
+from test_report import predictions  # tests/ is on sys.path (pytest prepend mode)
+
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def chromium() -> str:
+    found = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
+                  if p), None)
+    if found is None:
+        if os.environ.get("MELANOMA_REQUIRE_CHROMIUM"):
+            pytest.fail("MELANOMA_REQUIRE_CHROMIUM is set but no chromium binary is on PATH")
+        pytest.skip("chromium not installed (apt-get install chromium); "
+                    "set MELANOMA_REQUIRE_CHROMIUM=1 to make this a failure")
+    return found
+
+
+def browse(binary: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([binary, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_index_html_renders_in_headless_chromium(tmp_path):
+    binary = chromium()
+    out = tmp_path / "run"
+    report.write_run(out, predictions(200), {}, {}, {"config": {"name": "browser"}, "seed": 1},
+                     predictions(80, seed=1), EvalSettings(seed=1, bootstrap_resamples=100),
+                     set(predictions(200)["file"].unique()[::2]), {"n_test": 200})
+    url = (out / "index.html").resolve().as_uri()
+    dom = browse(binary, tmp_path, "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    assert 'data-js="ok"' in body and "data-js-error" not in body, body
+    assert dom.stdout.count("data:image/png;base64,") >= 10  # every figure embedded
+    assert "Leakage audit" in dom.stdout and "Provenance" in dom.stdout
+
+    shot = tmp_path / "index.png"
+    result = browse(binary, tmp_path, f"--screenshot={shot}", "--window-size=1400,2000",
+                    "--hide-scrollbars", url)
+    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    with Image.open(shot) as image:
+        assert image.size == (1400, 2000)
+        pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    assert shot.stat().st_size > 50_000  # a blank page compresses to a few kB
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # text, table lines, plots
+    if os.environ.get("MELANOMA_SCREENSHOT_DIR"):  # keep it to look at
+        shutil.copy(shot, os.environ["MELANOMA_SCREENSHOT_DIR"])
