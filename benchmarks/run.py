@@ -242,13 +242,13 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
              "model_keys": keys, "wall_seconds": round(time.perf_counter() - started, 1)}
     info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
     info["hardware"] = hardware
-    first = next(iter(cache.values()))
     clean, audit_summary = (leakage_audit(first, found.root, out_dir, cfg)
-                            if cfg.evaluation.audit else (None, None))
+                            if cfg.evaluation.audit and first else (None, None))
     settings = EvalSettings(seed=cfg.seed, bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
                             target_sensitivity=cfg.evaluation.target_sensitivity)
     rows = report.write_run(out_dir, pd.concat(frames, ignore_index=True), specs, histories,
-                            info, pd.concat(val_frames, ignore_index=True), settings, clean,
+                            info, pd.concat(val_frames, ignore_index=True) if val_frames else None,
+                            settings, clean,
                             audit_summary)
     log(f"wrote {out_dir}/ (index.html, results.json/csv/md, predictions.csv, plots) "
         f"in {time.perf_counter() - started:.0f} s")
