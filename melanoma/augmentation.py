@@ -88,9 +88,11 @@ def apply_transforms(images, matrices):
     """Warp a float32 (B, H, W, C) batch: bilinear sampling, nearest fill (legacy default)."""
     import tensorflow as tf
 
-    return tf.raw_ops.ImageProjectiveTransformV3(
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=matrices, output_shape=tf.shape(images)[1:3],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+    warped.set_shape(images.shape)  # keep the static size, so models are not retraced
+    return warped
 
 
 def augment_batch(images, aug: Augmentation, seed):

@@ -146,6 +146,7 @@ def _variant(table: dict, defaults: dict, index: int) -> VariantConfig:
     aug = merged.pop("augmentation", {}) or {}
     if not isinstance(aug, dict):
         raise UserError(f"{where}: augmentation must be a table")
+    aug = {**_table(defaults.get("augmentation"), "defaults.augmentation"), **aug}
     merged["augmentation"] = _build(Augmentation, aug, f"{where} augmentation")
     if merged.get("model_file") and "preprocessing" not in merged:
         merged["preprocessing"] = "auto"  # sidecar, else file name (melanoma.evaluation)

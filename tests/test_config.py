@@ -316,3 +316,16 @@ def test_architecture_key_changes_with_the_network(change):
 
 def test_architecture_key_changes_with_seed():
     assert BASE.architecture_key(1) != BASE.architecture_key(2)
+
+
+def test_variant_augmentation_merges_with_defaults():
+    from melanoma.config import from_dict
+
+    cfg = from_dict({
+        "defaults": {"augmentation": {"rotation_deg": 20.0, "horizontal_flip": True}},
+        "variants": [{"name": "a", "preprocessing": "rescale"},
+                     {"name": "b", "preprocessing": "rescale",
+                      "augmentation": {"rotation_deg": 5.0}}]})
+    a, b = cfg.variants
+    assert (a.augmentation.rotation_deg, a.augmentation.horizontal_flip) == (20.0, True)
+    assert (b.augmentation.rotation_deg, b.augmentation.horizontal_flip) == (5.0, True)
