@@ -1,10 +1,9 @@
 """Per-backbone facts (constructor, default input size), so scripts never hard-code sizes."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
-from .errors import UserError
+from .errors import unknown_name
 
 MIN_IMAGE_SIZE = 32  # keras.applications EfficientNet refuses smaller inputs
 
@@ -42,6 +41,4 @@ def get_backbone(name: str) -> Backbone:
     key = name.upper().replace("EFFICIENTNET", "").replace("-", "").replace("_", "")
     if key in BACKBONES:
         return BACKBONES[key]
-    hint = difflib.get_close_matches(key, BACKBONES, n=1)
-    did_you_mean = f" (did you mean {hint[0]}?)" if hint else ""
-    raise UserError(f"unknown backbone {name!r}{did_you_mean}; known: {', '.join(BACKBONES)}")
+    raise unknown_name("backbone", name, BACKBONES, match=key)

@@ -8,7 +8,6 @@ one clear line (and a "did you mean" for typos).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import tomllib
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from .augmentation import Augmentation
 from .backbones import MIN_IMAGE_SIZE, get_backbone
-from .errors import UserError
+from .errors import UserError, unknown_name
 from .images import INTERPOLATIONS
 from .preprocessing import get_preprocessing
 from .synthetic import SyntheticSpec
@@ -107,10 +106,7 @@ def _check_keys(table: dict, cls, where: str) -> None:
     known = {f.name for f in fields(cls)} - {"source"}
     for key in table:
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise UserError(f"{where}: unknown key {key!r}{did_you_mean}; "
-                            f"known: {', '.join(sorted(known))}")
+            raise unknown_name("key", key, sorted(known), where)
 
 
 _KINDS = {"int": int, "float": float, "bool": bool, "str": str}
@@ -196,8 +192,7 @@ def _data(table: dict) -> DataConfig:
     if not 0 < data.val_fraction < 1:
         raise UserError(f"data: val_fraction must be in (0, 1), got {data.val_fraction}")
     if data.interpolation not in INTERPOLATIONS:
-        raise UserError(f"data: unknown interpolation {data.interpolation!r}; "
-                        f"known: {', '.join(INTERPOLATIONS)}")
+        raise unknown_name("interpolation", data.interpolation, INTERPOLATIONS, "data")
     for key in ("n_train_per_class", "n_test_per_class"):
         if getattr(synthetic, key) < 2:
             raise UserError(f"data.synthetic: {key} must be at least 2")
@@ -249,10 +244,7 @@ def select_variants(cfg: RunConfig, names: list[str] | None) -> RunConfig:
     known = {v.name: v for v in cfg.variants}
     for name in names:
         if name not in known:
-            hint = difflib.get_close_matches(name, known, n=1)
-            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise UserError(f"unknown variant {name!r}{did_you_mean}; this config has: "
-                            f"{', '.join(known)}")
+            raise unknown_name("variant", name, known)
     return dataclasses.replace(cfg, variants=tuple(known[n] for n in dict.fromkeys(names)))
 
 

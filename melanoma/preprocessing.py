@@ -7,12 +7,11 @@ model's own Rescaling, i.e. twice: faithful to the original, and said in every r
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .errors import UserError
+from .errors import unknown_name
 
 
 @dataclass(frozen=True)
@@ -106,9 +105,6 @@ PREPROCESSING = {
 def get_preprocessing(name: str, mean=None) -> Preprocessing:
     """The registered variant ``name`` (with a stored ``mean`` if given)."""
     if name not in PREPROCESSING:
-        hint = difflib.get_close_matches(name, PREPROCESSING, n=1)
-        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise UserError(f"unknown preprocessing {name!r}{did_you_mean}; "
-                        f"known: {', '.join(PREPROCESSING)}")
+        raise unknown_name("preprocessing", name, PREPROCESSING)
     variant = PREPROCESSING[name]
     return replace(variant, mean=tuple(mean)) if mean is not None else variant

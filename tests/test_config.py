@@ -187,7 +187,7 @@ def test_to_dict_is_json_data():
     (dict(learning_rat="1e-4"), "unknown key 'learning_rat' (did you mean 'learning_rate'?)"),
     (dict(preprocessing='"samplewsie"'), "unknown preprocessing 'samplewsie' (did you mean "
                                          "'samplewise'?)"),
-    (dict(backbone='"B66"'), "unknown backbone 'B66' (did you mean B6?)"),
+    (dict(backbone='"B66"'), "unknown backbone 'B66' (did you mean 'B6'?)"),
     (dict(batch_size='"16"'), "batch_size must be int, got '16'"),
     (dict(freeze_backbone='"yes"'), "freeze_backbone must be bool, got 'yes'"),
     (dict(weights="5"), "weights must be str, got 5"),

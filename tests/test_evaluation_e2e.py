@@ -38,7 +38,7 @@ val_batch_size = 8
 head_units = 8
 bn_momentum = 0.5
 
-[defaults.augmentation]  # (training with no augmentation at all trips a make_dataset bug)
+[defaults.augmentation]
 horizontal_flip = true
 
 [[variants]]

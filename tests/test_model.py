@@ -77,7 +77,7 @@ def test_unknown_backbone_did_you_mean():
         build_classifier("EfficientNetB66", SIZE)
     message = str(info.value)
     assert "unknown backbone 'EfficientNetB66'" in message
-    assert "did you mean B6?" in message
+    assert "did you mean 'B6'?" in message
     assert "known: B0, B1, B2, B3, B4, B5, B6, B7" in message
     with pytest.raises(UserError, match="known: B0"):
         get_backbone("ResNet50")
