@@ -54,5 +54,7 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray | None, batch_size: int,
     if aug is not None:
         data = data.map(lambda batch, s: transform(batch, s), num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        data = data.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+        # (x, y) elements arrive as two arguments: pack them back into one batch
+        data = data.map(lambda *batch: transform(batch if len(batch) > 1 else batch[0]),
+                        num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)

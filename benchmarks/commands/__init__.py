@@ -3,6 +3,6 @@
 A subcommand parses its arguments, builds a config and calls a library function: the
 same work is equally usable from Python or a notebook.
 """
-from . import run
+from . import run, tune
 
-COMMANDS = (run,)
+COMMANDS = (run, tune)
