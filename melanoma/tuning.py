@@ -95,7 +95,7 @@ class HeadHyperModel(kt.HyperModel):
         data = args or (self.make_train(),)
         history = model.fit(*data, callbacks=[*ours, *callbacks], verbose=0, shuffle=False,
                             **kwargs)
-        history.model = None  # the tuner keeps results, not models
+        history.set_model(None)  # the tuner keeps the results, not the model
         memory = rss_mb()
         print(f"  trial {trial} done: {OBJECTIVE}={max(history.history[OBJECTIVE]):.4f}"
               + (f"  rss={memory:.0f} MB" if memory else ""), file=sys.stderr, flush=True)
@@ -132,8 +132,7 @@ def make_tuner(hypermodel: HeadHyperModel, directory: Path, overwrite: bool = Fa
     t = hypermodel.tune
     objective = kt.Objective(OBJECTIVE, direction="max")
     common = dict(objective=objective, seed=t.seed, directory=str(directory),
-                  project_name=t.project, overwrite=overwrite, distribution_strategy=strategy,
-                  max_consecutive_failed_trials=1)
+                  project_name=t.project, overwrite=overwrite, distribution_strategy=strategy)
     if t.algorithm == "hyperband":
         budget = dict(max_epochs=t.epochs, factor=t.hyperband_factor,
                       hyperband_iterations=t.hyperband_iterations)
