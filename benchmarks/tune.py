@@ -129,8 +129,9 @@ def _open_tuner(tuning, hypermodel, out_dir: Path, project_dir: Path, strategy):
     try:
         return tuning.make_tuner(hypermodel, out_dir, overwrite=False, strategy=strategy)
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
+        reason = (str(error).splitlines() or [""])[0]
         raise UserError(f"tuner directory {project_dir} cannot be resumed "
-                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+                        f"({type(error).__name__}: {reason}). "
                         f"Nothing was deleted: finished trials stay in trial_*/trial.json. Use "
                         f"another --out, or --restart to start over (deletes {project_dir})"
                         ) from None

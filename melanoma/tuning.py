@@ -203,7 +203,7 @@ def check_project_dir(project_dir: Path) -> None:
             json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise UserError(
-                f"tuner directory {project_dir} is corrupted: {path.name if path.parent == project_dir else path.relative_to(project_dir)} "
+                f"tuner directory {project_dir} is corrupted: {path.relative_to(project_dir)} "
                 f"is unreadable ({type(error).__name__}: {str(error).splitlines()[0]}). Nothing "
                 f"was deleted: finished trials stay in trial_*/trial.json. Repair or move that "
                 f"file, or rerun with --restart to start the search over (deletes {project_dir})"

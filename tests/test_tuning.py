@@ -216,3 +216,19 @@ def test_hypermodel_build_mixed_precision_keeps_float32_output():
         assert model.jit_compile is False
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def test_unreadable_oracle_state_is_refused_and_kept(tmp_path, capsys, monkeypatch):
+    """Valid JSON that keras-tuner cannot reload: one line, exit 2, nothing deleted."""
+    monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "cache"))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(BASE + "[data.synthetic]\nn_train_per_class = 4\nn_test_per_class = 2\n"
+                   "image_size = 32\n[tune]\nmax_trials = 2\n")
+    project = tmp_path / "out" / "head"
+    project.mkdir(parents=True)
+    (project / "oracle.json").write_text("{}")
+    (project / "tuner0.json").write_text("{}")
+    assert main(["tune", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be resumed" in err and "Nothing was deleted" in err
+    assert (project / "oracle.json").read_text() == "{}"
