@@ -232,3 +232,26 @@ def test_unreadable_oracle_state_is_refused_and_kept(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert "cannot be resumed" in err and "Nothing was deleted" in err
     assert (project / "oracle.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("algorithm, oracle", [("random", "RandomSearchOracle"),
+                                               ("bayesian", "BayesianOptimizationOracle"),
+                                               ("hyperband", "HyperbandOracle")])
+def test_each_algorithm_makes_its_tuner(tmp_path, algorithm, oracle):
+    """The tuner builds the search space once (no training) with the configured budget."""
+    from melanoma import tuning
+
+    cfg = config.from_dict({"seed": 3, "defaults": {"backbone": "B0", "image_size": 32,
+                                                    "weights": "none"},
+                            "variants": [{"name": "a"}],
+                            "tune": {"algorithm": algorithm, "max_trials": 2, "epochs": 4}})
+    tuner = tuning.make_tuner(tuning.HeadHyperModel(cfg.variants[0], cfg.tune), tmp_path)
+    assert type(tuner.oracle).__name__ == oracle
+    assert tuner.oracle.objective.name == "val_auc" and tuner.oracle.objective.direction == "max"
+    assert tuner.oracle.seed == 3
+    if algorithm == "hyperband":
+        assert tuner.oracle.max_epochs == 4
+    else:
+        assert tuner.oracle.max_trials == 2
+    assert {p.name for p in tuner.oracle.get_space().space} == {"head_units", "dropout",
+                                                                "learning_rate"}
