@@ -57,8 +57,10 @@ def _start_over(project_dir: Path, out_dir: Path) -> None:
 def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
                out_dir: Path | None = None, restart: bool = False, role: str | None = None,
                oracle: str | None = None, worker_id: str | None = None,
-               connect_timeout: float = 300.0) -> dict | None:
-    """Run (or resume) the configured search; returns {"rows", "best"} (None on a worker)."""
+               connect_timeout: float = 300.0, trials_per_process: int | None = None
+               ) -> dict | None:
+    """Run (or resume) the configured search; returns {"rows", "best"} (None on a worker),
+    or {"more": True} when ``trials_per_process`` trials ran and trials remain."""
     from melanoma import tuning
 
     if cfg.tune is None:
@@ -100,10 +102,15 @@ def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         tuner_id = tuning.set_distributed_env(role, oracle, worker_id)
         log(f"tune: {role} {tuner_id!r}, oracle at {oracle}")
     try:
-        tuner = _open_tuner(tuning, hypermodel, out_dir, project_dir, strategy)
+        tuner = _open_tuner(tuning, hypermodel, out_dir, project_dir, strategy,
+                            trials_per_process)
         log(f"tune: {tune.algorithm} search of {variant.name} ({tune.epochs} epochs per trial) "
             f"in {project_dir}")
-        tuner.search(epochs=tune.epochs)
+        try:
+            tuner.search(epochs=tune.epochs)
+        except tuning.ProcessBudgetSpent:
+            log(f"tune: {trials_per_process} trial(s) done in this process; trials remain")
+            return {"more": True}
     finally:
         if role:
             tuning.clear_distributed_env()
@@ -124,10 +131,12 @@ def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     return results
 
 
-def _open_tuner(tuning, hypermodel, out_dir: Path, project_dir: Path, strategy):
+def _open_tuner(tuning, hypermodel, out_dir: Path, project_dir: Path, strategy,
+                trials_per_process=None):
     """Create or reload the tuner; a state keras-tuner cannot read is a clear UserError."""
     try:
-        return tuning.make_tuner(hypermodel, out_dir, overwrite=False, strategy=strategy)
+        return tuning.make_tuner(hypermodel, out_dir, overwrite=False, strategy=strategy,
+                                 trials_per_process=trials_per_process)
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         reason = (str(error).splitlines() or [""])[0]
         raise UserError(f"tuner directory {project_dir} cannot be resumed "

@@ -255,3 +255,10 @@ def test_each_algorithm_makes_its_tuner(tmp_path, algorithm, oracle):
         assert tuner.oracle.max_trials == 2
     assert {p.name for p in tuner.oracle.get_space().space} == {"head_units", "dropout",
                                                                 "learning_rate"}
+
+
+def test_trials_per_process_must_be_positive(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(BASE + "[tune]\nmax_trials = 2\n")
+    assert main(["tune", "--config", str(cfg), "--trials-per-process", "0"]) == 2
+    assert "--trials-per-process must be at least 1" in capsys.readouterr().err

@@ -29,17 +29,62 @@ def register(commands) -> None:
                              "resumes its unfinished trial")
     parser.add_argument("--connect-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="how long a worker waits for the chief (default 300)")
+    parser.add_argument("--trials-per-process", type=int, default=None, metavar="N",
+                        help="stop after N trials (exit status 75 while trials remain; "
+                             "rerun to continue)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run each trial in a fresh child process, so memory stays flat "
+                             "(TensorFlow keeps ~300 MB per traced model in a process)")
     parser.set_defaults(handler=main)
+
+
+MORE_TRIALS = 75  # EX_TEMPFAIL: this process stopped, the search is not finished
+
+
+def isolated(argv: list[str], restart: bool) -> int:
+    """Rerun this command with --trials-per-process 1 until the search is finished
+    (``--restart`` goes to the first child only; the others resume)."""
+    import subprocess
+    import sys
+
+    first = True
+    while True:
+        extra = ["--restart"] if restart and first else []
+        first = False
+        code = subprocess.run([sys.executable, "-m", "benchmarks.cli", *argv, *extra,
+                               "--trials-per-process", "1"]).returncode
+        if code != MORE_TRIALS:
+            return code
 
 
 def main(args) -> int:
     from melanoma import config
+    from melanoma.errors import UserError
 
     from ..tune import run_tuning
 
+    if args.trials_per_process is not None and args.trials_per_process < 1:
+        raise UserError("--trials-per-process must be at least 1")
+    if args.isolate:
+        if args.role == "worker" and args.worker_id is None:  # one id for all the children
+            import os
+            import socket
+
+            args.worker_id = f"tuner-{socket.gethostname()}-{os.getpid()}"
+        argv = ["tune", "--config", str(args.config), "--connect-timeout",
+                str(args.connect_timeout)]
+        for flag, value in (("--data-dir", args.data_dir), ("--out", args.out),
+                            ("--role", args.role), ("--oracle", args.oracle),
+                            ("--worker-id", args.worker_id)):
+            argv += [flag, str(value)] if value is not None else []
+        config.load(args.config)  # a bad config fails here, once, not in a child
+        return isolated(argv, args.restart)
     results = run_tuning(config.load(args.config), data_dir=args.data_dir, out_dir=args.out,
                          restart=args.restart, role=args.role, oracle=args.oracle,
-                         worker_id=args.worker_id, connect_timeout=args.connect_timeout)
+                         worker_id=args.worker_id, connect_timeout=args.connect_timeout,
+                         trials_per_process=args.trials_per_process)
+    if results is not None and results.get("more"):
+        return MORE_TRIALS
     if results is not None:
         from tabulate import tabulate
 
