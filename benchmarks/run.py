@@ -99,7 +99,8 @@ def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
             "image_size": variant.resolved_image_size(), "weights": variant.weights,
             "preprocessing": variant.preprocessing, "epochs": variant.epochs,
             "learning_rate": variant.learning_rate, "batch_size": variant.batch_size,
-            "head_units": variant.head_units, "augmentation": variant.augmentation.describe(),
+            "head_units": variant.head_units, "dropout": variant.dropout,
+            "head": variant.head, "augmentation": variant.augmentation.describe(),
             "spec": preprocessing.describe(), "note": variant.note}
 
 

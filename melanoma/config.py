@@ -20,6 +20,7 @@ from .errors import UserError, unknown_name
 from .images import INTERPOLATIONS
 from .preprocessing import get_preprocessing
 from .synthetic import SyntheticSpec
+from .tune_config import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class VariantConfig:
     note: str = ""  # free text printed in the report (not part of the model key)
     model_file: str | None = None  # evaluate this existing model instead of training one
     trust_model_code: bool = False  # let model_file contain code (Lambda, SavedModel)
+    head: str = ""  # "tuned:PATH": head_units/dropout/learning_rate from melanoma-bench tune
 
     def resolved_image_size(self) -> int:
         size = self.image_size or get_backbone(self.backbone).default_size
@@ -59,7 +61,7 @@ class VariantConfig:
                   interpolation: str) -> str:
         """Hash of everything that changes the trained model (not the row's name or note)."""
         spec = {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ("name", "note", "model_file", "trust_model_code")}
+                if f.name not in ("name", "note", "head", "model_file", "trust_model_code")}
         spec.update(augmentation=dataclasses.asdict(self.augmentation),
                     image_size=self.resolved_image_size(), data=data_fingerprint, seed=seed,
                     val_fraction=val_fraction, interpolation=interpolation)
@@ -96,6 +98,7 @@ class RunConfig:
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tune: TuneConfig | None = None  # the [tune] table (melanoma-bench tune)
     source: str = ""  # the file it was read from
 
     def to_dict(self) -> dict:
@@ -134,11 +137,22 @@ def _typed(value, kind, where: str, key: str):
     return value
 
 
-def _variant(table: dict, defaults: dict, index: int) -> VariantConfig:
+def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = None
+             ) -> VariantConfig:
     merged = {**defaults, **table}
     where = f"variant {merged.get('name', f'#{index + 1}')!r}"
     if "name" not in merged:
         raise UserError(f"variant #{index + 1} has no name")
+    if merged.get("head"):
+        clash = [k for k in HEAD_KEYS if k in table]
+        if "head" in table and clash:
+            raise UserError(f"{where}: set either head = \"tuned:...\" or {', '.join(clash)}, "
+                            f"not both")
+        try:
+            tuned = load_tuned_head(merged["head"], base_dir)
+        except UserError as error:
+            raise UserError(f"{where}: {error}") from None
+        merged = {**defaults, **tuned, **table}  # the row's own keys win over a default head
     aug = merged.pop("augmentation", {}) or {}
     if not isinstance(aug, dict):
         raise UserError(f"{where}: augmentation must be a table")
@@ -225,7 +239,8 @@ def from_dict(raw: dict, source: str = "") -> RunConfig:
     variants = raw.pop("variants", None)
     if not variants or not isinstance(variants, list):
         raise UserError("config: no [[variants]] listed")
-    rows = tuple(_variant(_table(v, f"config: variant #{i + 1}"), dict(defaults), i)
+    base_dir = Path(source).parent if source else None
+    rows = tuple(_variant(_table(v, f"config: variant #{i + 1}"), dict(defaults), i, base_dir)
                  for i, v in enumerate(variants))
     names = [v.name for v in rows]
     if len(set(names)) != len(names):
@@ -233,8 +248,9 @@ def from_dict(raw: dict, source: str = "") -> RunConfig:
     data = _data(_table(raw.pop("data", None), "config: data"))
     evaluation = _evaluation(_table(raw.pop("evaluation", None), "config: evaluation"))
     seed = _typed(raw.pop("seed", 42), int, "config", "seed")
+    tune = parse_tune(raw.pop("tune", None), names, seed)
     return RunConfig(name=str(raw.pop("name", Path(source).stem or "run")), variants=rows,
-                     seed=seed, data=data, evaluation=evaluation, source=source)
+                     seed=seed, data=data, evaluation=evaluation, tune=tune, source=source)
 
 
 def select_variants(cfg: RunConfig, names: list[str] | None) -> RunConfig:

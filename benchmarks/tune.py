@@ -1,0 +1,146 @@
+"""``melanoma-bench tune``: search the classifier head with keras-tuner, resumable.
+
+    melanoma-bench tune --config benchmarks/configs/tune.toml --out reports/tune
+    melanoma-bench tune ... --role chief  --oracle 10.0.0.1:8000      # one chief
+    melanoma-bench tune ... --role worker --oracle 10.0.0.1:8000 --worker-id tuner0
+
+Usable from Python: ``run_tuning(config.load(path), out_dir=Path("reports/tune"))``.
+State lives in ``OUT/<project>/`` in keras-tuner's own layout; a rerun resumes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+from melanoma import config as config_mod
+from melanoma import layout, provenance
+from melanoma.errors import UserError
+
+from .run import load_splits, log, resolve_data_dir
+
+ROLES = ("chief", "worker")
+
+
+def base_variant(cfg: config_mod.RunConfig) -> config_mod.VariantConfig:
+    """The variant whose backbone, data, preprocessing and augmentation the search uses."""
+    name = cfg.tune.variant
+    return next(v for v in cfg.variants if v.name == name) if name else cfg.variants[0]
+
+
+def _datasets(cfg, variant, data_dir: Path | None):
+    """(training dataset factory, val dataset, val labels) for the base variant."""
+    from melanoma.dataset import make_dataset
+    from melanoma.preprocessing import get_preprocessing
+
+    found = layout.discover(resolve_data_dir(cfg, data_dir))
+    log(f"data: {found.root} (train {len(found.train)} files)")
+    splits = load_splits(found, variant.resolved_image_size(), cfg)
+    prep = get_preprocessing(variant.preprocessing).fit(splits.train.pixels)
+
+    def make_train():
+        return make_dataset(splits.train.pixels, splits.train.labels, variant.batch_size, prep,
+                            variant.augmentation, shuffle=True, seed=cfg.seed)
+
+    val = make_dataset(splits.val.pixels, None, variant.val_batch_size, prep)
+    return make_train, val, splits.val.labels
+
+
+def _start_over(project_dir: Path, out_dir: Path) -> None:
+    if project_dir.exists():
+        log(f"--restart: deleting {project_dir}")
+        shutil.rmtree(project_dir)
+    (out_dir / "search.json").unlink(missing_ok=True)
+
+
+def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
+               out_dir: Path | None = None, restart: bool = False, role: str | None = None,
+               oracle: str | None = None, worker_id: str | None = None,
+               connect_timeout: float = 300.0, trials_per_process: int | None = None
+               ) -> dict | None:
+    """Run (or resume) the configured search; returns {"rows", "best"} (None on a worker),
+    or {"more": True} when ``trials_per_process`` trials ran and trials remain."""
+    from melanoma import tuning
+
+    if cfg.tune is None:
+        raise UserError(f"config {cfg.source or cfg.name} has no [tune] table "
+                        f"(see benchmarks/configs/tune.toml)")
+    if (role is None) != (oracle is None):
+        raise UserError("distributed tuning needs both --role chief|worker and --oracle HOST:PORT")
+    if role is not None and role not in ROLES:
+        raise UserError(f"--role must be chief or worker, got {role!r}")
+    started = time.perf_counter()
+    tune, variant = cfg.tune, base_variant(cfg)
+    out_dir = Path(out_dir or Path("reports") / f"tune-{cfg.name}")
+    project_dir = out_dir / tune.project
+    if role == "worker":
+        if restart:
+            raise UserError("--restart belongs to the chief (workers never delete state)")
+        tuning.wait_for_chief(oracle, connect_timeout)
+    elif restart:
+        _start_over(project_dir, out_dir)
+    tuning.check_project_dir(project_dir)
+    if role != "worker":
+        tuning.check_same_search(out_dir, tune, variant, restart)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    hardware = provenance.devices()
+    log(f"device: {provenance.describe_device(hardware)}")
+    if not hardware["gpus"]:
+        tf.config.experimental.enable_op_determinism()
+    make_train = val = val_labels = None
+    if role != "chief":  # the chief only runs the oracle: it never trains
+        make_train, val, val_labels = _datasets(cfg, variant, data_dir)
+    strategy = tuning.distribution_strategy()
+    if strategy is not None:
+        log(f"tune: MirroredStrategy over {strategy.num_replicas_in_sync} GPUs "
+            f"(batch {variant.batch_size} is the global batch)")
+    hypermodel = tuning.HeadHyperModel(variant, tune, make_train, val, val_labels)
+    if role:
+        tuner_id = tuning.set_distributed_env(role, oracle, worker_id)
+        log(f"tune: {role} {tuner_id!r}, oracle at {oracle}")
+    try:
+        tuner = _open_tuner(tuning, hypermodel, out_dir, project_dir, strategy,
+                            trials_per_process)
+        log(f"tune: {tune.algorithm} search of {variant.name} ({tune.epochs} epochs per trial) "
+            f"in {project_dir}")
+        try:
+            tuner.search(epochs=tune.epochs)
+        except tuning.ProcessBudgetSpent:
+            log(f"tune: {trials_per_process} trial(s) done in this process; trials remain")
+            return {"more": True}
+    finally:
+        if role:
+            tuning.clear_distributed_env()
+        import keras
+
+        keras.config.set_dtype_policy("float32")
+    if role == "worker":
+        log(f"tune: worker done in {time.perf_counter() - started:.0f} s (results are written "
+            f"by the chief)")
+        return None
+    info = provenance.collect(cfg.to_dict(), tune.seed, {
+        "base_variant": dataclasses.asdict(variant), "project_dir": str(project_dir),
+        "wall_seconds": round(time.perf_counter() - started, 1)})
+    info["hardware"] = hardware
+    results = tuning.write_results(out_dir, tuner.oracle, info)
+    log(f"wrote {out_dir}/ (trials.json, trials.csv, trials.md, best_hyperparameters.json, "
+        f"objective_vs_hyperparameters.png) in {time.perf_counter() - started:.0f} s")
+    return results
+
+
+def _open_tuner(tuning, hypermodel, out_dir: Path, project_dir: Path, strategy,
+                trials_per_process=None):
+    """Create or reload the tuner; a state keras-tuner cannot read is a clear UserError."""
+    try:
+        return tuning.make_tuner(hypermodel, out_dir, overwrite=False, strategy=strategy,
+                                 trials_per_process=trials_per_process)
+    except (KeyError, ValueError, RuntimeError, TypeError) as error:
+        reason = (str(error).splitlines() or [""])[0]
+        raise UserError(f"tuner directory {project_dir} cannot be resumed "
+                        f"({type(error).__name__}: {reason}). "
+                        f"Nothing was deleted: finished trials stay in trial_*/trial.json. Use "
+                        f"another --out, or --restart to start over (deletes {project_dir})"
+                        ) from None
