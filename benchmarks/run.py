@@ -8,6 +8,7 @@ Usable from Python too: ``run_benchmark(config.load(path), out_dir=Path("reports
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -17,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from melanoma import config as config_mod
-from melanoma import layout, provenance, report, storage, synthetic
+from melanoma import layout, preflight, provenance, report, storage, synthetic
 from melanoma.backbones import get_backbone
 from melanoma.dataset import make_dataset, split_train_val
 from melanoma.errors import UserError
-from melanoma.images import LoadedImages, load_images
+from melanoma.images import LoadedImages, load_images, safe_name
 from melanoma.loading import detect_format
 from melanoma.model import resolve_weights
 from melanoma.preprocessing import get_preprocessing
@@ -59,7 +60,7 @@ def fingerprint(files) -> str:
     """Content hash of the data set's files (names relative to nothing: bytes and order)."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(Path(path).name.encode())
+        digest.update(os.fsencode(Path(path).name))  # non-UTF-8 names too
         with open(path, "rb") as handle:
             digest.update(hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()[:16]
@@ -187,11 +188,14 @@ def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, r
 
 def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
                   out_dir: Path | None = None, models_dir: Path = Path("models"),
-                  retrain: bool = False) -> list[dict]:
-    """Train or load every variant of ``cfg`` and write the report; returns the rows."""
+                  retrain: bool = False, strict: bool = False) -> list[dict]:
+    """Train or load every variant of ``cfg`` and write the report; returns the rows.
+    ``strict``: any pre-flight warning about the data is an error, before any training."""
     started = time.perf_counter()
     check_variants(cfg)
     found = layout.discover(resolve_data_dir(cfg, data_dir))
+    checked = preflight.check(found, strict)
+    log(checked.summary())
     out_dir = Path(out_dir or Path("reports") / cfg.name)
     import tensorflow as tf
 
@@ -239,7 +243,8 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     extra = {"data": {"root": str(found.root), "fingerprint": data_key,
                       "n_train": len(first.train.labels) if first else None,
                       "n_val": len(first.val.labels) if first else None,
-                      "skipped_images": len(skipped), "skipped": [list(s) for s in skipped]},
+                      "skipped_images": len(skipped), "skipped": [list(s) for s in skipped],
+                      "preflight": checked.to_dict()},
              "model_keys": keys, "wall_seconds": round(time.perf_counter() - started, 1)}
     info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
     info["hardware"] = hardware
@@ -275,6 +280,6 @@ def leakage_audit(splits: Splits, root: Path, out_dir: Path, cfg) -> tuple[set[s
 def relative(path: Path, root: Path) -> str:
     """A test file's name relative to the data root, with forward slashes."""
     try:
-        return Path(path).relative_to(root).as_posix()
+        return safe_name(Path(path).relative_to(root).as_posix())
     except ValueError:
-        return Path(path).as_posix()
+        return safe_name(Path(path).as_posix())
