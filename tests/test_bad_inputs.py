@@ -82,7 +82,8 @@ def make_set(root: Path, n: int = 10, test_n: int = 4, bad: bool = True) -> Path
         (benign / "nested" / "deeper" / "x.jpg").write_bytes(jpeg())
         os.symlink(".", benign / "loop")  # a folder link to itself
         os.symlink("self.jpg", benign / "self.jpg")  # a link loop named like an image
-        (malignant / os.fsdecode(b"caf\xe9.jpg")).write_bytes(jpeg())  # Latin-1 name
+        (malignant / os.fsdecode(b"caf\xe9.jpg")).write_bytes(jpeg())  # Latin-1 names
+        (root / "test" / "Benign" / os.fsdecode(b"na\xefve.jpg")).write_bytes(jpeg())
     return root
 
 
@@ -98,6 +99,7 @@ def test_preflight_counts_every_bad_file(bad_set):
     assert w["huge"] == 1 and w["tiny"] == 1 and w["non_image"] == 1
     assert w["hidden"] == 1 and w["nested_folders"] == 2  # nested/ and the loop link
     assert report.classes["train"] == {"benign": 10 + 2, "malignant": 10 + 6}
+    assert report.classes["test"] == {"benign": 4 + 1, "malignant": 4}
     assert "huge.png" in " ".join(report.examples["huge"])
     json.dumps(report.to_dict())  # storable in results.json, non-UTF-8 name included
     assert "preflight: train" in report.summary()
@@ -219,5 +221,5 @@ def test_run_over_every_skippable_bad_file(bad_set, tmp_path, capsys):
     assert data["skipped_images"] == 5
     assert data["preflight"]["warnings"]["huge"] == 1
     predictions = (tmp_path / "out" / "predictions.csv").read_text(encoding="utf-8")
-    assert "test/Benign/" in predictions
+    assert "test/Benign/na\\xefve.jpg" in predictions  # readable in UTF-8, not a crash
     assert main([*args, "--strict"]) == 2
