@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma import config as config_mod
-from melanoma import layout, preflight, provenance, report, storage, synthetic
+from melanoma import layout, lock, preflight, provenance, report, storage, synthetic
 from melanoma.backbones import get_backbone
 from melanoma.dataset import make_dataset, split_train_val
 from melanoma.errors import UserError
@@ -197,6 +197,13 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     checked = preflight.check(found, strict)
     log(checked.summary())
     out_dir = Path(out_dir or Path("reports") / cfg.name)
+    with lock.hold(out_dir, models_dir):  # a second run on the same folders fails fast
+        return _run_locked(cfg, found, checked, out_dir, Path(models_dir), retrain, started)
+
+
+def _run_locked(cfg, found: layout.DataLayout, checked: preflight.PreflightReport,
+                out_dir: Path, models_dir: Path, retrain: bool, started: float) -> list[dict]:
+    """The body of ``run_benchmark`` once the data is checked and the folders are locked."""
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # retracing notices for each new model are noise here

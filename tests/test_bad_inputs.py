@@ -223,3 +223,46 @@ def test_run_over_every_skippable_bad_file(bad_set, tmp_path, capsys):
     predictions = (tmp_path / "out" / "predictions.csv").read_text(encoding="utf-8")
     assert "test/Benign/na\\xefve.jpg" in predictions  # readable in UTF-8, not a crash
     assert main([*args, "--strict"]) == 2
+
+
+def test_second_run_on_a_locked_folder_fails_fast_naming_the_holder(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from melanoma import lock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / lock.LOCK_NAME).write_text(json.dumps(
+            {"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "then"}))
+        root = make_set(tmp_path / "data", n=2, test_n=2, bad=False)
+        args = ["run", "--data-dir", str(root), "--out", str(out),
+                "--models-dir", str(tmp_path / "models")]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"in use by another run (pid {holder.pid} on" in err and "started then" in err
+        assert sorted(p.name for p in out.iterdir()) == [lock.LOCK_NAME]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
+    import subprocess
+    import sys
+
+    from melanoma import lock
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / lock.LOCK_NAME).write_text(json.dumps(
+        {"pid": dead.pid, "host": __import__("socket").gethostname(), "started": "x"}))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / lock.LOCK_NAME).write_text("")  # half-written: stale too
+    with lock.hold(tmp_path, tmp_path / "m", tmp_path):
+        assert json.loads((tmp_path / lock.LOCK_NAME).read_text())["pid"] == os.getpid()
+        with pytest.raises(UserError, match=f"pid {os.getpid()}"):
+            lock.acquire(tmp_path / "m")
+    assert not list(tmp_path.rglob(lock.LOCK_NAME + "*"))
