@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -104,8 +105,10 @@ def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
             "spec": preprocessing.describe(), "note": variant.note}
 
 
-def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool):
-    """Train one variant (on a fresh or reset model from ``pool``); returns (model, history)."""
+def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
+                  checkpoint_dir: Path | None = None):
+    """Train one variant (on a fresh or reset model from ``pool``), resuming from
+    ``checkpoint_dir`` when it holds a saved epoch; returns (model, history)."""
     import keras
 
     from melanoma import training
@@ -123,7 +126,8 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
     train_data = make_dataset(splits.train.pixels, splits.train.labels, variant.batch_size,
                               preprocessing, variant.augmentation, shuffle=True, seed=seed)
     val_data = make_dataset(splits.val.pixels, None, variant.val_batch_size, preprocessing)
-    history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label)
+    history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label,
+                           checkpoint_dir=checkpoint_dir)
     return model, history
 
 
@@ -174,13 +178,18 @@ def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, r
         log(f"{label}: training {variant.epochs} epochs on {len(splits.train.labels)} images "
             f"({len(splits.val.labels)} for validation)")
         started = time.perf_counter()
-        model, history = train_variant(variant, splits, preprocessing, cfg.seed, label, pool)
+        checkpoints = storage.checkpoint_dir(models_dir, variant.name, key)
+        if retrain:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        model, history = train_variant(variant, splits, preprocessing, cfg.seed, label, pool,
+                                       checkpoints)
         saved = storage.save(model, models_dir, variant.name, key, {
             "variant": asdict(variant), "image_size": variant.resolved_image_size(),
             "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
             "interpolation": cfg.data.interpolation,
             "history": history, "train_seconds": round(time.perf_counter() - started, 1),
             "versions": provenance.package_versions()})
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the final model replaces them
         log(f"{label}: saved {saved.model_path}")
     probs = predict_splits(model, splits, preprocessing, variant.val_batch_size, tta)
     return probs, history, variant_spec(variant, preprocessing), key
@@ -197,7 +206,9 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     checked = preflight.check(found, strict)
     log(checked.summary())
     out_dir = Path(out_dir or Path("reports") / cfg.name)
-    with lock.hold(out_dir, models_dir):  # a second run on the same folders fails fast
+    trains = any(not v.model_file for v in cfg.variants)  # model-file rows need no models/
+    # a second run on the same folders fails fast instead of writing beside this one
+    with lock.hold(out_dir, *([models_dir] if trains else [])):
         return _run_locked(cfg, found, checked, out_dir, Path(models_dir), retrain, started)
 
 
