@@ -162,3 +162,25 @@ def test_checkpoint_resume_is_bit_identical_on_a_fresh_model(tmp_path):
     assert train(resumed, checkpoint_dir=tmp_path) == history
     for a, b in zip(reference.variables, resumed.variables):
         assert np.array_equal(a.numpy(), b.numpy()), a.path
+
+
+def test_kill_while_saving_a_model_or_writing_a_report_leaves_no_partial_file(tmp_path):
+    """An interrupt inside a model save or a report write: the previous files stay intact,
+    no final name holds a partial file, no temporary file is left."""
+    from melanoma import atomic, storage
+
+    class DiesWhileSaving:
+        def save(self, path):
+            Path(path).write_bytes(b"half a model")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        storage.save(DiesWhileSaving(), tmp_path, "v", "abc", {})
+    assert list(tmp_path.iterdir()) == [] and storage.find(tmp_path, "abc") is None
+
+    atomic.write_text(tmp_path / "results.md", "previous\n")
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_open(tmp_path / "results.md") as f:
+        f.write("half a report")
+        raise KeyboardInterrupt
+    assert (tmp_path / "results.md").read_text() == "previous\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.md"]
