@@ -1,13 +1,15 @@
 """The ``melanoma-bench`` console script: one subcommand per job (see benchmarks/commands/).
 
-Exit codes: 0 ok, 2 user error (one line on stderr), 1 internal error, 130 interrupted.
-``--debug`` shows tracebacks for everything.
+Exit codes: 0 ok, 2 user error (one line on stderr), 1 internal error, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM). ``--debug`` shows tracebacks for everything.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from melanoma.errors import UserError
 
@@ -23,9 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so ``finally`` blocks remove temporary files."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.handler(args)
     except UserError as error:
@@ -34,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"melanoma-bench: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("melanoma-bench: interrupted", file=sys.stderr)
+        print("melanoma-bench: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
+    except Terminated:
+        print("melanoma-bench: terminated (rerun the same command to resume)", file=sys.stderr)
+        return 143
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

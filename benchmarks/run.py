@@ -8,6 +8,8 @@ Usable from Python too: ``run_benchmark(config.load(path), out_dir=Path("reports
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -17,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from melanoma import config as config_mod
-from melanoma import layout, provenance, report, storage, synthetic
+from melanoma import layout, lock, preflight, provenance, report, storage, synthetic
 from melanoma.backbones import get_backbone
 from melanoma.dataset import make_dataset, split_train_val
 from melanoma.errors import UserError
-from melanoma.images import LoadedImages, load_images
+from melanoma.images import LoadedImages, load_images, safe_name
 from melanoma.loading import detect_format
 from melanoma.model import resolve_weights
 from melanoma.preprocessing import get_preprocessing
@@ -59,7 +61,7 @@ def fingerprint(files) -> str:
     """Content hash of the data set's files (names relative to nothing: bytes and order)."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(Path(path).name.encode())
+        digest.update(os.fsencode(Path(path).name))  # non-UTF-8 names too
         with open(path, "rb") as handle:
             digest.update(hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()[:16]
@@ -104,8 +106,10 @@ def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
             "spec": preprocessing.describe(), "note": variant.note}
 
 
-def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool):
-    """Train one variant (on a fresh or reset model from ``pool``); returns (model, history)."""
+def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
+                  checkpoint_dir: Path | None = None):
+    """Train one variant (on a fresh or reset model from ``pool``), resuming from
+    ``checkpoint_dir`` when it holds a saved epoch; returns (model, history)."""
     import keras
 
     from melanoma import training
@@ -123,7 +127,8 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
     train_data = make_dataset(splits.train.pixels, splits.train.labels, variant.batch_size,
                               preprocessing, variant.augmentation, shuffle=True, seed=seed)
     val_data = make_dataset(splits.val.pixels, None, variant.val_batch_size, preprocessing)
-    history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label)
+    history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label,
+                           checkpoint_dir=checkpoint_dir)
     return model, history
 
 
@@ -174,13 +179,18 @@ def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, r
         log(f"{label}: training {variant.epochs} epochs on {len(splits.train.labels)} images "
             f"({len(splits.val.labels)} for validation)")
         started = time.perf_counter()
-        model, history = train_variant(variant, splits, preprocessing, cfg.seed, label, pool)
+        checkpoints = storage.checkpoint_dir(models_dir, variant.name, key)
+        if retrain:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        model, history = train_variant(variant, splits, preprocessing, cfg.seed, label, pool,
+                                       checkpoints)
         saved = storage.save(model, models_dir, variant.name, key, {
             "variant": asdict(variant), "image_size": variant.resolved_image_size(),
             "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
             "interpolation": cfg.data.interpolation,
             "history": history, "train_seconds": round(time.perf_counter() - started, 1),
             "versions": provenance.package_versions()})
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the final model replaces them
         log(f"{label}: saved {saved.model_path}")
     probs = predict_splits(model, splits, preprocessing, variant.val_batch_size, tta)
     return probs, history, variant_spec(variant, preprocessing), key
@@ -188,12 +198,24 @@ def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, r
 
 def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
                   out_dir: Path | None = None, models_dir: Path = Path("models"),
-                  retrain: bool = False) -> list[dict]:
-    """Train or load every variant of ``cfg`` and write the report; returns the rows."""
+                  retrain: bool = False, strict: bool = False) -> list[dict]:
+    """Train or load every variant of ``cfg`` and write the report; returns the rows.
+    ``strict``: any pre-flight warning about the data is an error, before any training."""
     started = time.perf_counter()
     check_variants(cfg)
     found = layout.discover(resolve_data_dir(cfg, data_dir))
+    checked = preflight.check(found, strict)
+    log(checked.summary())
     out_dir = Path(out_dir or Path("reports") / cfg.name)
+    trains = any(not v.model_file for v in cfg.variants)  # model-file rows need no models/
+    # a second run on the same folders fails fast instead of writing beside this one
+    with lock.hold(out_dir, *([models_dir] if trains else [])):
+        return _run_locked(cfg, found, checked, out_dir, Path(models_dir), retrain, started)
+
+
+def _run_locked(cfg, found: layout.DataLayout, checked: preflight.PreflightReport,
+                out_dir: Path, models_dir: Path, retrain: bool, started: float) -> list[dict]:
+    """The body of ``run_benchmark`` once the data is checked and the folders are locked."""
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # retracing notices for each new model are noise here
@@ -240,7 +262,8 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     extra = {"data": {"root": str(found.root), "fingerprint": data_key,
                       "n_train": len(first.train.labels) if first else None,
                       "n_val": len(first.val.labels) if first else None,
-                      "skipped_images": len(skipped), "skipped": [list(s) for s in skipped]},
+                      "skipped_images": len(skipped), "skipped": [list(s) for s in skipped],
+                      "preflight": checked.to_dict()},
              "model_keys": keys, "wall_seconds": round(time.perf_counter() - started, 1)}
     info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
     info["hardware"] = hardware
@@ -276,6 +299,6 @@ def leakage_audit(splits: Splits, root: Path, out_dir: Path, cfg) -> tuple[set[s
 def relative(path: Path, root: Path) -> str:
     """A test file's name relative to the data root, with forward slashes."""
     try:
-        return Path(path).relative_to(root).as_posix()
+        return safe_name(Path(path).relative_to(root).as_posix())
     except ValueError:
-        return Path(path).as_posix()
+        return safe_name(Path(path).as_posix())

@@ -12,8 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import os
+
 import numpy as np
 from PIL import Image
+
+MAX_PIXELS = 50_000_000  # larger images are refused from their header, before decoding
 
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -23,6 +27,11 @@ INTERPOLATIONS = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+
+
+def safe_name(path: str | os.PathLike) -> str:
+    """A printable, UTF-8-encodable file name (non-UTF-8 bytes become ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,9 @@ def load_image(path: Path, size: int, interpolation: str = "nearest") -> np.ndar
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as img:
+            if img.size[0] * img.size[1] > MAX_PIXELS:
+                raise ValueError(f"{img.size[0]}x{img.size[1]} pixels is over the limit "
+                                 f"of {MAX_PIXELS:,} (not decoded)")
             if img.mode != "RGB":
                 img = img.convert("RGB")
             if img.size != (size, size):
@@ -69,7 +81,8 @@ def load_images(files, labels, size: int, interpolation: str = "nearest",
             kept_labels.append(label)
             kept_files.append(path)
         else:
-            skipped.append((str(path), error))
-            print(f"warning: skipped unreadable image {path} ({error})", file=sys.stderr)
+            skipped.append((safe_name(path), error))
+            print(f"warning: skipped unreadable image {safe_name(path)} ({error})",
+                  file=sys.stderr)
     array = np.stack(kept) if kept else np.zeros((0, size, size, 3), np.uint8)
     return LoadedImages(array, np.asarray(kept_labels, np.int64), tuple(kept_files), tuple(skipped))

@@ -28,6 +28,11 @@ def model_path(models_dir: Path, variant_name: str, key: str) -> Path:
     return Path(models_dir) / f"{variant_name}-{key}.keras"
 
 
+def checkpoint_dir(models_dir: Path, variant_name: str, key: str) -> Path:
+    """``models/<variant>-<key>.partial/``: per-epoch state of an unfinished training."""
+    return Path(models_dir) / f"{variant_name}-{key}.partial"
+
+
 def find(models_dir: Path, key: str) -> SavedModel | None:
     """A saved model with this config key (any variant name), if one is complete on disk."""
     for sidecar_path in sorted(Path(models_dir).glob(f"*-{key}.json")):

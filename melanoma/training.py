@@ -6,13 +6,15 @@ same definitions as the final table.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 
-from . import metrics
+from . import atomic, metrics
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -62,13 +64,76 @@ def compile_classifier(model, learning_rate: float, jit_compile="auto"):
     return model
 
 
+CHECKPOINT_FILE = "state.npz"
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch, save every model and optimizer variable and the history so far in
+    one atomically written ``folder/state.npz``. Unlike ``BackupAndRestore`` this includes
+    the dropout seed-generator states, so a resumed run continues bit for bit; and it
+    restores into a pooled (already built and compiled) model by assignment."""
+
+    def __init__(self, folder: Path, history: dict[str, list[float]]):
+        super().__init__()
+        self.folder, self.history = Path(folder), {k: list(v) for k, v in history.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        arrays = {f"model_{i}": v.numpy() for i, v in enumerate(self.model.variables)}
+        arrays.update({f"optimizer_{i}": v.numpy()
+                       for i, v in enumerate(self.model.optimizer.variables)})
+        arrays["epoch"] = np.asarray(epoch + 1)
+        arrays["history"] = np.asarray(json.dumps(self.history))
+        with atomic.atomic_open(self.folder / CHECKPOINT_FILE, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+def restore_checkpoint(model, folder: Path) -> tuple[int, dict[str, list[float]]]:
+    """Assign a saved epoch state to ``model``; returns (epochs done, history so far), or
+    (0, {}) when ``folder`` holds no checkpoint."""
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        return 0, {}
+    if not model.optimizer.built:  # a fresh model's optimizer has no slots until built
+        model.optimizer.build(model.trainable_variables)
+    with np.load(path, allow_pickle=False) as state:
+        for prefix, variables in (("model", model.variables),
+                                  ("optimizer", model.optimizer.variables)):
+            saved = sorted(k for k in state.files if k.startswith(prefix + "_"))
+            if len(saved) != len(variables):
+                raise RuntimeError(f"{path}: {len(saved)} saved {prefix} variables, model has "
+                                   f"{len(variables)}")
+            for i, variable in enumerate(variables):
+                variable.assign(state[f"{prefix}_{i}"])
+        return int(state["epoch"]), json.loads(str(state["history"]))
+
+
+def _iterators_per_epoch(data) -> int:
+    """How many iterators Keras 3's fit creates per epoch over a tf.data set: two when its
+    length is known (one at the epoch's start, one spare at its end; each draws a new
+    shuffle order), else one. tests/test_resume.py fails if a Keras upgrade changes this."""
+    return 2 if int(data.cardinality()) > 0 else 1
+
+
 def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
-        extra_callbacks=()) -> dict[str, list[float]]:
-    """Train ``epochs`` epochs; return the per-epoch history (loss, accuracy, auc, val_*)."""
-    callbacks = [ValidationMetrics(val_data, val_labels), EpochPrinter(label, epochs),
-                 *extra_callbacks]
-    history = model.fit(train_data, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
-    return {k: [float(v) for v in values] for k, values in history.history.items()}
+        extra_callbacks=(), checkpoint_dir: Path | None = None) -> dict[str, list[float]]:
+    """Train ``epochs`` epochs; return the per-epoch history (loss, accuracy, auc, val_*).
+    With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from."""
+    done, before = restore_checkpoint(model, checkpoint_dir) if checkpoint_dir else (0, {})
+    callbacks = [ValidationMetrics(val_data, val_labels)]
+    if checkpoint_dir:  # saved before the epoch's line is printed: a printed epoch is safe
+        callbacks.append(EpochCheckpoint(checkpoint_dir, before))
+    callbacks += [EpochPrinter(label, epochs), *extra_callbacks]
+    if done:
+        print(f"  {label} resuming after epoch {done}/{epochs} from {checkpoint_dir}",
+              file=sys.stderr, flush=True)
+        for _ in range(done * _iterators_per_epoch(train_data)):
+            iter(train_data)  # advance the seeded reshuffle to the order of epoch ``done``
+    history = model.fit(train_data, epochs=epochs, initial_epoch=done, callbacks=callbacks,
+                        verbose=0, shuffle=False)
+    new = {k: [float(v) for v in values] for k, values in history.history.items()}
+    return {k: before.get(k, []) + new.get(k, []) for k in {**before, **new}}
 
 
 class ModelPool:

@@ -3,6 +3,6 @@
 A subcommand parses its arguments, builds a config and calls a library function: the
 same work is equally usable from Python or a notebook.
 """
-from . import audit, bench, evaluate, perf, report, run, tune
+from . import audit, bench, check, evaluate, perf, report, run, tune
 
-COMMANDS = (run, evaluate, audit, report, tune, bench, perf)
+COMMANDS = (run, check, evaluate, audit, report, tune, bench, perf)

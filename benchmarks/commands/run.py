@@ -20,6 +20,9 @@ def register(commands) -> None:
                         help="run only this variant of the config (repeatable)")
     parser.add_argument("--retrain", action="store_true",
                         help="train again even when a model with the same config exists")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat data pre-flight warnings (unreadable, tiny, huge, hidden, "
+                             "non-image files, ...) as errors (exit 2)")
     parser.set_defaults(handler=main)
 
 
@@ -31,6 +34,6 @@ def main(args) -> int:
 
     cfg = config.select_variants(config.load(args.config), args.variant)
     rows = run_benchmark(cfg, data_dir=args.data_dir, out_dir=args.out,
-                         models_dir=args.models_dir, retrain=args.retrain)
+                         models_dir=args.models_dir, retrain=args.retrain, strict=args.strict)
     print(markdown_table(rows))
     return 0
