@@ -7,7 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -86,7 +89,9 @@ def finish(root: Path, out: str) -> str:
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     (root / "c.toml").write_text(CONFIG)
+    started = time.perf_counter()
     finish(root, "clean")  # the uninterrupted reference (also generates the data once)
+    (root / "clean_seconds").write_text(str(time.perf_counter() - started))
     return root
 
 
@@ -107,6 +112,28 @@ def test_sigkill_during_second_variant_resumes_to_identical_outputs(root):
     err = finish(root, "killed")
     assert "first: loading" in err and "resuming after epoch 1/3" in err
     same_outputs(root, "killed")
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_rerun_gives_identical_outputs(root):
+    """Three SIGKILLs at seeded random moments of the run (training, saving a model, writing
+    reports: wherever they fall), each followed by a rerun of the same command; the last
+    rerun finishes, and the outputs equal the uninterrupted run's."""
+    duration = float((root / "clean_seconds").read_text())
+    delays = np.random.default_rng(2026).uniform(0.05, 0.95, size=3) * duration
+    killed = 0
+    for delay in delays:
+        proc = subprocess.Popen(command(root, "random"), cwd=REPO, env=environment(root),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=60)
+            killed += 1
+    assert killed >= 1, f"no run was still going at {delays} s"
+    finish(root, "random")
+    same_outputs(root, "random")
 
 
 @pytest.mark.slow
