@@ -16,7 +16,7 @@ from pathlib import Path
 
 from melanoma import config as config_mod
 from melanoma import layout, provenance
-from melanoma.errors import UserError
+from melanoma.errors import UserError, confined
 
 from .run import load_splits, log, resolve_data_dir
 
@@ -49,8 +49,9 @@ def _datasets(cfg, variant, data_dir: Path | None):
 
 def _start_over(project_dir: Path, out_dir: Path) -> None:
     if project_dir.exists():
-        log(f"--restart: deleting {project_dir}")
-        shutil.rmtree(project_dir)
+        target = confined(project_dir, out_dir)  # never the parent of --out, never --out itself
+        log(f"--restart: deleting {target}")
+        shutil.rmtree(target)
     (out_dir / "search.json").unlink(missing_ok=True)
 
 

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, check_safe_name
 
 ALGORITHMS = ("random", "bayesian", "hyperband")
 TUNED_PREFIX = "tuned:"
@@ -147,8 +147,7 @@ def parse_tune(table, variant_names: list[str], seed: int) -> TuneConfig | None:
         did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise UserError(f"tune: unknown variant {tune.variant!r}{did_you_mean}; this config "
                         f"has: {', '.join(variant_names)}")
-    if not isinstance(tune.project, str) or not tune.project or "/" in tune.project:
-        raise UserError(f"tune: project must be a plain folder name, got {tune.project!r}")
+    check_safe_name(tune.project, "tune: project")
     return dataclasses.replace(tune, seed=seed if tune.seed is None else tune.seed)
 
 

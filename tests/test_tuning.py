@@ -262,3 +262,30 @@ def test_trials_per_process_must_be_positive(tmp_path, capsys):
     cfg.write_text(BASE + "[tune]\nmax_trials = 2\n")
     assert main(["tune", "--config", str(cfg), "--trials-per-process", "0"]) == 2
     assert "--trials-per-process must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("project", ["..", ".", "/x", "a/../..", "../..", "a/b", ""])
+def test_restart_with_an_escaping_project_touches_nothing_outside_out(tmp_path, capsys, project):
+    """Issue 11, item 1: `project = ".."` once made `tune --restart` delete the parent of --out."""
+    parent = tmp_path / "reports"
+    keep = parent / "other-run" / "results.json"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("{}")
+    out = parent / "tune"
+    (out / "head").mkdir(parents=True)
+    (out / "head" / "oracle.json").write_text("{}")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(BASE + f"[tune]\nmax_trials = 2\nproject = {json.dumps(project)}\n")
+    assert main(["tune", "--config", str(cfg), "--out", str(out), "--restart"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "project must be a safe name" in err[0]
+    assert keep.read_text() == "{}" and (out / "head" / "oracle.json").exists()
+
+
+def test_deletions_are_confined_to_the_named_folder(tmp_path):
+    from melanoma.errors import confined
+
+    assert confined(tmp_path / "out" / "head", tmp_path / "out") == (tmp_path / "out" / "head")
+    for escaping in (tmp_path / "out" / "..", tmp_path / "out", tmp_path / "out" / "a" / ".." / ".."):
+        with pytest.raises(UserError, match="not inside"):
+            confined(escaping, tmp_path / "out")
