@@ -36,8 +36,8 @@ def fake_predictions(n: int, seed: int, prefix: str) -> pd.DataFrame:
 def time_evaluation() -> dict:
     """Seconds for the whole report (metrics, intervals, DeLong, plots, HTML) and for the
     tables alone."""
-    from melanoma import report
-    from melanoma.scoring import EvalSettings, evaluate
+    from melanoma.evaluation.rows import EvalSettings, evaluate
+    from melanoma.reporting import tables as report
 
     test, val = fake_predictions(N_TEST, 0, "test"), fake_predictions(N_VAL, 1, "train")
     clean = set(test["file"].unique()[::4][:750])
@@ -57,10 +57,10 @@ def time_prediction(backbone: str, size: int, n: int, batch: int) -> float:
     """Seconds to predict ``n`` images at ``size`` px (after one warm-up batch)."""
     import keras
 
-    from benchmarks.run import predict
-    from melanoma.images import LoadedImages
-    from melanoma.model import build_classifier
-    from melanoma.preprocessing import get_preprocessing
+    from melanoma.data.decode import LoadedImages
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.models.factory import build_classifier
+    from melanoma.runs.benchmark import predict
 
     keras.utils.set_random_seed(0)
     model = build_classifier(backbone, size, "none", 128, 0.0, False, None)

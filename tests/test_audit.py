@@ -1,4 +1,4 @@
-"""Tests for melanoma.audit: planted duplicates in a small synthetic data set."""
+"""Tests for melanoma.evaluation.audit: planted duplicates in a small synthetic data set."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from melanoma import audit, layout
-from melanoma.audit import (
+from melanoma.data import layout
+from melanoma.evaluation import audit
+from melanoma.evaluation.audit import (
     PAIR_COLUMNS,
     AuditItem,
     average_hash,
@@ -407,8 +408,8 @@ def test_exact_copies_group(tmp_path):
 def test_items_from_layout_uses_the_runners_split(leaky):
     """`audit DATA_DIR` finds files with layout.discover and splits train/ like the runner:
     split_train_val over the readable training images (unreadable ones skipped first)."""
-    from melanoma.dataset import split_train_val
-    from melanoma.images import load_images
+    from melanoma.data.decode import load_images
+    from melanoma.data.pipeline import split_train_val
 
     found = layout.discover(leaky.root)  # train/ and test/ only; the val/ folder is not a split
     items, table = audit.items_from_layout(found, val_fraction=0.3, seed=5)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.cli import main
-from melanoma import layout, preflight
-from melanoma.errors import UserError
-from melanoma.images import load_images
+from melanoma.cli.main import main
+from melanoma.data import layout, preflight
+from melanoma.data.decode import load_images
+from melanoma.util.errors import UserError
 
 RNG = np.random.default_rng(0)
 
@@ -167,8 +167,8 @@ def test_broken_layouts_exit_2_with_one_line(tmp_path, capsys, case, message):
 
 def test_unreadable_only_class_is_a_one_line_error(tmp_path, capsys):
     """A class whose files all fail to decode: caught after loading, exit 2."""
-    from benchmarks.run import load_splits
     from melanoma import config
+    from melanoma.runs.benchmark import load_splits
 
     root = make_set(tmp_path / "data", n=2, test_n=2, bad=False)
     for p in (root / "test" / "Malignant").iterdir():
@@ -229,7 +229,7 @@ def test_second_run_on_a_locked_folder_fails_fast_naming_the_holder(tmp_path, ca
     import subprocess
     import sys
 
-    from melanoma import lock
+    from melanoma.util import locks as lock
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -253,7 +253,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
     import subprocess
     import sys
 
-    from melanoma import lock
+    from melanoma.util import locks as lock
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

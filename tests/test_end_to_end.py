@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
-from benchmarks.cli import main
+from melanoma.cli.main import main
 
 TINY_CONFIG = """
 name = "tiny"

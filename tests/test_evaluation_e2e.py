@@ -10,7 +10,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from benchmarks.cli import main
+from melanoma.cli.main import main
 
 pytestmark = pytest.mark.slow  # trains one tiny model (~1.5 min on 2 shared cores)
 

@@ -10,9 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import regression
-from benchmarks.cli import main
-from benchmarks.commands.bench import BASELINES, BENCH_CONFIG
+from melanoma.cli.main import main
+from melanoma.config import resolve
+from melanoma.runs import regression
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_CONFIG = resolve("bench")
+BASELINES = ROOT / "benchmarks" / "baselines"
 
 CONFIG = """
 name = "saved"

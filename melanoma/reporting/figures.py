@@ -1,0 +1,178 @@
+"""Figures from saved predictions and histories (matplotlib, no global pyplot state)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+from melanoma.util import atomic
+
+CLASS_LABELS = ("Benign", "Malignant")
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a variant name, different for different names
+    (percent-encoding: ``a/b`` -> ``a%2Fb``, ``a_b`` stays, ``+tta`` -> ``%2Btta``)."""
+    from urllib.parse import quote
+
+    return quote(name, safe="")  # always used after a prefix: confusion_<slug>.png
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Save atomically (temp file + rename) at 120 dpi."""
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    return path
+
+
+def confusion_matrix(y, p, title: str, path: Path, threshold: float = 0.5) -> Path:
+    """Counts with row-normalised rates, predicted malignant iff p >= threshold."""
+    fig = Figure(figsize=(4.2, 3.8))
+    ax = fig.add_subplot()
+    predicted = (np.asarray(p) >= threshold).astype(int)
+    display = ConfusionMatrixDisplay.from_predictions(
+        y, predicted, labels=[0, 1], display_labels=CLASS_LABELS, ax=ax, colorbar=False,
+        cmap="Blues")
+    counts = display.confusion_matrix
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    for (i, j), text in np.ndenumerate(display.text_):
+        text.set_text(f"{counts[i, j]}\n({rates[i, j]:.1%})")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """One ROC plot with every variant (name -> (labels, malignant probabilities))."""
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.add_subplot()
+    for name, (y, p) in curves.items():
+        if len(np.unique(y)) == 2:
+            RocCurveDisplay.from_predictions(y, p, name=name, ax=ax, plot_chance_level=False)
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    ax.set_title("ROC, malignant class (test split)")
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path)
+
+
+def training_curves(history: dict[str, list[float]], title: str, path: Path) -> Path:
+    """Loss, accuracy and AUC per epoch, training vs validation (as the original figures)."""
+    fig = Figure(figsize=(11, 3.4))
+    for i, (key, label) in enumerate((("loss", "loss"), ("accuracy", "accuracy"),
+                                      ("auc", "AUC"))):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for prefix, style in (("", "-o"), ("val_", "-s")):
+            values = history.get(prefix + key)
+            if values:
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, markersize=3,
+                        label=("validation" if prefix else "training"))
+        ax.set_xlabel("epoch")
+        ax.set_title(label)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}  (training AUC: Keras 200-threshold; validation AUC: exact)",
+                 fontsize=9)
+    return save_figure(fig, path)
+
+
+def reliability_diagram(y, p, title: str, path: Path, n_bins: int = 10) -> Path:
+    """Observed malignant frequency vs mean predicted probability per bin, with bin counts."""
+    from melanoma.evaluation import metrics
+
+    curve = metrics.reliability_curve(y, p, n_bins)
+    fig = Figure(figsize=(4.4, 4.6))
+    ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1, label="perfect")
+    full = curve.counts > 0
+    ax.plot(curve.mean_predicted[full], curve.observed_frequency[full], "-o", markersize=4,
+            label=f"ECE {metrics.expected_calibration_error(y, p, n_bins):.3f}")
+    ax.set_ylabel("observed malignant fraction")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    hist.bar(curve.bin_centers, curve.counts, width=1 / n_bins, color="tab:blue", alpha=0.5)
+    hist.set_xlabel("predicted malignant probability")
+    hist.set_ylabel("images")
+    return save_figure(fig, path)
+
+
+def _legend_auc(row: dict) -> str:
+    low, high = row.get("auc_ci_low"), row.get("auc_ci_high")
+    interval = f" [{low:.3f}, {high:.3f}]" if _finite(low) and _finite(high) else ""
+    return f"{row['variant']}: AUC {row['auc']:.3f}{interval}"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and np.isfinite(value)
+
+
+def roc_with_intervals(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: dict[str, dict],
+                       path: Path) -> Path:
+    """ROC of every variant; the legend gives AUC with its bootstrap 95% interval."""
+    from sklearn.metrics import roc_curve
+
+    fig = Figure(figsize=(5.8, 5.2))
+    ax = fig.add_subplot()
+    for name, (y, p) in curves.items():
+        if len(np.unique(y)) == 2 and _finite(rows[name].get("auc")):
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, linewidth=1.4, label=_legend_auc(rows[name]))
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    ax.set_title("ROC, malignant class (test split; 95% bootstrap CI)", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path)
+
+
+def precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: dict[str, dict],
+                     path: Path) -> Path:
+    """Precision-recall of every variant; the legend gives average precision."""
+    from sklearn.metrics import precision_recall_curve
+
+    fig = Figure(figsize=(5.8, 5.2))
+    ax = fig.add_subplot()
+    prevalence = None
+    for name, (y, p) in curves.items():
+        if np.sum(y) > 0 and _finite(rows[name].get("average_precision")):
+            precision, recall, _ = precision_recall_curve(y, p)
+            ax.step(recall, precision, where="post", linewidth=1.4,
+                    label=f"{name}: AP {rows[name]['average_precision']:.3f}")
+            prevalence = float(np.mean(y))
+    if prevalence is not None:
+        ax.axhline(prevalence, linestyle=":", color="grey", linewidth=1, label="prevalence")
+    ax.set_xlabel("recall (sensitivity)")
+    ax.set_ylabel("precision (positive predictive value)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Precision-recall, malignant class (test split)", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
+    return save_figure(fig, path)
+
+
+def forest_plot(rows: list[dict], path: Path, metric: str = "auc") -> Path:
+    """Point estimate and 95% interval of ``metric`` per (variant, test set), one line each."""
+    shown = [r for r in rows if _finite(r.get(metric))]
+    fig = Figure(figsize=(6.5, 0.9 + 0.38 * max(len(shown), 1)))
+    ax = fig.add_subplot()
+    colours = {"full": "tab:blue", "clean": "tab:orange"}
+    for i, row in enumerate(shown):
+        y = len(shown) - 1 - i
+        low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+        colour = colours.get(row.get("test_set"), "tab:gray")
+        if _finite(low) and _finite(high):
+            ax.plot([low, high], [y, y], color=colour, linewidth=2)
+        ax.plot([row[metric]], [y], "o", color=colour)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([f"{r['variant']} ({r.get('test_set', 'full')}, n={r.get('n_test')})"
+                        for r in reversed(shown)], fontsize=7)
+    ax.set_xlabel(f"{metric.upper() if metric == 'auc' else metric} with 95% bootstrap interval")
+    ax.set_title(f"Forest plot: {metric} per variant and test set", fontsize=9)
+    ax.grid(axis="x", linestyle=":", linewidth=0.6)
+    return save_figure(fig, path)

@@ -1,0 +1,256 @@
+"""Reports as pure functions of saved predictions: metrics rows, tables, plots, index.html.
+
+``write_run`` writes results.json/csv/md, predictions.csv (test), val_predictions.csv,
+clean_test.csv, the figures and index.html. Every metric is recomputed from the saved
+predictions, so ``rebuild(run_dir)`` (``melanoma-bench report RUN_DIR``) rewrites every
+table, figure and the page without a model or TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from melanoma.evaluation import metrics
+from melanoma.evaluation.rows import EvalSettings, evaluate
+from melanoma.reporting import figures as plots
+from melanoma.reporting import html as html_report
+from melanoma.util import atomic
+from melanoma.util.errors import UserError
+
+PREDICTION_COLUMNS = ("variant", "file", "label", "prob_malignant")
+SPEC_KEYS = ("backbone", "image_size", "weights", "preprocessing", "epochs", "learning_rate",
+             "batch_size", "head_units", "augmentation", "spec", "note")
+TABLE_COLUMNS = ("variant", "accuracy", "auc", "sensitivity", "specificity", "n_test")
+
+
+def metric_row(name: str, y: np.ndarray, p: np.ndarray, spec: dict) -> dict:
+    """One flat row of point metrics at argmax (p >= 0.5), without intervals (kept for callers
+    that need a quick row; the report uses ``evaluation.evaluate``)."""
+    scores = metrics.binary_metrics(y, p)
+    row = {"variant": name, **{k: scores[k] for k in ("accuracy", "auc", "sensitivity",
+                                                        "specificity")},
+           "n_test": int(scores["n"])}
+    row.update({k: v for k, v in scores.items() if k not in row and k != "n"})
+    row.update(spec)
+    return row
+
+
+def rows_from_predictions(predictions: pd.DataFrame, specs: dict[str, dict],
+                          val_predictions: pd.DataFrame | None = None,
+                          settings: EvalSettings | None = None,
+                          clean_files: set[str] | None = None) -> list[dict]:
+    """Results rows (full test set, then the clean subset when ``clean_files`` is given), in
+    the order variants first appear in ``predictions``; each row carries its variant's spec."""
+    rows = evaluate(predictions, val_predictions, settings or EvalSettings(), clean_files)
+    for row in rows:
+        row.update(specs.get(row["variant"], {}))
+    return rows
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if not _finite(value) else f"{value:.{digits}f}"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _with_ci(row: dict, key: str) -> str:
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    ci = f" [{_fmt(low, 3)}, {_fmt(high, 3)}]" if _finite(low) and _finite(high) else ""
+    return _fmt(row.get(key)) + ci
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The headline table: AUC with its 95% CI and DeLong p vs the best, metrics at argmax and
+    at the validation-chosen threshold, plus each row's spec."""
+    headers = ["variant", "test set", "n", "AUC [95% CI]", "DeLong p vs best",
+               "accuracy @argmax [95% CI]", "sens @argmax", "spec @argmax", "threshold (val)",
+               "sens @thr", "spec @thr", "spec"]
+    table = []
+    for row in rows:
+        p = row.get("auc_delong_p")
+        p_text = "best" if row.get("variant") == row.get("delong_reference") else (
+            f"{p:.3g}" if _finite(p) else "n/a")
+        table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
+                      _with_ci(row, "auc"), p_text, _with_ci(row, "accuracy"),
+                      _with_ci(row, "sensitivity"), _with_ci(row, "specificity"),
+                      _fmt(row.get("threshold")), _with_ci(row, "thr_sensitivity"),
+                      _with_ci(row, "thr_specificity"), row.get("spec", "")])
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def write_predictions(path: Path, predictions: pd.DataFrame) -> None:
+    """predictions.csv: variant,file,label,prob_malignant (full float precision)."""
+    with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        predictions.loc[:, list(PREDICTION_COLUMNS)].to_csv(handle, index=False,
+                                                            float_format="%.9g")
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """Read predictions.csv back with the right dtypes."""
+    return pd.read_csv(path, dtype={"variant": str, "file": str, "label": np.int64,
+                                    "prob_malignant": np.float64}, keep_default_na=False)
+
+
+def write_clean_list(path: Path, test_files, clean_files: set[str]) -> None:
+    """clean_test.csv: file,clean (1 = no near-duplicate in train/val) for every test file."""
+    files = list(dict.fromkeys(test_files))
+    frame = pd.DataFrame({"file": files, "clean": [int(f in clean_files) for f in files]})
+    with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        frame.to_csv(handle, index=False)
+
+
+def read_clean_list(path: Path) -> set[str] | None:
+    """The clean test files from clean_test.csv, or None when the run had no audit."""
+    if not Path(path).is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"file": str, "clean": np.int64}, keep_default_na=False)
+    return set(frame.loc[frame["clean"] == 1, "file"])
+
+
+def _table_header(provenance: dict, settings: EvalSettings) -> str:
+    return (f"# Results: {provenance.get('config', {}).get('name', '')}\n\n"
+            f"Test split. `@argmax`: malignant iff p >= 0.5. `@thr`: malignant iff p >= the "
+            f"threshold chosen by {settings.threshold_rule()} (per variant), applied unchanged "
+            f"to test. AUC is the exact ROC AUC of the malignant column. Intervals: stratified "
+            f"bootstrap, {settings.bootstrap_resamples} resamples, seed {settings.seed}, 95% "
+            f"percentile. DeLong p: paired test of the row's AUC against the best AUC on the "
+            f"same test set. `clean`: test images with no near-duplicate in train or val.\n\n")
+
+
+def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
+                 settings: EvalSettings | None = None, extra: dict | None = None) -> None:
+    """results.json ({"rows", "clean_rows", "evaluation", ..., "provenance"}), results.csv
+    (every row, ``test_set`` says which) and results.md."""
+    settings = settings or EvalSettings()
+    full = [r for r in rows if r.get("test_set", "full") == "full"]
+    clean = [r for r in rows if r.get("test_set") == "clean"]
+    atomic.write_json(out_dir / "results.json", {
+        "rows": full, "clean_rows": clean, "evaluation": asdict(settings), **(extra or {}),
+        "provenance": provenance})
+    with atomic.atomic_open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as h:
+        pd.DataFrame(rows).to_csv(h, index=False, float_format="%.6g")
+    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings)
+                      + markdown_table(rows) + "\n")
+
+
+def _curves(predictions: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {name: (g["label"].to_numpy(), g["prob_malignant"].to_numpy())
+            for name, g in predictions.groupby("variant", sort=False)}
+
+
+def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str, dict],
+                  rows: list[dict] | None = None) -> list[tuple[Path, str]]:
+    """(path, caption) of: per variant a confusion matrix at argmax and at the threshold and
+    a reliability diagram; ROC with AUC CIs, precision-recall, forest plot; training curves."""
+    if rows is None:
+        rows = rows_from_predictions(predictions, {})
+    full = {r["variant"]: r for r in rows if r.get("test_set", "full") == "full"}
+    curves, written = _curves(predictions), []
+    if curves:
+        written.append((plots.forest_plot(rows, out_dir / "forest_auc.png"),
+                        "AUC with 95% bootstrap intervals, full and clean test sets"))
+        written.append((plots.roc_with_intervals(curves, full, out_dir / "roc.png"),
+                        "ROC curves (legend: AUC [95% CI])"))
+        written.append((plots.precision_recall(curves, full, out_dir / "precision_recall.png"),
+                        "Precision-recall curves"))
+    for name, (y, p) in curves.items():
+        slug, t = plots.slug(name), full[name].get("threshold")
+        written.append((plots.confusion_matrix(
+            y, p, f"{name} (test, n={len(y)}) @argmax", out_dir / f"confusion_{slug}.png"),
+            f"{name}: confusion matrix at argmax (p >= 0.5)"))
+        if _finite(t):
+            written.append((plots.confusion_matrix(
+                y, p, f"{name} (test) @threshold {t:.3f} (val)",
+                out_dir / f"confusion_{slug}_threshold.png", threshold=t),
+                f"{name}: confusion matrix at the validation-chosen threshold {t:.4f}"))
+        written.append((plots.reliability_diagram(
+            y, p, f"{name} (test, n={len(y)})", out_dir / f"reliability_{slug}.png"),
+            f"{name}: reliability diagram"))
+    for name, history in histories.items():
+        if history:
+            written.append((plots.training_curves(
+                history, name, out_dir / f"training_{plots.slug(name)}.png"),
+                f"{name}: training curves"))
+    return written
+
+
+def write_run(out_dir: Path, predictions: pd.DataFrame, specs: dict[str, dict],
+              histories: dict[str, dict], provenance: dict,
+              val_predictions: pd.DataFrame | None = None, settings: EvalSettings | None = None,
+              clean_files: set[str] | None = None, audit_summary: dict | None = None,
+              ) -> list[dict]:
+    """Everything a run writes; returns the full-test rows. Saved inputs first, then figures,
+    tables last, so the presence of results.json means the report is complete."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / "predictions.csv", predictions)
+    if val_predictions is not None:
+        write_predictions(out_dir / "val_predictions.csv", val_predictions)
+    if clean_files is not None:
+        write_clean_list(out_dir / "clean_test.csv", predictions["file"], clean_files)
+    atomic.write_json(out_dir / "histories.json", histories)
+    # Evaluate what was saved (9 significant digits), so `report` rebuilds identical tables.
+    predictions = read_predictions(out_dir / "predictions.csv")
+    if val_predictions is not None:
+        val_predictions = read_predictions(out_dir / "val_predictions.csv")
+    return write_report(out_dir, predictions, specs, histories, provenance, val_predictions,
+                        settings or EvalSettings(seed=provenance.get("seed", 0)), clean_files,
+                        audit_summary)
+
+
+def write_report(out_dir: Path, predictions, specs, histories, provenance, val_predictions,
+                 settings: EvalSettings, clean_files, audit_summary) -> list[dict]:
+    """Rows, figures, tables and index.html from predictions (shared by run and rebuild)."""
+    rows = rows_from_predictions(predictions, specs, val_predictions, settings, clean_files)
+    figures = write_figures(out_dir, predictions, histories, rows)
+    if (out_dir / "audit_pairs.png").is_file():
+        figures.append((out_dir / "audit_pairs.png", "Leakage audit: closest duplicate pairs"))
+    title = f"melanoma-bench: {provenance.get('config', {}).get('name', out_dir.name)}"
+    html_report.write_index(out_dir / "index.html", title, rows, figures, audit_summary,
+                            provenance, [_table_header(provenance, settings).split("\n\n", 1)[1]])
+    write_tables(out_dir, rows, provenance, settings,
+                 {"specs": specs, "audit": audit_summary})
+    return [r for r in rows if r["test_set"] == "full"]
+
+
+def rebuild(run_dir: Path, out_dir: Path | None = None) -> list[dict]:
+    """Rewrite every table, figure and index.html of ``run_dir`` from its saved files
+    (predictions.csv, val_predictions.csv, clean_test.csv, histories.json, results.json,
+    audit_summary.json) into ``out_dir`` (default: in place). No model, no TensorFlow."""
+    run_dir = Path(run_dir)
+    for name in ("predictions.csv", "results.json"):
+        if not (run_dir / name).is_file():
+            raise UserError(f"{run_dir} has no {name}: not the output folder of "
+                            f"`melanoma-bench run`")
+    saved = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    settings = EvalSettings(**saved.get("evaluation", {}))
+    specs = saved.get("specs") or {  # results.json of an older run: spec columns of its rows
+        r["variant"]: {k: v for k, v in r.items() if k in SPEC_KEYS} for r in saved.get("rows", [])}
+    predictions = read_predictions(run_dir / "predictions.csv")
+    val_path = run_dir / "val_predictions.csv"
+    val = read_predictions(val_path) if val_path.is_file() else None
+    hist_path = run_dir / "histories.json"
+    histories = json.loads(hist_path.read_text(encoding="utf-8")) if hist_path.is_file() else {}
+    audit_path = run_dir / "audit_summary.json"
+    audit_summary = (json.loads(audit_path.read_text(encoding="utf-8"))
+                     if audit_path.is_file() else saved.get("audit"))
+    out_dir = Path(out_dir or run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir != run_dir:
+        for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
+                     "histories.json", "audit_summary.json", "audit_pairs.csv",
+                     "audit_pairs.png"):
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, out_dir / name)
+    return write_report(out_dir, predictions, specs, histories, saved.get("provenance", {}),
+                        val, settings, read_clean_list(run_dir / "clean_test.csv"),
+                        audit_summary)

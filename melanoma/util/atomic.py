@@ -1,0 +1,118 @@
+"""Atomic file writes: write to a temporary name in the same folder, then rename.
+
+A reader never sees a partial file, and a failed write leaves the previous file intact.
+Temporary names carry the writer's pid (``.NAME.tmp-PID-XXXX``), so ``sweep_stale`` can
+remove what a killed process left behind; finished files get the umask's permissions
+(as ``open`` would give them), not ``mkstemp``'s private 0600.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+_TMP = re.compile(r"^\..+\.tmp-(\d+)-[^/]*$")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def replacing(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` (a file, or a folder with ``directory=True``) for a
+    writer that needs a path (savefig, model.save); on clean exit it is renamed over
+    ``path``; on any error (or a signal) it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}.tmp-{os.getpid()}-"
+    if directory:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+        tmp.rmdir()  # the writer creates it
+    else:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=path.suffix)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if not directory:
+            os.chmod(tmp, 0o666 & ~_umask())
+        if directory and path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def _remove(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on clean exit fsync it and rename it over ``path``."""
+    with replacing(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically write a text file (UTF-8)."""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Atomically write ``obj`` as indented JSON; NaN is written as null."""
+    write_text(path, json.dumps(_nan_to_none(obj), indent=2, default=str) + "\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and folders that dead writers (same host) left in
+    ``folder``; returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TMP.match(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            _remove(entry)
+            removed.append(entry)
+    return removed
+
+
+def _nan_to_none(obj):
+    """JSON has no NaN: replace float NaN/inf with None, recursively."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj

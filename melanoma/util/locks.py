@@ -1,0 +1,88 @@
+"""A lock file per output or models folder, so two runs never write into the same one.
+
+``run`` holds ``<folder>/.melanoma-bench.lock`` (JSON: pid, host, start time) for its whole
+duration. A second run fails fast with one line naming the holder. A lock left by a dead
+process on this host is taken over; one from another host cannot be checked and is never
+taken over (the message says which file to remove).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from melanoma.util.errors import UserError
+
+LOCK_NAME = ".melanoma-bench.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _holder(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _stale(holder: dict | None) -> bool:
+    """A lock whose process is gone (same host) or whose content is unreadable."""
+    if holder is None or not isinstance(holder.get("pid"), int):
+        return True
+    return holder.get("host") == socket.gethostname() and not _alive(holder["pid"])
+
+
+def acquire(folder: Path) -> Path:
+    """Create ``folder/.melanoma-bench.lock`` atomically (link of a complete temp file)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    tmp = folder / f"{LOCK_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(me))
+    try:
+        for _ in range(3):
+            try:
+                os.link(tmp, path)  # fails if a lock exists; never a half-written lock
+                return path
+            except FileExistsError:
+                holder = _holder(path)
+                if not _stale(holder):
+                    raise UserError(
+                        f"{folder} is in use by another run (pid {holder['pid']} on "
+                        f"{holder.get('host')}, started {holder.get('started')}); wait for it, "
+                        f"or remove {path} if that run is gone") from None
+                path.unlink(missing_ok=True)  # dead holder: take over
+        raise UserError(f"could not lock {folder}: {path} keeps reappearing")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def release(path: Path) -> None:
+    """Remove the lock if it is still ours."""
+    holder = _holder(path)
+    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def hold(*folders: Path) -> Iterator[None]:
+    """Lock every distinct folder for the duration of the block; released on any exit."""
+    with ExitStack() as stack:
+        for folder in dict.fromkeys(Path(f).resolve() for f in folders):
+            path = acquire(folder)
+            stack.callback(release, path)
+        yield
