@@ -15,8 +15,7 @@ figures, HTML; never imports TensorFlow), ``tuning`` (keras-tuner), ``runs`` (th
 run), ``util`` (atomic writes, locks, names, logging, provenance), ``cli`` (the console
 script).
 """
-from melanoma.api import (RunResult, evaluate_models, load_config, rebuild_report, run_benchmark,
-                          tune_head)
+from melanoma.api import RunResult, evaluate_models, load_config, rebuild_report, run_benchmark, tune_head
 
 __all__ = ["RunResult", "evaluate_models", "load_config", "rebuild_report", "run_benchmark",
            "tune_head"]

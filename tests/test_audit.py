@@ -15,6 +15,7 @@ from PIL import Image
 
 from melanoma.data import layout
 from melanoma.evaluation import audit
+from melanoma.evaluation.audit import hashing as audit_hashing
 from melanoma.evaluation.audit import (
     PAIR_COLUMNS,
     AuditItem,
@@ -255,7 +256,7 @@ def test_include_flips_finds_the_mirrored_copy(leaky):
 def test_include_flips_names_the_flip(tmp_path, flip):
     img = blob_image(np.random.default_rng(11))
     a = save_jpeg(img, tmp_path / "a.jpg")
-    b = save_jpeg(img.transpose(audit._TRANSPOSE[flip]), tmp_path / "b.jpg")
+    b = save_jpeg(img.transpose(audit_hashing._TRANSPOSE[flip]), tmp_path / "b.jpg")
     items = [AuditItem(a, "train", 0), AuditItem(b, "test", 0)]
     assert find_duplicates(items, MAX_D).empty
     pairs = find_duplicates(items, MAX_D, include_flips=True)

@@ -14,12 +14,11 @@ Also here: ``load_tuned_head`` reads the best-hyperparameters JSON written by
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from melanoma.util.errors import UserError
+from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.names import check_safe_name
 
 ALGORITHMS = ("random", "bayesian", "hyperband")
@@ -64,13 +63,10 @@ class TuneConfig:
 
 
 def _unknown(table: dict, cls, where: str) -> None:
-    known = {f.name for f in fields(cls)}
+    known = sorted(f.name for f in fields(cls))
     for key in table:
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise UserError(f"{where}: unknown key {key!r}{did_you_mean}; "
-                            f"known: {', '.join(sorted(known))}")
+            raise unknown_name("key", key, known, where)
 
 
 def _number(value, where: str) -> float:
@@ -123,10 +119,7 @@ def parse_tune(table, variant_names: list[str], seed: int) -> TuneConfig | None:
             table[key] = _range(table[key], f"tune.{key}", integer, low, high)
     tune = TuneConfig(**table)
     if tune.algorithm not in ALGORITHMS:
-        hint = difflib.get_close_matches(str(tune.algorithm), ALGORITHMS, n=1)
-        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise UserError(f"tune: unknown algorithm {tune.algorithm!r}{did_you_mean}; "
-                        f"known: {', '.join(ALGORITHMS)}")
+        raise unknown_name("algorithm", tune.algorithm, ALGORITHMS, "tune")
     for key in ("max_trials", "epochs", "hyperband_iterations"):
         value = getattr(tune, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -144,10 +137,7 @@ def parse_tune(table, variant_names: list[str], seed: int) -> TuneConfig | None:
         if not isinstance(getattr(tune, key), bool):
             raise UserError(f"tune: {key} must be true or false")
     if tune.variant is not None and tune.variant not in variant_names:
-        hint = difflib.get_close_matches(str(tune.variant), variant_names, n=1)
-        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise UserError(f"tune: unknown variant {tune.variant!r}{did_you_mean}; this config "
-                        f"has: {', '.join(variant_names)}")
+        raise unknown_name("variant", tune.variant, variant_names, "tune")
     check_safe_name(tune.project, "tune: project")
     return dataclasses.replace(tune, seed=seed if tune.seed is None else tune.seed)
 

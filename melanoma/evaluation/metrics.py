@@ -13,19 +13,17 @@ import numpy as np
 from scipy import stats as sps
 from sklearn import metrics as skm
 
+from melanoma.evaluation import metric_table
+
 DEFAULT_THRESHOLD = 0.5
 ECE_BINS = 10
 PAUC_MIN_TPR = 0.8
 SPEC_TARGETS = {"sens_at_spec90": 0.90, "sens_at_spec95": 0.95}
-METRIC_NAMES = (
-    "accuracy", "auc", "sensitivity", "specificity", "balanced_accuracy", "f1",
-    "average_precision", "sens_at_spec90", "sens_at_spec95", "pauc_sens80",
-    "brier", "ece", "n", "n_pos", "n_neg",
-)
-_NEEDS_POS = ("sensitivity", "f1", "average_precision")
-_NEEDS_NEG = ("specificity",)
-_NEEDS_BOTH = ("auc", "balanced_accuracy", "sens_at_spec90", "sens_at_spec95", "pauc_sens80")
-_CONFUSION_NAMES = ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "f1")
+METRIC_NAMES = metric_table.ALL_NAMES
+_NEEDS_POS = metric_table.needing("pos")
+_NEEDS_NEG = metric_table.needing("neg")
+_NEEDS_BOTH = metric_table.needing("both")
+_CONFUSION_NAMES = metric_table.AT_OPERATING_POINT
 _RATE_TOL = 1e-12  # slack when comparing rates such as specificity >= 0.9 computed in floating point
 _CHUNK_ELEMENTS = 2_000_000  # bootstrap rows are processed in chunks of about this many resampled predictions
 

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from melanoma.evaluation import metrics
+from melanoma.evaluation import metric_table, metrics
 from melanoma.util.errors import UserError
 
-CONFUSION = ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "f1")
-RANKING = ("auc", "average_precision", "sens_at_spec90", "sens_at_spec95", "pauc_sens80",
-           "brier", "ece")
-THRESHOLD_PREFIX = "thr_"
+CONFUSION = metric_table.AT_OPERATING_POINT  # also reported at the validation threshold
+RANKING = metric_table.THRESHOLD_FREE
+THRESHOLD_PREFIX = metric_table.THRESHOLD_PREFIX
 NAN = float("nan")
 
 

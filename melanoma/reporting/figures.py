@@ -5,8 +5,9 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+from sklearn.metrics import ConfusionMatrixDisplay
 
+from melanoma.evaluation.metric_table import is_finite
 from melanoma.util import atomic
 
 CLASS_LABELS = ("Benign", "Malignant")
@@ -40,21 +41,6 @@ def confusion_matrix(y, p, title: str, path: Path, threshold: float = 0.5) -> Pa
     for (i, j), text in np.ndenumerate(display.text_):
         text.set_text(f"{counts[i, j]}\n({rates[i, j]:.1%})")
     ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
-
-
-def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
-    """One ROC plot with every variant (name -> (labels, malignant probabilities))."""
-    fig = Figure(figsize=(5.5, 5))
-    ax = fig.add_subplot()
-    for name, (y, p) in curves.items():
-        if len(np.unique(y)) == 2:
-            RocCurveDisplay.from_predictions(y, p, name=name, ax=ax, plot_chance_level=False)
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
-    ax.set_xlabel("1 - specificity (false positive rate)")
-    ax.set_ylabel("sensitivity (true positive rate)")
-    ax.set_title("ROC, malignant class (test split)")
-    ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)
 
 
@@ -102,12 +88,8 @@ def reliability_diagram(y, p, title: str, path: Path, n_bins: int = 10) -> Path:
 
 def _legend_auc(row: dict) -> str:
     low, high = row.get("auc_ci_low"), row.get("auc_ci_high")
-    interval = f" [{low:.3f}, {high:.3f}]" if _finite(low) and _finite(high) else ""
+    interval = f" [{low:.3f}, {high:.3f}]" if is_finite(low) and is_finite(high) else ""
     return f"{row['variant']}: AUC {row['auc']:.3f}{interval}"
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and np.isfinite(value)
 
 
 def roc_with_intervals(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: dict[str, dict],
@@ -118,7 +100,7 @@ def roc_with_intervals(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: d
     fig = Figure(figsize=(5.8, 5.2))
     ax = fig.add_subplot()
     for name, (y, p) in curves.items():
-        if len(np.unique(y)) == 2 and _finite(rows[name].get("auc")):
+        if len(np.unique(y)) == 2 and is_finite(rows[name].get("auc")):
             fpr, tpr, _ = roc_curve(y, p)
             ax.plot(fpr, tpr, linewidth=1.4, label=_legend_auc(rows[name]))
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
@@ -139,7 +121,7 @@ def precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: dic
     ax = fig.add_subplot()
     prevalence = None
     for name, (y, p) in curves.items():
-        if np.sum(y) > 0 and _finite(rows[name].get("average_precision")):
+        if np.sum(y) > 0 and is_finite(rows[name].get("average_precision")):
             precision, recall, _ = precision_recall_curve(y, p)
             ax.step(recall, precision, where="post", linewidth=1.4,
                     label=f"{name}: AP {rows[name]['average_precision']:.3f}")
@@ -158,7 +140,7 @@ def precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: dic
 
 def forest_plot(rows: list[dict], path: Path, metric: str = "auc") -> Path:
     """Point estimate and 95% interval of ``metric`` per (variant, test set), one line each."""
-    shown = [r for r in rows if _finite(r.get(metric))]
+    shown = [r for r in rows if is_finite(r.get(metric))]
     fig = Figure(figsize=(6.5, 0.9 + 0.38 * max(len(shown), 1)))
     ax = fig.add_subplot()
     colours = {"full": "tab:blue", "clean": "tab:orange"}
@@ -166,7 +148,7 @@ def forest_plot(rows: list[dict], path: Path, metric: str = "auc") -> Path:
         y = len(shown) - 1 - i
         low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
         colour = colours.get(row.get("test_set"), "tab:gray")
-        if _finite(low) and _finite(high):
+        if is_finite(low) and is_finite(high):
             ax.plot([low, high], [y, y], color=colour, linewidth=2)
         ax.plot([row[metric]], [y], "o", color=colour)
     ax.set_yticks(range(len(shown)))

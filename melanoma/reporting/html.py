@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from pathlib import Path
 
+from melanoma.evaluation import metric_table
+from melanoma.evaluation.metric_table import is_finite
 from melanoma.util import atomic
 
 CSS = """
@@ -37,22 +38,15 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 document.body.setAttribute('data-js','ok');
 """
 
-# (column, header) of the HTML table; CI columns are shown as "value [low, high]".
+# (column, header) of the HTML table, metric headers from the metric table; CI columns are
+# shown as "value [low, high]".
+_KEYS = metric_table.headline_keys()
 COLUMNS = (
     ("variant", "variant"), ("test_set", "test set"), ("n_test", "n"),
     ("auc", "AUC [95% CI]"), ("auc_delong_p", "DeLong p vs best"),
-    ("accuracy", "accuracy @argmax"), ("sensitivity", "sens @argmax"),
-    ("specificity", "spec @argmax"), ("threshold", "threshold (val)"),
-    ("thr_accuracy", "accuracy @thr"), ("thr_sensitivity", "sens @thr"),
-    ("thr_specificity", "spec @thr"), ("balanced_accuracy", "bal. acc @argmax"),
-    ("f1", "F1 @argmax"), ("average_precision", "AP"), ("sens_at_spec90", "sens@spec90"),
-    ("sens_at_spec95", "sens@spec95"), ("pauc_sens80", "pAUC>80%sens"), ("brier", "Brier"),
-    ("ece", "ECE"),
+    *((k, metric_table.column_label(k)) for k in _KEYS[1:4]), ("threshold", "threshold (val)"),
+    *((k, metric_table.column_label(k)) for k in _KEYS[4:]),
 )
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _cell(row: dict, key: str) -> str:
@@ -61,11 +55,11 @@ def _cell(row: dict, key: str) -> str:
         return f"<td>{html.escape(str(value))}</td>"
     if key == "auc_delong_p" and row.get("variant") == row.get("delong_reference"):
         return '<td data-v="2">reference (best AUC)</td>'
-    if not _finite(value):
+    if not is_finite(value):
         return '<td class="undef" data-v="" title="undefined: see the undefined column">n/a</td>'
     text = f"{value:.3g}" if key == "auc_delong_p" else f"{value:.4f}"
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
-    if _finite(low) and _finite(high):
+    if is_finite(low) and is_finite(high):
         text += f" [{low:.3f}, {high:.3f}]"
     return f'<td data-v="{value!r}">{text}</td>'
 

@@ -8,7 +8,6 @@ table, figure and the page without a model or TensorFlow.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from melanoma.evaluation import metrics
+from melanoma.evaluation.metric_table import is_finite
 from melanoma.evaluation.rows import EvalSettings, evaluate
 from melanoma.reporting import figures as plots
 from melanoma.reporting import html as html_report
@@ -27,19 +26,6 @@ from melanoma.util.errors import UserError
 PREDICTION_COLUMNS = ("variant", "file", "label", "prob_malignant")
 SPEC_KEYS = ("backbone", "image_size", "weights", "preprocessing", "epochs", "learning_rate",
              "batch_size", "head_units", "augmentation", "spec", "note")
-TABLE_COLUMNS = ("variant", "accuracy", "auc", "sensitivity", "specificity", "n_test")
-
-
-def metric_row(name: str, y: np.ndarray, p: np.ndarray, spec: dict) -> dict:
-    """One flat row of point metrics at argmax (p >= 0.5), without intervals (kept for callers
-    that need a quick row; the report uses ``evaluation.evaluate``)."""
-    scores = metrics.binary_metrics(y, p)
-    row = {"variant": name, **{k: scores[k] for k in ("accuracy", "auc", "sensitivity",
-                                                        "specificity")},
-           "n_test": int(scores["n"])}
-    row.update({k: v for k, v in scores.items() if k not in row and k != "n"})
-    row.update(spec)
-    return row
 
 
 def rows_from_predictions(predictions: pd.DataFrame, specs: dict[str, dict],
@@ -55,16 +41,12 @@ def rows_from_predictions(predictions: pd.DataFrame, specs: dict[str, dict],
 
 
 def _fmt(value, digits: int = 4) -> str:
-    return "n/a" if not _finite(value) else f"{value:.{digits}f}"
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return "n/a" if not is_finite(value) else f"{value:.{digits}f}"
 
 
 def _with_ci(row: dict, key: str) -> str:
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
-    ci = f" [{_fmt(low, 3)}, {_fmt(high, 3)}]" if _finite(low) and _finite(high) else ""
+    ci = f" [{_fmt(low, 3)}, {_fmt(high, 3)}]" if is_finite(low) and is_finite(high) else ""
     return _fmt(row.get(key)) + ci
 
 
@@ -78,7 +60,7 @@ def markdown_table(rows: list[dict]) -> str:
     for row in rows:
         p = row.get("auc_delong_p")
         p_text = "best" if row.get("variant") == row.get("delong_reference") else (
-            f"{p:.3g}" if _finite(p) else "n/a")
+            f"{p:.3g}" if is_finite(p) else "n/a")
         table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
                       _with_ci(row, "auc"), p_text, _with_ci(row, "accuracy"),
                       _with_ci(row, "sensitivity"), _with_ci(row, "specificity"),
@@ -167,7 +149,7 @@ def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str,
         written.append((plots.confusion_matrix(
             y, p, f"{name} (test, n={len(y)}) @argmax", out_dir / f"confusion_{slug}.png"),
             f"{name}: confusion matrix at argmax (p >= 0.5)"))
-        if _finite(t):
+        if is_finite(t):
             written.append((plots.confusion_matrix(
                 y, p, f"{name} (test) @threshold {t:.3f} (val)",
                 out_dir / f"confusion_{slug}_threshold.png", threshold=t),

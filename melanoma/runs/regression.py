@@ -27,15 +27,16 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from melanoma.evaluation import metrics
+from melanoma.evaluation import metric_table, metrics
+from melanoma.evaluation.metric_table import is_finite
 from melanoma.util import atomic, provenance
 
 N_RESAMPLES = 1000
 CI_LEVEL = 0.95
 BOOTSTRAP_SEED = 0
 TOLERANCE_SCALE = 1.0
-LOWER_IS_BETTER = frozenset({"brier", "ece"})
-EXACT = frozenset({"n", "n_pos", "n_neg"})
+LOWER_IS_BETTER = metric_table.LOWER_IS_BETTER
+EXACT = frozenset(metric_table.COUNTS)
 METHOD = (f"allowed drop = {TOLERANCE_SCALE:g} x the distance from the baseline value to the "
           f"worse end of its stratified {CI_LEVEL:.0%} bootstrap interval ({N_RESAMPLES} "
           f"resamples, seed {BOOTSTRAP_SEED}); counts must match exactly; improvements pass")
@@ -113,14 +114,10 @@ class Check:
         return self.current - self.baseline
 
 
-def _finite(x) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
-
-
 def allowed_drop(metric: str, entry: dict) -> float:
     """How far ``metric`` may move the worse way from the baseline value (>= 0)."""
     value, low, high = entry["value"], entry.get("ci_low"), entry.get("ci_high")
-    if metric in EXACT or not (_finite(low) and _finite(high)):
+    if metric in EXACT or not (is_finite(low) and is_finite(high)):
         return 0.0
     room = (high - value) if metric in LOWER_IS_BETTER else (value - low)
     return TOLERANCE_SCALE * max(room, 0.0)
@@ -130,10 +127,10 @@ def check_metric(variant: str, metric: str, entry: dict, current: float | None) 
     """Verdict for one metric against its baseline entry."""
     base = entry.get("value")
     allowed = allowed_drop(metric, entry)
-    if not _finite(base):  # undefined in the baseline (e.g. one class): nothing to hold
-        verdict = "ok" if not _finite(current) else "improved"
+    if not is_finite(base):  # undefined in the baseline (e.g. one class): nothing to hold
+        verdict = "ok" if not is_finite(current) else "improved"
         return Check(variant, metric, base, current, None, verdict)
-    if not _finite(current):
+    if not is_finite(current):
         return Check(variant, metric, base, current, allowed, "MISSING")
     if metric in EXACT:
         return Check(variant, metric, base, current, 0.0, "ok" if current == base else "CHANGED")
