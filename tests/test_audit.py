@@ -15,7 +15,6 @@ from PIL import Image
 
 from melanoma.data import layout
 from melanoma.evaluation import audit
-from melanoma.evaluation.audit import hashing as audit_hashing
 from melanoma.evaluation.audit import (
     PAIR_COLUMNS,
     AuditItem,
@@ -27,8 +26,9 @@ from melanoma.evaluation.audit import (
     hamming_pairs,
     read_pairs,
     summarise,
-    write_audit,
 )
+from melanoma.evaluation.audit import hashing as audit_hashing
+from melanoma.reporting.audit_figures import write_audit
 
 MAX_D = 12
 

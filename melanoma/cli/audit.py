@@ -27,16 +27,13 @@ def register(commands) -> None:
 
 def audit_data_dir(data_dir: Path, out: Path, val_fraction: float, seed: int,
                    max_distance: int = 12, include_flips: bool = False) -> dict:
-    """Run the audit on a data set folder; write audit_pairs.csv/.png, audit_summary.json."""
+    """The run's split of a data folder, audited: audit_pairs.csv/.png, audit_summary.json."""
     from melanoma.data import layout
     from melanoma.evaluation import audit
 
     items, table = audit.items_from_layout(layout.discover(data_dir), val_fraction, seed,
                                            include_flips=include_flips)
-    pairs = audit.find_duplicates(items, max_distance, include_flips=include_flips, table=table)
-    summary = audit.summarise(pairs, items)
-    audit.write_audit(pairs, summary, out)
-    return summary
+    return audit.run_audit(items, out, max_distance, include_flips=include_flips, table=table)[1]
 
 
 def main(args) -> int:

@@ -18,6 +18,7 @@ BASELINES = Path("benchmarks") / "baselines"  # in the checkout: baselines are n
 def register(commands) -> None:
     parser = commands.add_parser("bench", help="regression benchmark against a committed baseline")
     options.add_config(parser, default="bench")
+    options.add_data_dir(parser)
     parser.add_argument("--baseline", type=Path, default=None,
                         help="baseline JSON (default: benchmarks/baselines/<config name>.json)")
     parser.add_argument("--out", type=Path, default=None,
@@ -43,7 +44,7 @@ def main(args) -> int:
             raise UserError(f"no predictions file {args.predictions}")
         predictions = read_predictions(args.predictions)
     else:
-        predictions = run_bench_config(cfg, args.out)
+        predictions = run_bench_config(cfg, args.out, args.data_dir)
     if args.update_baseline:
         baseline = regression.make_baseline(predictions, config_path)
         regression.write_baseline(baseline_path, baseline)
@@ -60,13 +61,14 @@ def main(args) -> int:
     return 0 if outcome.passed else 1
 
 
-def run_bench_config(cfg, out_dir: Path | None):
+def run_bench_config(cfg, out_dir: Path | None, data_dir: Path | None = None):
     """Always retrain (into a throw-away models folder): the point is to test the code."""
     from melanoma.reporting.tables import read_predictions
     from melanoma.runs.benchmark import run_benchmark
 
     out_dir = Path(out_dir or Path("reports") / cfg.name)
     with tempfile.TemporaryDirectory(prefix="melanoma-bench-") as models:
-        run_benchmark(cfg, out_dir=out_dir, models_dir=Path(models), retrain=True)
+        run_benchmark(cfg, data_dir=data_dir, out_dir=out_dir, models_dir=Path(models),
+                      retrain=True)
     print(f"bench: predictions in {out_dir / 'predictions.csv'}", file=sys.stderr)
     return read_predictions(out_dir / "predictions.csv")

@@ -16,7 +16,8 @@ Files are found by :mod:`melanoma.data.layout` (the one way this project finds i
 
 Python::
 
-    from melanoma.evaluation.audit import clean_test_files, find_duplicates, summarise, write_audit
+    from melanoma.evaluation.audit import clean_test_files, find_duplicates, summarise
+    from melanoma.reporting.audit_figures import write_audit
     pairs = find_duplicates(items, max_distance=12)
     summary = summarise(pairs, items)
     write_audit(pairs, summary, "reports/audit")
@@ -91,4 +92,3 @@ from melanoma.evaluation.audit.pairs import (  # noqa: F401
     run_audit,
 )
 from melanoma.evaluation.audit.summary import clean_test_files, summarise  # noqa: F401
-from melanoma.reporting.audit_figures import write_audit  # noqa: F401
