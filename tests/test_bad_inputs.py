@@ -116,7 +116,7 @@ def test_clean_set_passes_strict(tmp_path):
     assert report.to_dict()["info"] == {}
 
 
-def test_loading_skips_and_counts_bad_files_as_rgb(bad_set, capsys):
+def test_loading_skips_and_counts_bad_files_as_rgb(bad_set, capsys, caplog):
     found = layout.discover(bad_set)
     loaded = load_images(found.train.files, found.train.labels, 32)
     skipped = {Path(f).name: why for f, why in loaded.skipped}
@@ -124,7 +124,7 @@ def test_loading_skips_and_counts_bad_files_as_rgb(bad_set, capsys):
                             "huge.png"}
     assert "pixels" in skipped["huge.png"]
     assert loaded.pixels.shape == (10 + 1 + 10 + 6, 32, 32, 3)  # 1x1 upscaled; odd modes RGB
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err + caplog.text  # the library logs; the CLI shows it
     assert err.count("warning: skipped unreadable image") == 5 and "Traceback" not in err
 
 
@@ -237,7 +237,8 @@ def test_second_run_on_a_locked_folder_fails_fast_naming_the_holder(tmp_path, ca
         out.mkdir()
         (out / lock.LOCK_NAME).write_text(json.dumps(
             {"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "then"}))
-        root = make_set(tmp_path / "data", n=2, test_n=2, bad=False)
+        # 8 a class: enough for the train/val split check, which comes before the lock
+        root = make_set(tmp_path / "data", n=8, test_n=2, bad=False)
         args = ["run", "--data-dir", str(root), "--out", str(out),
                 "--models-dir", str(tmp_path / "models")]
         assert main(args) == 2

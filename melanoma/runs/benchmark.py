@@ -159,6 +159,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     ``strict``: any pre-flight warning about the data is an error, before any training."""
     started = time.perf_counter()
     check_variants(cfg)
+    hardware = tfsetup.configure()  # the device line comes first
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
     checked = preflight.check(found, strict)
     log.info(checked.summary())
@@ -169,7 +170,8 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     # a second run on the same folders fails fast instead of writing beside this one
     with locks.hold(out_dir, *([models_dir] if trains else [])):
         atomic.sweep_stale(out_dir)
-        return _run_locked(cfg, found, checked, out_dir, Path(models_dir), retrain, started)
+        return _run_locked(cfg, found, checked, out_dir, Path(models_dir), retrain, started,
+                           hardware)
 
 
 def _run_variants(cfg, found: layout.DataLayout, models_dir: Path, retrain: bool,
@@ -217,9 +219,9 @@ def _provenance(cfg, found, checked, first: Splits | None, collected: Collected,
 
 
 def _run_locked(cfg, found: layout.DataLayout, checked: preflight.PreflightReport,
-                out_dir: Path, models_dir: Path, retrain: bool, started: float) -> list[dict]:
+                out_dir: Path, models_dir: Path, retrain: bool, started: float,
+                hardware: dict) -> list[dict]:
     """The body of ``run_benchmark`` once the data is checked and the folders are locked."""
-    hardware = tfsetup.configure()
     log.info("data: %s (train %d, test %d files)", found.root, len(found.train), len(found.test))
     collected = Collected()
     first = _run_variants(cfg, found, models_dir, retrain, collected)
