@@ -121,6 +121,15 @@ class VariantConfig:
         return _digest(spec)
 
 
+    def continuation_key(self, data_fingerprint: str, seed: int, val_fraction: float,
+                         interpolation: str) -> str:
+        """The model key without the epoch count: two variants with the same continuation key
+        differ only in how long they train, so the longer one's first epochs ARE the shorter
+        one's training (same seed, data order and augmentation) and can continue from it."""
+        return dataclasses.replace(self, epochs=1).model_key(data_fingerprint, seed,
+                                                             val_fraction, interpolation)
+
+
 def _digest(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 

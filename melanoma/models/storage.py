@@ -28,6 +28,9 @@ def model_path(models_dir: Path, variant_name: str, key: str) -> Path:
     return Path(models_dir) / f"{variant_name}-{key}.keras"
 
 
+CHECKPOINT_FILE = "state.npz"  # per-epoch training state inside a checkpoint folder
+
+
 def checkpoint_dir(models_dir: Path, variant_name: str, key: str) -> Path:
     """``models/<variant>-<key>.partial/``: per-epoch state of an unfinished training."""
     return Path(models_dir) / f"{variant_name}-{key}.partial"

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.util import atomic
 
 from melanoma.evaluation import metrics
@@ -68,7 +69,6 @@ def compile_classifier(model, learning_rate: float, jit_compile="auto"):
     return model
 
 
-CHECKPOINT_FILE = "state.npz"
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

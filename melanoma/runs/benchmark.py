@@ -25,6 +25,7 @@ from melanoma.models.backbones import get_backbone
 from melanoma.models.factory import resolve_weights
 from melanoma.models.loading import detect_format
 from melanoma.models.predict import TTA_SUFFIX, predict_splits
+from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.reporting import tables as report
 from melanoma.util import atomic, locks, provenance, tfsetup
 from melanoma.util.names import relative_name
@@ -87,15 +88,15 @@ def _load_cached(cached, variant, label: str):
     return model, preprocessing, cached.sidecar.get("history", {})
 
 
-def _train_and_save(variant, splits: Splits, cfg, models_dir: Path, key: str, retrain: bool,
-                    label: str, pool):
+def _train_and_save(variant, splits: Splits, cfg, models_dir: Path, key: str, label: str,
+                    pool, hand_over: tuple[Path, ...] = ()):
+    """Train (or resume), save; the final epoch state is copied to ``hand_over`` folders
+    first: the checkpoints of longer variants that continue from this one."""
     preprocessing = get_preprocessing(variant.preprocessing).fit(splits.train.pixels)
     log.info("%s: training %d epochs on %d images (%d for validation)", label, variant.epochs,
              len(splits.train.labels), len(splits.val.labels))
     started = time.perf_counter()
     checkpoints = storage.checkpoint_dir(models_dir, variant.name, key)
-    if retrain:
-        shutil.rmtree(checkpoints, ignore_errors=True)
     model, history = train_variant(variant, splits, preprocessing, cfg.seed, label, pool,
                                    checkpoints)
     saved = storage.save(model, models_dir, variant.name, key, {
@@ -104,21 +105,53 @@ def _train_and_save(variant, splits: Splits, cfg, models_dir: Path, key: str, re
         "interpolation": cfg.data.interpolation,
         "history": history, "train_seconds": round(time.perf_counter() - started, 1),
         "versions": provenance.package_versions()})
+    for folder in hand_over:  # never over a longer training's own (further) progress
+        if not (folder / CHECKPOINT_FILE).exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(checkpoints / CHECKPOINT_FILE, folder / CHECKPOINT_FILE)
+            log.info("%s: its %d epochs are handed over to %s (same training, longer)", label,
+                     variant.epochs, folder.name.removesuffix(".partial"))
     shutil.rmtree(checkpoints, ignore_errors=True)  # the final model replaces them
     log.info("%s: saved %s", label, saved.model_path)
     return model, preprocessing, history
 
 
+def _key(variant, data_key: str, cfg) -> str:
+    return variant.model_key(data_key, cfg.seed, cfg.data.val_fraction, cfg.data.interpolation)
+
+
+def continuations(cfg, data_key: str, models_dir: Path, retrain: bool) -> dict[str, tuple]:
+    """{donor variant: checkpoint folders of the longer variants that continue from it}.
+
+    A variant that differs from an EARLIER one only by more epochs starts from that one's
+    final epoch instead of from scratch: same seed, data order and augmentation, so its first
+    epochs are bit for bit the shorter training (the per-epoch resume guarantees it); this
+    saves those epochs' compute. Only variants not already saved take part."""
+    plan: dict[str, list[Path]] = {}
+    trained = [v for v in cfg.variants if not v.model_file]
+    for i, longer in enumerate(trained):
+        key = longer.continuation_key(data_key, cfg.seed, cfg.data.val_fraction,
+                                      cfg.data.interpolation)
+        donors = [d for d in trained[:i] if d.epochs < longer.epochs and d.continuation_key(
+            data_key, cfg.seed, cfg.data.val_fraction, cfg.data.interpolation) == key]
+        longer_key = _key(longer, data_key, cfg)
+        if donors and (retrain or storage.find(models_dir, longer_key) is None):
+            donor = max(donors, key=lambda d: d.epochs)
+            plan.setdefault(donor.name, []).append(
+                storage.checkpoint_dir(models_dir, longer.name, longer_key))
+    return {name: tuple(folders) for name, folders in plan.items()}
+
+
 def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, retrain: bool,
-                label: str, pool, tta: bool = False):
+                label: str, pool, tta: bool = False, hand_over: tuple[Path, ...] = ()):
     """Train or load one variant; returns ({split: probabilities}, history, spec, model key)."""
-    key = variant.model_key(data_key, cfg.seed, cfg.data.val_fraction, cfg.data.interpolation)
+    key = _key(variant, data_key, cfg)
     cached = None if retrain else storage.find(models_dir, key)
     if cached is not None:
         model, preprocessing, history = _load_cached(cached, variant, label)
     else:
         model, preprocessing, history = _train_and_save(variant, splits, cfg, models_dir, key,
-                                                        retrain, label, pool)
+                                                        label, pool, hand_over)
     probs = predict_splits(model, splits, preprocessing, variant.val_batch_size, tta)
     return probs, history, variant_spec(variant, preprocessing), key
 
@@ -183,6 +216,11 @@ def _run_variants(cfg, found: layout.DataLayout, models_dir: Path, retrain: bool
 
     data_key = fingerprint(found.train.files + found.test.files)
     collected.data_key = data_key
+    if retrain:  # discard unfinished trainings first: a shorter variant may hand over below
+        for variant in cfg.variants:
+            shutil.rmtree(storage.checkpoint_dir(models_dir, variant.name,
+                                                 _key(variant, data_key, cfg)), ignore_errors=True)
+    hand_over = continuations(cfg, data_key, models_dir, retrain)
     cache: dict[int, Splits] = {}
     pool = ModelPool()
     for i, variant in enumerate(cfg.variants, 1):
@@ -197,7 +235,8 @@ def _run_variants(cfg, found: layout.DataLayout, models_dir: Path, retrain: bool
         probs, collected.histories[variant.name], collected.specs[variant.name], \
             collected.keys[variant.name] = run_variant(variant, cache[size], data_key, cfg,
                                                        models_dir, retrain, label, pool,
-                                                       cfg.evaluation.tta)
+                                                       cfg.evaluation.tta,
+                                                       hand_over.get(variant.name, ()))
         collected.add_trained(variant, cache[size], found.root, probs, cfg.evaluation.tta)
     return next(iter(cache.values()), None)
 
