@@ -269,7 +269,7 @@ def plan(cfg, ctx):
     infer = {(p, b): (f"infer_{p}_xla_b{b}", est_infer, lambda p=p, b=b: infer_item(cfg, ctx, p, b))
              for p in ("mixed_float16", "float32") for b in cfg.infer_batches}
     busy = ("gpu_busy_streamed_vs_resident", lambda: 3 * cfg.stream_seconds + 30,
-            lambda: measure_busy(cfg, ctx["mixed_float16"], ctx["rate"]))
+            lambda: measure_busy(cfg, needs(ctx, "mixed_float16"), ctx["rate"]))
     small, large = cfg.infer_batches
     # (c) needs no new compile: it runs once each of (a) and (b) has a figure, before extras.
     items = [train["mixed_float16"], train["float32"], infer["mixed_float16", small],
@@ -279,10 +279,19 @@ def plan(cfg, ctx):
     return items
 
 
-def infer_item(cfg, ctx, policy: str, batch: int) -> dict:
+class Skip(Exception):
+    """An item that cannot run because an item it reuses did not."""
+
+
+def needs(ctx, policy: str):
+    """The compiled model of a training item, or Skip when that item did not run."""
     if policy not in ctx:
-        raise RuntimeError(f"no {policy} model (its training item did not run)")
-    res = measure_inference(cfg, ctx[policy], batch, cfg.repeats, cfg.infer_steps)
+        raise Skip(f"no {policy} model: its training item did not run")
+    return ctx[policy]
+
+
+def infer_item(cfg, ctx, policy: str, batch: int) -> dict:
+    res = measure_inference(cfg, needs(ctx, policy), batch, cfg.repeats, cfg.infer_steps)
     ctx.setdefault("infer_s", res["first_predict_s"])
     return res
 
@@ -307,6 +316,9 @@ def run_items(cfg, ctx) -> None:
             if name == "train_mixed_float16_xla":
                 ctx["rate"] = res["images_per_s_median"]
             log.info("done %s: %s", name, json.dumps(res, default=str))
+        except Skip as exc:
+            RESULTS["skipped"][name] = str(exc)
+            log.info("skip %s: %s", name, exc)
         except Exception as exc:  # noqa: BLE001 - record it, go on with the next item
             RESULTS["errors"][name] = f"{type(exc).__name__}: {exc}"[:1000]
             log.error("item %s failed: %s\n%s", name, RESULTS["errors"][name][:300],
