@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scoring rows, model files, leakage audit and duplicate detection."""
