@@ -1,0 +1,1 @@
+"""Data: finding, decoding, importing and preparing images."""
