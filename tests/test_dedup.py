@@ -197,3 +197,17 @@ def test_block_size_does_not_change_candidates(planted):
 def test_rejects_images_that_are_not_uint8():
     with pytest.raises(ValueError, match="uint8"):
         find_duplicate_pairs([np.zeros((8, 8, 3), dtype=np.float32)])
+
+
+def test_files_and_unreadable_files(tmp_path, planted):
+    images, index = planted
+    src, copy = index["crop"]
+    paths = []
+    for k in (src, copy, 7, 8):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(images[k]).save(paths[-1])
+    paths.append(tmp_path / "broken.jpg")
+    paths[-1].write_bytes(b"not an image")
+    df = dedup.find_duplicate_files(paths)
+    assert df[["file_a", "file_b"]].values.tolist() == [[str(paths[0]), str(paths[1])]]
+    assert df.attrs["unreadable_files"] == [str(paths[-1])]

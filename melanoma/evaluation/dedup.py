@@ -24,10 +24,10 @@ Two passes, so that smooth skin with a dark blob does not look like every other 
 Defaults were chosen by measurement (``python benchmarks/measure_audit.py``, numbers in its
 output and the README). Python::
 
-    from melanoma.evaluation.dedup import file_loader, find_duplicate_pairs
-    pairs = find_duplicate_pairs(file_loader(paths), n_images=len(paths), include_flips=False)
-    # DataFrame: i, j (indices, i < j), kind ('identical' | 'near'), transform (applied to
-    # image i to match j), thumb_corr, ssim, bandpass_corr, overlap
+    from melanoma.evaluation.dedup import find_duplicate_files, find_duplicate_pairs
+    pairs = find_duplicate_files(paths, include_flips=False)   # or find_duplicate_pairs(arrays)
+    # DataFrame: i, j (indices, i < j), file_a, file_b, kind ('identical' | 'near'), transform
+    # (maps image i onto image j), thumb_corr, ssim, bandpass_corr, overlap
 
 Memory: about 8 KB per image (a 64x64 uint8 image and 16 8x8 float32 thumbnails) plus
 (8 with flips) x ``block`` x N float32 similarities; images are decoded ``chunk`` at a time.
@@ -294,4 +294,15 @@ def find_duplicate_pairs(images: Images, n_images: int | None = None, *, include
                        min_corr=min_corr, min_overlap=min_overlap, always_check=always_check)
     log.info("%d images: %d candidate pairs, %d identical, %d near duplicates", len(sig.digests),
              len(cands), len(same), len(near))
+    return pairs
+
+
+def find_duplicate_files(paths: Sequence[str | os.PathLike], **kwargs) -> pd.DataFrame:
+    """:func:`find_duplicate_pairs` over image files, with ``file_a``/``file_b`` (str) added for
+    ``i``/``j``; unreadable files are in ``attrs['unreadable_files']``."""
+    paths = [str(p) for p in paths]
+    pairs = find_duplicate_pairs(file_loader(paths), n_images=len(paths), **kwargs)
+    pairs.insert(2, "file_a", [paths[i] for i in pairs["i"]])
+    pairs.insert(3, "file_b", [paths[j] for j in pairs["j"]])
+    pairs.attrs["unreadable_files"] = [paths[k] for k in pairs.attrs["unreadable"]]
     return pairs
