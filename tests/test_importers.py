@@ -116,6 +116,12 @@ def test_class_mapping_defaults_options_and_errors():
         class_mapping(malignant=["melanom"])
 
 
+def test_everything_excluded_is_an_error(tmp_path):
+    gt = write_csv(tmp_path / "gt.csv", "lesion_id,image_id,dx\nL1,I1,bcc\nL2,I2,akiec\n")
+    with pytest.raises(UserError, match="every row is excluded.*excluded: akiec, bcc"):
+        import_dataset("auto", gt, tmp_path, tmp_path / "out")
+
+
 # --------------------------------------------------------------------------- grouped splits
 
 def ham_like(tmp_path: Path, n_lesions: int = 160, seed: int = 0) -> tuple[Path, Path]:

@@ -3,26 +3,27 @@
 Two passes, so that smooth skin with a dark blob does not look like every other lesion:
 
 1. **Candidates** (cheap, O(N^2) dot products in row blocks): every image is reduced to
-   greyscale 8x8 thumbnails with zero mean and unit norm, of the whole frame and of
-   :data:`WINDOWS` (16 windows that leave out up to 10% of each side, the crops a copy may have
-   undergone). The similarity of image i to image j is the best correlation of i's whole-frame
+   greyscale 8x8 thumbnails with zero mean and unit norm, of the whole frame and of 15 more
+   :data:`WINDOWS` that leave out 10% of the height and/or width at its start, middle or end
+   (the crops a copy may have undergone). The similarity of image i to image j is the best correlation of i's whole-frame
    thumbnail with one of j's windows; each image's ``neighbours`` most similar other images
    are candidates (plus every pair >= ``always_check``, so large groups of copies are
    complete). With ``include_flips`` the whole-frame thumbnails of the 7 flips and 90-degree
    rotations compete for the same places (against whole frames only: a copy both flipped and
    cropped is found less reliably). A rank, unlike a hash threshold, does not depend on how
-   alike unrelated lesions are in a data set. On ISIC 2017, the 64-bit perceptual and
-   difference hashes needed thresholds that pass 30,000-250,000 unrelated pairs to catch 95-100%
-   of crops; a single 16x16 thumbnail ranked the source of 3.5% of 400 cropped copies outside
-   the top 5; with the windows, every source ranked in the top 3.
+   alike unrelated lesions are in a data set. Explored on ISIC 2017 before this design: the
+   64-bit perceptual and difference hashes needed thresholds that pass 10,000-260,000 of the
+   3.8 million unrelated pairs to catch 95-100% of 50 cropped copies; one whole-frame 16x16
+   thumbnail ranked the source of 14 of 400 cropped copies outside the top 5; with the windows,
+   every source ranked in the top 3.
 2. **Confirmation** (per candidate, batched): 64x64 greyscale versions are aligned by scale
    and shift (a crop resized back) and global brightness/contrast
    (:func:`melanoma.evaluation.similarity.align_scale_shift`), then scored over their overlap
    by SSIM and by the correlation of band-pass images. A pair is a duplicate when the
    band-pass correlation is >= ``min_corr``.
 
-Defaults were chosen by measurement (``python benchmarks/measure_audit.py``, numbers in its
-output and the README). Python::
+Defaults were chosen by measurement (``python -m benchmarks.measure_audit``; numbers in
+docs/duplicate_audit.md). Python::
 
     from melanoma.evaluation.dedup import find_duplicate_files, find_duplicate_pairs
     pairs = find_duplicate_files(paths, include_flips=False)   # or find_duplicate_pairs(arrays)
@@ -31,8 +32,9 @@ output and the README). Python::
 
 Memory: about 8 KB per image (a 64x64 uint8 image and 16 8x8 float32 thumbnails) plus
 (8 with flips) x ``block`` x N float32 similarities; images are decoded ``chunk`` at a time.
-Time: the candidate pass is 17 (24 with flips) dot products of 64 numbers per pair of images,
-about N^2 * 2,000 (3,000) flops; the confirmation about 3 ms per candidate pair on one core.
+Time: the candidate pass is 16 (23 with flips) dot products of 64 numbers per ordered pair of
+images, about N^2 * 2,000 (3,000) flops (0.4 s of CPU for 2,747 images); the confirmation about
+1 ms of CPU per candidate pair, about 5 per image.
 """
 from __future__ import annotations
 

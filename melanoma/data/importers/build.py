@@ -235,6 +235,8 @@ def import_dataset(source_format: str | None, labels_csv, images_dir, out_dir, *
     _ids_once(rows)
     rows["label"] = [mapping.label(d) for d in rows["diagnosis"]]
     excluded = rows.loc[rows["label"].isna(), "diagnosis"].value_counts().sort_index()
+    if rows["label"].isna().all():
+        raise UserError(f"every row is excluded by the class mapping ({mapping.describe(rows['diagnosis'].unique())})")
     kept = _find_files(rows[rows["label"].notna()], images_dir, test_dir, out)
     missing = sorted(kept.loc[kept["source_file"].isna(), "image_id"])
     kept = kept[kept["source_file"].notna()].reset_index(drop=True)
