@@ -1,0 +1,1 @@
+"""Data: finding, decoding, caching and streaming the images."""
