@@ -112,6 +112,18 @@ def test_key_changes_with_size_interpolation_files_and_labels(data, tmp_path):
     assert len({a.path, b.path, c.path}) == 3 and len(c) == 4
 
 
+def test_concurrent_builders_decode_once(data, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    files, labels = data
+    calls = counting(monkeypatch)
+    with ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(lambda _: cache_mod.open_or_build(files, labels, SIZE, "nearest",
+                                                                tmp_path / "c"), range(2)))
+    assert len(calls) == len(files) and built[0].path == built[1].path
+    assert built[0].pixels.tobytes() == built[1].pixels.tobytes()
+
+
 def test_too_little_disk_space_is_one_line_and_decodes_nothing(data, tmp_path, monkeypatch):
     files, labels = data
     calls = counting(monkeypatch)
