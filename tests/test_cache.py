@@ -184,6 +184,19 @@ def test_sigkilled_build_leaves_no_trusted_cache_and_is_rebuilt(data, tmp_path):
     assert built.pixels.tobytes() == load_images(ordered, labels, SIZE).pixels.tobytes()
 
 
+def test_leftovers_of_other_keys_removed_unless_being_built(data, tmp_path):
+    files, labels = data
+    out = tmp_path / "c"
+    abandoned, busy = out / ".building-aaaaaaaaaaaaaaaa-x1", out / ".building-bbbbbbbbbbbbbbbb-x2"
+    for folder in (abandoned, busy):
+        folder.mkdir(parents=True)
+        (folder / cache_mod.PIXELS).write_bytes(b"partial")
+    with cache_mod._key_lock(out, "bbbbbbbbbbbbbbbb") as held:
+        assert held
+        cache_mod.open_or_build(files, labels, SIZE, "nearest", out)
+    assert not abandoned.exists() and busy.exists()
+
+
 def test_damaged_cache_is_not_trusted(data, tmp_path, monkeypatch):
     files, labels = data
     built = cache_mod.open_or_build(files, labels, SIZE, "nearest", tmp_path / "c")

@@ -133,7 +133,7 @@ class DecodedCache:
         per chunk: equal to the in-memory float64 mean bit for bit (sums < 2**53)."""
         sums, count = np.zeros(3, np.uint64), 0
         for _, rows in self.iter_chunks(indices, chunk):
-            sums += rows.reshape(-1, 3).sum(axis=0, dtype=np.uint64)
+            sums += [rows[..., c].sum(dtype=np.uint64) for c in range(3)]  # ~6x reshape's
             count += rows.shape[0] * rows.shape[1] * rows.shape[2]
         return sums.astype(np.float64) / max(count, 1)
 
@@ -255,25 +255,34 @@ def check_disk_space(root: Path, n_images: int, image_size: int) -> None:
 
 
 @contextlib.contextmanager
-def _key_lock(root: Path, key: str):
-    """An exclusive ``flock`` per key, released by the kernel if the holder dies."""
+def _key_lock(root: Path, key: str, blocking: bool = True):
+    """An exclusive ``flock`` per key, released by the kernel if the holder dies; yields
+    whether it was taken (always, when ``blocking``)."""
     with open(root / f".decoded-{key}.lock", "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _remove_untrusted(root: Path, target: Path, key: str) -> None:
-    """With the key's lock held: leftovers of killed builds, and a target that failed
-    verification, are ours to remove."""
-    for stale in root.glob(f".building-{key}-*"):
-        logger.info("removing %s (left by an interrupted build)", stale)
-        shutil.rmtree(stale, ignore_errors=True)
+    """With the key's lock held: a target that failed verification, and leftovers of killed
+    builds (of this key, and of any other key whose lock nobody holds), are ours to remove."""
     if target.exists():
         logger.warning("removing %s: incomplete or built for other files", target)
         shutil.rmtree(target)
+    for stale in root.glob(".building-*"):
+        other = stale.name[len(".building-"):][:16]
+        with contextlib.ExitStack() as stack:
+            if other != key and not stack.enter_context(_key_lock(root, other, blocking=False)):
+                continue  # another process is building that one right now
+            logger.info("removing %s (left by an interrupted build)", stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -336,7 +345,8 @@ def _executor(kind: str, workers: int):
     if kind == "process":
         import multiprocessing
 
-        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        spawn = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(max_workers=workers, mp_context=spawn)
     raise ValueError(f"executor must be 'thread' or 'process', got {kind!r}")
 
 
