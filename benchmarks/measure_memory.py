@@ -65,21 +65,26 @@ class Stages:
 def _paper():
     from melanoma import config as config_mod
 
-    cfg = config_mod.load(REPO / "benchmarks" / "configs" / "paper.toml")
+    cfg = config_mod.load("paper")
     return cfg, cfg.variants[0]
 
 
 def child_inmemory(root: Path, size: int, featurewise: bool, **_) -> dict:
-    """The design being replaced: benchmarks/run.py's load_splits and make_dataset."""
+    """The design being replaced: every image decoded into one array (load_images), the
+    train/val split as copies, then make_dataset's from_tensor_slices."""
     from melanoma.data import layout
-    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.decode import load_images
+    from melanoma.data.pipeline import make_dataset, split_train_val
     from melanoma.data.preprocessing import get_preprocessing
-    from melanoma.data.splits import load_splits
 
     stages, (cfg, variant) = Stages(), _paper()
-    splits = load_splits(layout.discover(root), size, cfg)
+    found = layout.discover(root)
+    train_all = load_images(found.train.files, found.train.labels, size, cfg.data.interpolation)
+    load_images(found.test.files, found.test.labels, size, cfg.data.interpolation)
+    train_index, _ = split_train_val(train_all.labels, cfg.data.val_fraction, cfg.seed)
+    train_pixels, train_labels = train_all.pixels[train_index], train_all.labels[train_index]
     stages.mark("decoded")
-    data = make_dataset(splits.train.pixels, splits.train.labels, variant.batch_size,
+    data = make_dataset(train_pixels, train_labels, variant.batch_size,
                         get_preprocessing("samplewise"), variant.augmentation, shuffle=True,
                         seed=cfg.seed)
     batches = iter(data)
@@ -87,7 +92,7 @@ def child_inmemory(root: Path, size: int, featurewise: bool, **_) -> dict:
     stages.mark("first_batch")
     stages.mark("epoch", images=sum(int(x.shape[0]) for x, _ in batches) + variant.batch_size)
     if featurewise:
-        get_preprocessing("featurewise").fit(splits.train.pixels)
+        get_preprocessing("featurewise").fit(train_pixels)
         stages.mark("featurewise_fit")
     return stages.result()
 

@@ -198,13 +198,15 @@ def full_evaluation(model, test, root: Path, out_dir: Path) -> None:
     report files, via the runner's own functions (so later additions are timed too)."""
     import pandas as pd
 
+    from melanoma.data.pipeline import make_dataset
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.evaluation import metrics
     from melanoma.reporting import tables as report
-    from melanoma.runs.benchmark import predict, relative
+    from melanoma.util.names import relative_name as relative
 
     prep = get_preprocessing("samplewise")
-    probs = predict(model, test, prep, 64)
+    probs = model.predict(make_dataset(test.pixels, None, 64, prep), verbose=0)[:, 1]
+    probs = probs.astype(np.float64)
     frame = pd.DataFrame({"variant": "perf_b0_samplewise",
                           "file": [relative(f, root) for f in test.files],
                           "label": test.labels, "prob_malignant": probs})

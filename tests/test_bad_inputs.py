@@ -3,6 +3,7 @@ error (exit 2); none ends in a traceback. Pre-flight and loading are tested dire
 one tiny `run` goes through the CLI over a data set holding every skippable bad file."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -168,14 +169,15 @@ def test_broken_layouts_exit_2_with_one_line(tmp_path, capsys, case, message):
 def test_unreadable_only_class_is_a_one_line_error(tmp_path, capsys):
     """A class whose files all fail to decode: caught after loading, exit 2."""
     from melanoma import config
-    from melanoma.runs.benchmark import load_splits
+    from melanoma.data.splits import load_splits
 
     root = make_set(tmp_path / "data", n=2, test_n=2, bad=False)
     for p in (root / "test" / "Malignant").iterdir():
         p.write_bytes(b"")
     cfg = config.from_dict(tomllib.loads(TINY_CONFIG))
     with pytest.raises(UserError, match="fewer than two readable classes"):
-        load_splits(layout.discover(root), 32, cfg)
+        load_splits(layout.discover(root), 32, dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, cache_dir=str(tmp_path / "cache"))))
 
 
 def test_check_command_prints_summary(bad_set, capsys):

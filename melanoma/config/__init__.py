@@ -144,6 +144,7 @@ class DataConfig:
     limit: int | None = _checked(None, lambda v: None if v is None or (isinstance(v, int) and v >= 2)
                                  else "must be an integer >= 2 (images per class and split)")
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    cache_dir: str | None = None  # decoded-image cache (None: beside the synthetic data)
 
 
 @dataclass(frozen=True)

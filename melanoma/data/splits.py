@@ -6,17 +6,15 @@
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from melanoma.data import layout, synthetic
-from melanoma.data.decode import LoadedImages, load_images
+from melanoma.data.cache import DecodedCache, content_fingerprint, open_layout
 from melanoma.data.pipeline import split_train_val
 from melanoma.util.errors import UserError
 
@@ -24,12 +22,32 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Splits:
-    """Decoded train/val/test images at one input size."""
+class CachedSplit:
+    """Rows ``index`` of a decoded-image cache: a split that is read in batches from disk,
+    never held in memory as a whole."""
 
-    train: LoadedImages
-    val: LoadedImages
-    test: LoadedImages
+    cache: DecodedCache
+    index: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.cache.labels[self.index]
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(self.cache.files[i] for i in self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train/val/test at one input size, backed by the decoded-image cache."""
+
+    train: CachedSplit
+    val: CachedSplit
+    test: CachedSplit
     skipped: tuple[tuple[str, str], ...]
 
 
@@ -81,32 +99,36 @@ def check_split_sizes(found: layout.DataLayout, val_fraction: float) -> None:
 
 
 def fingerprint(files) -> str:
-    """Content hash of the data set's files (names relative to nothing: bytes and order)."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(os.fsencode(Path(path).name))  # non-UTF-8 names too
-        with open(path, "rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
-    return digest.hexdigest()[:16]
-
-
-def _subset(images: LoadedImages, index: np.ndarray) -> LoadedImages:
-    return LoadedImages(images.pixels[index], images.labels[index],
-                        tuple(images.files[i] for i in index), ())
+    """Content hash of the data set's files (names and bytes, in order)."""
+    return content_fingerprint(files)
 
 
 def load_splits(found: layout.DataLayout, size: int, cfg) -> Splits:
-    """Decode train and test at ``size`` and split train 85/15 (stratified, seeded)."""
-    interpolation = cfg.data.interpolation
-    train_all = load_images(found.train.files, found.train.labels, size, interpolation)
-    test = load_images(found.test.files, found.test.labels, size, interpolation)
-    for split_name, loaded in (("train", train_all), ("test", test)):
-        if len(set(loaded.labels.tolist())) < 2:
+    """Train and test at ``size`` from the decoded-image cache (built on first use: every
+    file decoded once with PIL, then shared by every variant, seed and later run), with
+    train split 85/15 (stratified, seeded)."""
+    train_all, test = open_layout(found, size, cfg.data.interpolation, cfg.data.cache_dir)
+    for split_name, opened in (("train", train_all), ("test", test)):
+        if len(set(opened.labels.tolist())) < 2:
             raise UserError(f"{split_name}/ has fewer than two readable classes after skipping "
-                            f"{len(loaded.skipped)} unreadable files")
+                            f"{len(opened.skipped)} unreadable files")
     try:
         train_index, val_index = split_train_val(train_all.labels, cfg.data.val_fraction, cfg.seed)
     except ValueError as error:  # unreadable files made a class too small to split
         raise UserError(f"data: cannot split train/ into train and validation: {error}") from None
-    return Splits(_subset(train_all, train_index), _subset(train_all, val_index), test,
-                  train_all.skipped + test.skipped)
+    return Splits(CachedSplit(train_all, train_index), CachedSplit(train_all, val_index),
+                  CachedSplit(test, np.arange(len(test))), train_all.skipped + test.skipped)
+
+
+def prepare(cfg, data_dir: Path | None = None) -> list:
+    """Build (or open) the decoded-image caches a run of ``cfg`` will read, one per input
+    size of the variants that train: e.g. on a CPU node before the GPU job."""
+    found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
+    sizes = sorted({v.resolved_image_size() for v in cfg.variants if not v.model_file})
+    opened = []
+    for size in sizes:
+        train, test = open_layout(found, size, cfg.data.interpolation, cfg.data.cache_dir)
+        log.info("prepared %d px: %s (%d images), %s (%d images)", size, train.path, len(train),
+                 test.path, len(test))
+        opened += [train, test]
+    return opened

@@ -1,28 +1,28 @@
-"""Malignant-class probabilities of a model, plain or with flip test-time augmentation."""
+"""Malignant-class probabilities of a model on a cached split, plain or with flip
+test-time augmentation."""
 from __future__ import annotations
 
 import numpy as np
 
-from melanoma.data.decode import LoadedImages
-from melanoma.data.pipeline import make_dataset
+from melanoma.data.stream import make_stream_dataset
 
-TTA_FLIPS = (lambda x: x, lambda x: x[:, :, ::-1], lambda x: x[:, ::-1], lambda x: x[:, ::-1, ::-1])
+# identity, horizontal, vertical, both: axes of the uint8 (B, H, W, C) batch to reverse
+TTA_AXES = ((), (2,), (1,), (1, 2))
 TTA_SUFFIX = "+tta"
 
 
-def predict(model, images: LoadedImages, preprocessing, batch_size: int) -> np.ndarray:
-    """Malignant-class probabilities for ``images``."""
-    data = make_dataset(images.pixels, None, batch_size, preprocessing)
+def predict(model, split, preprocessing, batch_size: int, flip_axes: tuple = ()) -> np.ndarray:
+    """Malignant-class probabilities for the rows of a cached ``split``."""
+    data = make_stream_dataset(split.cache, split.index, None, batch_size, preprocessing,
+                               flip_axes=flip_axes)
     return model.predict(data, verbose=0)[:, 1].astype(np.float64)
 
 
-def predict_tta(model, images: LoadedImages, preprocessing, batch_size: int) -> np.ndarray:
+def predict_tta(model, split, preprocessing, batch_size: int) -> np.ndarray:
     """Test-time augmentation: the mean probability over identity, horizontal, vertical and
     both flips (applied to the uint8 pixels, before preprocessing, as training's flips)."""
-    runs = [predict(model, LoadedImages(np.ascontiguousarray(flip(images.pixels)), images.labels,
-                                        images.files, ()), preprocessing, batch_size)
-            for flip in TTA_FLIPS]
-    return np.mean(runs, axis=0)
+    return np.mean([predict(model, split, preprocessing, batch_size, axes) for axes in TTA_AXES],
+                   axis=0)
 
 
 def predict_splits(model, splits, preprocessing, batch_size: int,

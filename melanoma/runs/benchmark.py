@@ -17,6 +17,7 @@ import pandas as pd
 
 from melanoma import config as config_mod
 from melanoma.data import layout, preflight
+from melanoma.data.cache import fit_preprocessing
 from melanoma.data.preprocessing import get_preprocessing
 from melanoma.data.splits import Splits, check_split_sizes, fingerprint, limited, load_splits, resolve_data_dir
 from melanoma.evaluation.rows import EvalSettings
@@ -59,7 +60,7 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
     ``checkpoint_dir`` when it holds a saved epoch; returns (model, history)."""
     import keras
 
-    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.stream import make_stream_dataset
     from melanoma.models import training
     from melanoma.models.factory import build_classifier
 
@@ -72,9 +73,11 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
                                 variant.bn_momentum)
 
     model = pool.get(variant.architecture_key(seed), build, variant.learning_rate)
-    train_data = make_dataset(splits.train.pixels, splits.train.labels, variant.batch_size,
-                              preprocessing, variant.augmentation, shuffle=True, seed=seed)
-    val_data = make_dataset(splits.val.pixels, None, variant.val_batch_size, preprocessing)
+    train, val = splits.train, splits.val
+    train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
+                                     preprocessing, variant.augmentation, shuffle=True, seed=seed)
+    val_data = make_stream_dataset(val.cache, val.index, None, variant.val_batch_size,
+                                   preprocessing)
     history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label,
                            checkpoint_dir=checkpoint_dir)
     return model, history
@@ -92,7 +95,8 @@ def _train_and_save(variant, splits: Splits, cfg, models_dir: Path, key: str, la
                     pool, hand_over: tuple[Path, ...] = ()):
     """Train (or resume), save; the final epoch state is copied to ``hand_over`` folders
     first: the checkpoints of longer variants that continue from this one."""
-    preprocessing = get_preprocessing(variant.preprocessing).fit(splits.train.pixels)
+    preprocessing = fit_preprocessing(get_preprocessing(variant.preprocessing),
+                                      splits.train.cache, splits.train.index)
     log.info("%s: training %d epochs on %d images (%d for validation)", label, variant.epochs,
              len(splits.train.labels), len(splits.val.labels))
     started = time.perf_counter()

@@ -34,19 +34,22 @@ def base_variant(cfg: config_mod.RunConfig) -> config_mod.VariantConfig:
 
 def _datasets(cfg, variant, data_dir: Path | None):
     """(training dataset factory, val dataset, val labels) for the base variant."""
-    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.cache import fit_preprocessing
     from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.data.stream import make_stream_dataset
 
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
     log.info("data: %s (train %d files)", found.root, len(found.train))
     splits = load_splits(found, variant.resolved_image_size(), cfg)
-    prep = get_preprocessing(variant.preprocessing).fit(splits.train.pixels)
+    train = splits.train
+    prep = fit_preprocessing(get_preprocessing(variant.preprocessing), train.cache, train.index)
 
     def make_train():
-        return make_dataset(splits.train.pixels, splits.train.labels, variant.batch_size, prep,
-                            variant.augmentation, shuffle=True, seed=cfg.seed)
+        return make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
+                                   prep, variant.augmentation, shuffle=True, seed=cfg.seed)
 
-    val = make_dataset(splits.val.pixels, None, variant.val_batch_size, prep)
+    val = make_stream_dataset(splits.val.cache, splits.val.index, None, variant.val_batch_size,
+                              prep)
     return make_train, val, splits.val.labels
 
 
