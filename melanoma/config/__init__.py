@@ -94,6 +94,9 @@ class VariantConfig:
     bn_momentum: float | None = _checked(0.9, lambda v: None if v is None or 0 < v < 1
                                          else "must be in (0, 1)")  # None -> Keras' 0.99
     augmentation: Augmentation = field(default_factory=lambda: DEFAULT_AUGMENTATION)
+    mixed_precision: bool = False  # GPU: mixed_float16 compute; the softmax Dense stays float32
+    jit_compile: bool | str = _checked("auto", lambda v: None if v in (True, False, "auto")
+                                       else 'must be true, false or "auto"')  # XLA
     note: str = _no_key("")  # free text printed in the report
     model_file: str | None = _no_key(None)  # evaluate this existing model instead of training
     trust_model_code: bool = _no_key(False)  # let model_file contain code (Lambda, SavedModel)
@@ -107,6 +110,8 @@ class VariantConfig:
         """Hash of what fixes the network and its seeded initial weights (see ModelPool)."""
         spec = {k: getattr(self, k) for k in ("backbone", "weights", "head_units", "dropout",
                                                "freeze_backbone", "bn_momentum")}
+        if self.mixed_precision or self.jit_compile != "auto":  # keys of older models unchanged
+            spec.update(mixed_precision=self.mixed_precision, jit_compile=self.jit_compile)
         spec.update(image_size=self.resolved_image_size(), seed=seed)
         return _digest(spec)
 
@@ -114,7 +119,8 @@ class VariantConfig:
                   interpolation: str) -> str:
         """Hash of everything that changes the trained model: every field not declared
         ``_no_key``, and the data, seed, split and resize filter."""
-        spec = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("key", True)}
+        spec = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("key", True)
+                and (f.name not in _NEW_DEFAULTS or getattr(self, f.name) != _NEW_DEFAULTS[f.name])}
         spec.update(augmentation=dataclasses.asdict(self.augmentation),
                     image_size=self.resolved_image_size(), data=data_fingerprint, seed=seed,
                     val_fraction=val_fraction, interpolation=interpolation)
@@ -128,6 +134,11 @@ class VariantConfig:
         one's training (same seed, data order and augmentation) and can continue from it."""
         return dataclasses.replace(self, epochs=1).model_key(data_fingerprint, seed,
                                                              val_fraction, interpolation)
+
+
+# Fields added after models were cached: at their default they stay out of the key, so the
+# models saved before they existed are still found.
+_NEW_DEFAULTS = {"mixed_precision": False, "jit_compile": "auto"}
 
 
 def _digest(spec: dict) -> str:

@@ -153,12 +153,12 @@ class ModelPool:
     def __init__(self):
         self._entries: dict[str, tuple] = {}
 
-    def get(self, architecture_key: str, build, learning_rate: float):
+    def get(self, architecture_key: str, build, learning_rate: float, jit_compile="auto"):
         """The model for ``architecture_key`` (built by ``build()`` once), reset and set to
-        ``learning_rate``."""
+        ``learning_rate``; ``jit_compile`` (XLA) is part of the architecture key."""
         entry = self._entries.get(architecture_key)
         if entry is None:
-            model = compile_classifier(build(), learning_rate)
+            model = compile_classifier(build(), learning_rate, jit_compile)
             self._entries[architecture_key] = (model, [v.numpy() for v in model.variables])
             return model
         model, snapshot = entry

@@ -7,6 +7,7 @@ From Python: ``melanoma.run_benchmark("default", overrides=["defaults.epochs=1"]
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -30,6 +31,7 @@ from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.reporting import tables as report
 from melanoma.util import atomic, locks, provenance, tfsetup
 from melanoma.util.names import relative_name
+from melanoma.util.tfsetup import distribution_strategy
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,18 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
         # Seeding here, not per variant: a new global seed makes TF retrace the pooled
         # model's step (~7 s for B0); data order and augmentation have explicit seeds.
         keras.utils.set_random_seed(seed)
-        return build_classifier(variant.backbone, variant.resolved_image_size(), variant.weights,
-                                variant.head_units, variant.dropout, variant.freeze_backbone,
-                                variant.bn_momentum)
+        keras.config.set_dtype_policy("mixed_float16" if variant.mixed_precision else "float32")
+        try:
+            return build_classifier(variant.backbone, variant.resolved_image_size(),
+                                    variant.weights, variant.head_units, variant.dropout,
+                                    variant.freeze_backbone, variant.bn_momentum)
+        finally:
+            keras.config.set_dtype_policy("float32")
 
-    model = pool.get(variant.architecture_key(seed), build, variant.learning_rate)
+    strategy = distribution_strategy()  # several GPUs: batch_size is the global batch
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = pool.get(variant.architecture_key(seed), build, variant.learning_rate,
+                         variant.jit_compile)
     train, val = splits.train, splits.val
     train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
                                      preprocessing, variant.augmentation, shuffle=True, seed=seed)

@@ -23,6 +23,7 @@ from melanoma.config import VariantConfig
 from melanoma.config.tune import TuneConfig
 from melanoma.util import atomic
 from melanoma.util.errors import UserError
+from melanoma.util.tfsetup import distribution_strategy  # noqa: F401 - tune's API
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +139,6 @@ def _tuner_class(algorithm: str):
     base = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
             "hyperband": kt.Hyperband}[algorithm]
     return type(base.__name__, (_TrialLabel, base), {})
-
-
-def distribution_strategy(gpu_count: int | None = None):
-    """MirroredStrategy over every visible GPU when there are several, else None."""
-    import tensorflow as tf
-
-    if gpu_count is None:
-        gpu_count = len(tf.config.list_physical_devices("GPU"))
-    return tf.distribute.MirroredStrategy() if gpu_count > 1 else None
 
 
 def make_tuner(hypermodel: HeadHyperModel, directory: Path, overwrite: bool = False,

@@ -70,3 +70,12 @@ def configure(deterministic: bool | None = None) -> dict:
         tf.config.experimental.enable_op_determinism()
     hardware["op_determinism"] = bool(deterministic)
     return hardware
+
+
+def distribution_strategy(gpu_count: int | None = None):
+    """MirroredStrategy over every visible GPU when there are several (the config's
+    batch_size is then the global batch, split across them), else None."""
+    tf = import_tensorflow()
+    if gpu_count is None:
+        gpu_count = len(tf.config.list_physical_devices("GPU"))
+    return tf.distribute.MirroredStrategy() if gpu_count > 1 else None
