@@ -166,10 +166,13 @@ def seed_average(values: np.ndarray, draws: np.ndarray) -> np.ndarray:
     return everyone + math.sqrt(n_seeds / (n_seeds - 1)) * (drawn - everyone)
 
 
-def _interval(replicates: np.ndarray, alpha: float) -> tuple[float, float]:
+def _interval(replicates: np.ndarray, alpha: float, bounds=(-math.inf, math.inf)
+              ) -> tuple[float, float]:
+    """Percentile interval, kept inside ``bounds`` (the scaled seed departures can step a
+    little outside a metric's range)."""
     if not np.all(np.isfinite(replicates)):
         return math.nan, math.nan
-    low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
+    low, high = np.clip(np.quantile(replicates, [alpha / 2, 1 - alpha / 2]), *bounds)
     return float(low), float(high)
 
 
@@ -206,7 +209,7 @@ def variant_summary(m: SeedMatrix, names=METRICS, n_resamples: int = 1000,
         row[name] = float(per_seed.mean())
         row[f"{name}_sd"] = float(per_seed.std(ddof=1)) if n_seeds > 1 else None
         row[f"{name}_ci_low"], row[f"{name}_ci_high"] = _interval(
-            seed_average(values[name], draws), alpha)
+            seed_average(values[name], draws), alpha, (0.0, 1.0))  # every metric lies in [0, 1]
     return row
 
 
