@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .similarity import match_pairs
+from melanoma.evaluation.similarity import match_pairs
 
 log = logging.getLogger(__name__)
 

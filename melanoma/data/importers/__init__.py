@@ -5,9 +5,9 @@
                              mapping=class_mapping(malignant=["melanoma"]))
     print(summary.describe())
 """
-from .build import MANIFEST_COLUMNS, ImportSummary, import_dataset
-from .formats import FORMATS, detect_format, read_labels
-from .mapping import DEFAULT_EXCLUDED, DIAGNOSES, ClassMapping, class_mapping
+from melanoma.data.importers.build import MANIFEST_COLUMNS, ImportSummary, import_dataset
+from melanoma.data.importers.formats import FORMATS, detect_format, read_labels
+from melanoma.data.importers.mapping import DEFAULT_EXCLUDED, DIAGNOSES, ClassMapping, class_mapping
 
 __all__ = ["DEFAULT_EXCLUDED", "DIAGNOSES", "FORMATS", "MANIFEST_COLUMNS", "ClassMapping",
            "ImportSummary", "class_mapping", "detect_format", "import_dataset", "read_labels"]

@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from melanoma.data.importers.formats import FORMATS, read_labels
+from melanoma.data.importers.grouping import assign_splits, groups_in_several_splits
+from melanoma.data.importers.mapping import CLASSES, DEFAULT_MALIGNANT, class_mapping
 from melanoma.data.layout import IMAGE_SUFFIXES
 from melanoma.util import atomic
 from melanoma.util.errors import UserError
 from melanoma.util.names import confined
-
-from .formats import FORMATS, read_labels
-from .mapping import CLASSES, DEFAULT_MALIGNANT, class_mapping
-from .splits import assign_splits, groups_in_several_splits
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from melanoma.data.importers.mapping import DIAGNOSES
 from melanoma.util.errors import UserError, unknown_name
-
-from .mapping import DIAGNOSES
 
 ONE_HOT = {"mel": "melanoma", "nv": "nevus", "bcc": "bcc", "ak": "akiec", "akiec": "akiec",
            "bkl": "bkl", "df": "df", "vasc": "vasc", "scc": "scc", "unk": "unknown"}
