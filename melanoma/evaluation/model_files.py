@@ -24,7 +24,7 @@ from melanoma.models.loading import LoadedModel, load
 from melanoma.reporting import tables as report
 from melanoma.util import provenance
 from melanoma.util.errors import UserError
-from melanoma.util.names import relative_name
+from melanoma.util.names import printable, relative_name
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, fail
                  config: dict, hardware: dict, seconds: float) -> list[dict]:
     """The same files as ``run`` (report.write_run), one row per evaluated model; the
     provenance lists the models that failed and why."""
-    names = unique_names([r.name for r in results])
+    names = unique_names([printable(r.name) for r in results])  # file stems may be non-UTF-8
     results = [replace(r, name=n, predictions=r.predictions.assign(variant=n))
                for r, n in zip(results, names)]
     skipped = sorted({s for r in results for s in r.skipped})

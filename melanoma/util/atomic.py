@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from melanoma.util.names import ESCAPE_ERRORS
+
 _TMP = re.compile(r"^\..+\.tmp-(\d+)-[^/]*$")
 
 
@@ -64,7 +66,11 @@ def _remove(tmp: Path) -> None:
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temp file beside ``path``; on clean exit fsync it and rename it over ``path``."""
+    """Open a temp file beside ``path``; on clean exit fsync it and rename it over ``path``.
+    Text is written with ``names.ESCAPE_ERRORS``: a non-UTF-8 file name anywhere in it is
+    written as ``\\xNN`` instead of failing the write."""
+    if "b" not in mode:
+        kwargs.setdefault("errors", ESCAPE_ERRORS)
     with replacing(path) as tmp, open(tmp, mode, **kwargs) as handle:
         yield handle
         handle.flush()

@@ -1,0 +1,181 @@
+"""Hostile and careless inputs (issue 11): each is a one-line error (exit 2) naming the file
+and what to do, or works; none is a traceback, a hang or a half-written report.
+
+Runs use a few-weight stand-in for EfficientNet (``tiny_model``): the code under test is the
+run's plumbing (files, names, caches, locks), not the backbone, so each run takes seconds.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_bad_inputs import jpeg, make_set  # tests/ is on sys.path (pytest prepend mode)
+
+from melanoma.cli.main import main
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+CAFE = os.fsdecode(b"dup_caf\xe9.jpg")  # a Latin-1 name: not UTF-8
+
+TINY = """
+name = "hostile"
+seed = 7
+
+[defaults]
+backbone = "B0"
+image_size = 32
+weights = "none"
+epochs = 1
+learning_rate = 1e-3
+batch_size = 8
+val_batch_size = 8
+head_units = 8
+
+[evaluation]
+bootstrap_resamples = 20
+
+[[variants]]
+name = "tiny"
+preprocessing = "samplewise"
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """``build_classifier`` replaced by a few-weight model with the same input and output."""
+    import keras
+
+    from melanoma.models import factory
+
+    def build(backbone, image_size, *args, **kwargs):
+        inputs = keras.Input((image_size, image_size, 3))
+        x = keras.layers.GlobalAveragePooling2D()(inputs)
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(factory, "build_classifier", build)
+    yield
+    patch.undo()
+
+
+def smooth_jpeg(seed: int, quality: int = 95, size: int = 48) -> bytes:
+    """A smooth random image (its average hash survives re-encoding, unlike noise)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (4, 4, 3), np.uint8)
+    img = Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    img.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    """The stderr of a command that failed with a user error: one line holding ``needles``."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("melanoma-bench: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def run_args(tmp_path: Path, data: Path, config: str = TINY, *extra: str) -> list[str]:
+    path = tmp_path / "tiny.toml"
+    path.write_text(config)
+    return ["run", "--config", str(path), "--data-dir", str(data), "--out",
+            str(tmp_path / "out"), "--models-dir", str(tmp_path / "models"), *extra]
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------------------
+# item 2: non-UTF-8 file names in the audit, in evaluate, and as the output folder
+
+def near_duplicate_set(root: Path) -> Path:
+    """A small set whose test/Benign holds a non-UTF-8-named re-encoded copy of a train image."""
+    make_set(root, n=6, test_n=3, bad=False)
+    (root / "train" / "Benign" / "source.jpg").write_bytes(smooth_jpeg(1))
+    (root / "test" / "Benign" / CAFE).write_bytes(smooth_jpeg(1, quality=60))
+    (root / "test" / "Malignant" / os.fsdecode(b"empty\xff.jpg")).write_bytes(b"")
+    return root
+
+
+def test_audit_names_a_non_utf8_near_duplicate_escaped(tmp_path, capsys):
+    root = near_duplicate_set(tmp_path / "data")
+    out = tmp_path / "audit"
+    assert main(["audit", str(root), "--out", str(out)]) == 0
+    pairs = (out / "audit_pairs.csv").read_text(encoding="utf-8")
+    assert "dup_caf\\xe9.jpg" in pairs and "source.jpg" in pairs
+    summary = json.loads((out / "audit_summary.json").read_text(encoding="utf-8"))
+    assert summary["test_with_duplicate_in_train_or_val"] >= 1
+    assert any(f.endswith("empty\\xff.jpg") for f in summary["unreadable_files"])
+    assert (out / "audit_pairs.png").stat().st_size > 0
+
+
+def test_run_with_a_non_utf8_near_duplicate_completes(tmp_path, tiny_model, capsys):
+    root = near_duplicate_set(tmp_path / "data")
+    assert main(run_args(tmp_path, root)) == 0
+    out = tmp_path / "out"
+    clean = (out / "clean_test.csv").read_text(encoding="utf-8")
+    assert "test/Benign/dup_caf\\xe9.jpg,0" in clean  # named escaped, and not clean
+    assert "dup_caf\\xe9.jpg" in (out / "audit_pairs.csv").read_text(encoding="utf-8")
+    assert "dup_caf\\xe9.jpg" in (out / "predictions.csv").read_text(encoding="utf-8")
+    assert json.loads((out / "results.json").read_text())["audit"]["n_test_clean"] >= 1
+
+
+def test_evaluate_non_utf8_model_test_file_and_folder_names(tmp_path, capsys):
+    root = tmp_path / "data"
+    for cls in ("Benign", "Malignant"):
+        (root / "test" / cls).mkdir(parents=True)
+        for i in range(2):
+            (root / "test" / cls / f"{i}.jpg").write_bytes(jpeg(size=32))
+    (root / "test" / "Benign" / os.fsdecode(b"na\xefve.jpg")).write_bytes(jpeg(size=32))
+    model = tmp_path / os.fsdecode(b"mod\xe8le_samplewise.h5")  # its stem names the row
+    model.write_bytes((LEGACY / "tiny_efficientnet_samplewise.h5").read_bytes())
+    out = tmp_path / os.fsdecode(b"r\xe9sultats")
+    assert main(["evaluate", str(model), "--data-dir", str(root / "test"), "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text(encoding="utf-8"))["rows"]
+    assert rows[0]["variant"] == "mod\\xe8le_samplewise"
+    assert "Benign/na\\xefve.jpg" in (out / "predictions.csv").read_text(encoding="utf-8")
+    assert "r\\xe9sultats" in (out / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def saved_run(tmp_path) -> Path:
+    """A run folder written from generated predictions (no model, no TensorFlow)."""
+    from test_report import predictions
+
+    from melanoma.evaluation.rows import EvalSettings
+    from melanoma.reporting import tables
+
+    out = tmp_path / "run"
+    test, val = predictions(40), predictions(30, seed=1, prefix="train")
+    tables.write_run(out, test, {n: {"spec": f"spec of {n}"} for n in "abc"},
+                     {"a": {"loss": [0.7, 0.5], "val_loss": [0.8, 0.6]}}, {"seed": 3}, val,
+                     EvalSettings(seed=3, bootstrap_resamples=20), set(test["file"][::2]),
+                     {"n_test": 40, "n_test_clean": 20})
+    return out
+
+
+def test_report_into_a_non_utf8_folder(saved_run, tmp_path, capsys):
+    out = tmp_path / os.fsdecode(b"copy\xff")
+    assert main(["report", str(saved_run), "--out", str(out)]) == 0
+    assert "copy\\xff" in (out / "index.html").read_text(encoding="utf-8")  # the page's title
+
+
+# ----------------------------------------------------------------------------------------
+# item 4: figure file names never collide
+
+def test_figure_slugs_differ_for_different_names():
+    from melanoma.reporting.figures import slug
+
+    assert slug("a/b") != slug("a_b") and "/" not in slug("a/b")
+    assert slug("模型甲") != slug("模型乙")
+
+
