@@ -179,3 +179,70 @@ def test_figure_slugs_differ_for_different_names():
     assert slug("模型甲") != slug("模型乙")
 
 
+# ----------------------------------------------------------------------------------------
+# item 5 and 10: a damaged or tampered cached model -> one line, the file, what to do
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory, tiny_model):
+    """One finished tiny run (its models folder is copied by ``cached_run``)."""
+    base = tmp_path_factory.mktemp("trained")
+    root = make_set(base / "data", n=6, test_n=3, bad=False)
+    assert main(run_args(base, root)) == 0
+    return base
+
+
+@pytest.fixture
+def cached_run(trained_once, tmp_path):
+    """A copy of the finished run's models: the arguments that load it, and its two files."""
+    import shutil
+
+    shutil.copytree(trained_once / "models", tmp_path / "models")
+    args = run_args(tmp_path, trained_once / "data")
+    (model,) = sorted((tmp_path / "models").glob("*.keras"))
+    return {"args": args, "model": model, "sidecar": model.with_suffix(".json")}
+
+
+def _edit_sidecar(path: Path, **changes) -> None:
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    path.write_text(json.dumps(meta))
+
+
+DAMAGE = {
+    "truncated model": ("model", lambda p: p.write_bytes(p.read_bytes()[:3000]), "damaged"),
+    "empty model": ("model", lambda p: p.write_bytes(b""), "damaged"),
+    "corrupt sidecar": ("sidecar", lambda p: p.write_text('{"variant": {"na'), "not valid JSON"),
+    "sidecar not a dict": ("sidecar", lambda p: p.write_text("[1, 2]"), "not a JSON object"),
+    "tampered mean": ("sidecar", lambda p: _edit_sidecar(
+        p, preprocessing="featurewise", featurewise_mean=[0.5, 0.5]), "featurewise_mean"),
+    "tampered key": ("sidecar", lambda p: _edit_sidecar(p, config_key="0" * 16), "config_key"),
+    "tampered preprocessing": ("sidecar", lambda p: _edit_sidecar(p, preprocessing="native"),
+                               "preprocessing"),
+    "tampered history": ("sidecar", lambda p: _edit_sidecar(p, history={"loss": "x"}),
+                         "history"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_damaged_cached_model_is_one_line_naming_the_file(cached_run, capsys, case):
+    which, damage, problem = DAMAGE[case]
+    damage(cached_run[which])
+    capsys.readouterr()
+    assert main(cached_run["args"]) == 2
+    one_line_error(capsys, str(cached_run[which]), problem, "--retrain",
+                   f"delete {cached_run[which]}")
+    if case in ("truncated model", "corrupt sidecar"):
+        assert main([*cached_run["args"], "--retrain"]) == 0  # the hint works
+
+
+def test_evaluate_says_what_is_wrong_with_a_tampered_sidecar(cached_run, tmp_path, capsys):
+    _edit_sidecar(cached_run["sidecar"], preprocessing="featurewise", featurewise_mean=[1, 2])
+    data = cached_run["args"][cached_run["args"].index("--data-dir") + 1]
+    capsys.readouterr()
+    assert main(["evaluate", str(cached_run["model"]), "--data-dir", data,
+                 "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "featurewise_mean" in err and str(cached_run["sidecar"]) in err
+    assert "in user code" not in err and "Traceback" not in err
+
+

@@ -234,7 +234,15 @@ def read_sidecar(path: Path) -> dict | None:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise UserError(f"{sidecar}: unreadable metadata sidecar ({first_line(error)})") from None
-    return meta if isinstance(meta, dict) and "preprocessing" in meta else None
+    if not (isinstance(meta, dict) and "preprocessing" in meta):
+        return None  # some other JSON beside the model, not ours
+    from melanoma.models.storage import sidecar_problem
+
+    problem = sidecar_problem(meta)
+    if problem:
+        raise UserError(f"{sidecar}: damaged model sidecar: {problem}; restore it, or delete it "
+                        f"and pass --preprocessing")
+    return meta
 
 
 def load(path: str | Path, trust_code: bool = False) -> LoadedModel:

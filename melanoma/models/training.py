@@ -14,9 +14,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from melanoma.util import atomic
-
 from melanoma.evaluation import metrics
+from melanoma.util import atomic
 
 log = logging.getLogger(__name__)
 

@@ -113,7 +113,8 @@ def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, r
                 label: str, pool, tta: bool = False):
     """Train or load one variant; returns ({split: probabilities}, history, spec, model key)."""
     key = variant.model_key(data_key, cfg.seed, cfg.data.val_fraction, cfg.data.interpolation)
-    cached = None if retrain else storage.find(models_dir, key)
+    expect = {"preprocessing": variant.preprocessing, "image_size": variant.resolved_image_size()}
+    cached = None if retrain else storage.find(models_dir, key, expect)
     if cached is not None:
         model, preprocessing, history = _load_cached(cached, variant, label)
     else:
