@@ -246,3 +246,44 @@ def test_evaluate_says_what_is_wrong_with_a_tampered_sidecar(cached_run, tmp_pat
     assert "in user code" not in err and "Traceback" not in err
 
 
+# ----------------------------------------------------------------------------------------
+# item 6: a diverging run stops with one line naming the variant and the epoch
+
+def test_nan_loss_stops_with_the_variant_and_epoch(tmp_path, tiny_model, monkeypatch, capsys):
+    import keras
+
+    from melanoma.models import training
+
+    def nan_loss(y_true, y_pred):
+        return keras.ops.mean(y_pred) * float("nan")
+
+    def compile_nan(model, learning_rate, *args):
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=nan_loss)
+        return model
+
+    monkeypatch.setattr(training, "compile_classifier", compile_nan)
+    root = make_set(tmp_path / "data", n=6, test_n=3, bad=False)
+    previous = tmp_path / "out"
+    previous.mkdir()
+    (previous / "results.json").write_text('{"rows": []}')  # an earlier run's report
+    before = files_of(previous)
+    assert main(run_args(tmp_path, root)) == 2
+    one_line_error(capsys, "tiny", "diverged", "epoch 1", "learning_rate")
+    assert files_of(previous) == before  # no half-written report
+    assert not (tmp_path / "models").exists()  # nor a saved model, nor an empty folder
+
+
+def test_divergence_guard_stops_fit_on_nan():
+    import keras
+
+    from melanoma.models.training import DivergenceGuard
+    from melanoma.util.errors import UserError
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.full((8, 3), np.nan, np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+    with pytest.raises(UserError, match=r"v_native: training diverged in epoch 1 .*loss nan"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[DivergenceGuard("v_native")])
+
+

@@ -78,11 +78,22 @@ def release(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # fails, as it should, once anything was written there
+    except OSError:
+        pass
+
+
 @contextmanager
 def hold(*folders: Path) -> Iterator[None]:
-    """Lock every distinct folder for the duration of the block; released on any exit."""
+    """Lock every distinct folder for the duration of the block; released on any exit. A
+    folder this created is removed again if nothing was written in it (a run that failed
+    before writing leaves no empty output or models folder behind)."""
     with ExitStack() as stack:
         for folder in dict.fromkeys(Path(f).resolve() for f in folders):
+            if not folder.exists():
+                stack.callback(_remove_if_empty, folder)
             path = acquire(folder)
             stack.callback(release, path)
         yield
