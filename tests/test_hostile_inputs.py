@@ -287,3 +287,66 @@ def test_divergence_guard_stops_fit_on_nan():
         model.fit(x, y, epochs=3, verbose=0, callbacks=[DivergenceGuard("v_native")])
 
 
+# ----------------------------------------------------------------------------------------
+# item 7: `report` on malformed saved files: one line naming the file and the problem
+
+def _csv_edit(name: str, edit):
+    def apply(run: Path) -> None:
+        path = run / name
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(edit(lines)) + "\n")
+    return apply
+
+
+def _cell(line: str, column: int, value: str) -> str:
+    cells = line.split(",")
+    cells[column] = value
+    return ",".join(cells)
+
+
+MALFORMED = {
+    "nan probability": (_csv_edit("predictions.csv", lambda ls: [ls[0], _cell(ls[1], 3, "nan"),
+                                                               *ls[2:]]),
+                        "predictions.csv", "line 2"),
+    "missing column": (_csv_edit("predictions.csv", lambda ls: [
+        ",".join(line.split(",")[:3]) for line in ls]), "predictions.csv", "prob_malignant"),
+    "label x": (_csv_edit("predictions.csv", lambda ls: [ls[0], _cell(ls[1], 2, "x"), *ls[2:]]),
+                "predictions.csv", "'x'"),
+    "empty cell": (_csv_edit("predictions.csv", lambda ls: [ls[0], *ls[1:5],
+                                                          _cell(ls[5], 1, ""), *ls[6:]]),
+                   "predictions.csv", "line 6"),
+    "duplicate row": (_csv_edit("predictions.csv", lambda ls: [*ls, ls[1]]),
+                      "predictions.csv", "twice"),
+    "nan in val": (_csv_edit("val_predictions.csv", lambda ls: [ls[0], _cell(ls[1], 3, ""),
+                                                              *ls[2:]]),
+                   "val_predictions.csv", "line 2"),
+    "truncated results": (lambda run: (run / "results.json").write_text(
+        (run / "results.json").read_text()[:200]), "results.json", "not valid JSON"),
+    "mistyped results": (lambda run: (run / "results.json").write_text(
+        '{"rows": 3, "evaluation": {"seed": "x"}}'), "results.json", "evaluation"),
+    "results a list": (lambda run: (run / "results.json").write_text("[]"),
+                       "results.json", "JSON object"),
+    "corrupt histories": (lambda run: (run / "histories.json").write_text('{"a": {"loss": '),
+                          "histories.json", "not valid JSON"),
+    "mistyped histories": (lambda run: (run / "histories.json").write_text('{"a": [1, 2]}'),
+                           "histories.json", "'a'"),
+    "clean list without clean": (_csv_edit("clean_test.csv", lambda ls: [
+        line.split(",")[0] for line in ls]), "clean_test.csv", "clean"),
+    "clean list with 7": (_csv_edit("clean_test.csv", lambda ls: [ls[0], _cell(ls[1], 1, "7"),
+                                                                *ls[2:]]),
+                          "clean_test.csv", "line 2"),
+    "binary predictions": (lambda run: (run / "predictions.csv").write_bytes(b"\xff\xfe\0\0" * 9),
+                           "predictions.csv", "predictions.csv"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_report_on_malformed_files_is_one_line(saved_run, tmp_path, capsys, case):
+    damage, name, problem = MALFORMED[case]
+    damage(saved_run)
+    before = files_of(saved_run)
+    assert main(["report", str(saved_run)]) == 2
+    one_line_error(capsys, str(saved_run / name), problem)
+    assert files_of(saved_run) == before  # nothing rewritten from bad inputs
+
+
