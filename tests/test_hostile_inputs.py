@@ -350,3 +350,55 @@ def test_report_on_malformed_files_is_one_line(saved_run, tmp_path, capsys, case
     assert files_of(saved_run) == before  # nothing rewritten from bad inputs
 
 
+# ----------------------------------------------------------------------------------------
+# item 8: FIFOs never hang `check`, `run` or `evaluate`
+
+def _finishes(target, *args, fifo: Path, seconds: float = 20):
+    """Run ``target(*args)`` in a thread; if it blocks on ``fifo``, unblock it and fail."""
+    import threading
+
+    result = {}
+
+    def call():
+        try:
+            result["value"] = target(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            result["error"] = error
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # release the blocked reader
+        os.close(fd)
+        thread.join(30)
+        pytest.fail(f"blocked on the FIFO {fifo}")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def test_fifo_in_a_class_folder_is_counted_not_opened(tmp_path, capsys):
+    from melanoma.data import layout, preflight
+
+    root = make_set(tmp_path / "data", n=3, test_n=2, bad=False)
+    fifo = root / "train" / "Benign" / "pipe.jpg"
+    os.mkfifo(fifo)
+    report = _finishes(preflight.scan, layout.discover(root), fifo=fifo)
+    assert report.warnings.get("special_files") == 1
+    assert "pipe.jpg" in " ".join(report.examples["special_files"])
+    assert fifo not in layout.discover(root).train.files  # never read by run either
+    assert _finishes(main, ["check", str(root)], fifo=fifo) == 0
+    assert _finishes(main, ["check", str(root), "--strict"], fifo=fifo) == 2
+
+
+def test_fifo_as_a_model_file_is_refused(tmp_path, capsys):
+    from melanoma.models import loading
+    from melanoma.util.errors import UserError
+
+    fifo = tmp_path / "model.keras"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        _finishes(loading.detect_format, fifo, fifo=fifo)
+
+

@@ -78,6 +78,9 @@ def detect_format(path: Path) -> str:
         if (path / "saved_model.pb").is_file():
             return "savedmodel"
         raise UserError(f"{path}: a folder, but not a TensorFlow SavedModel (no saved_model.pb)")
+    if not path.is_file():  # a FIFO would block the open below forever
+        raise UserError(f"{path}: not a regular file or folder (a pipe, socket or device); "
+                        f"expected a .keras or .h5 file or a SavedModel folder")
     with open(path, "rb") as handle:
         head = handle.read(8)
     if not head:
