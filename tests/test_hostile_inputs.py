@@ -402,3 +402,65 @@ def test_fifo_as_a_model_file_is_refused(tmp_path, capsys):
         _finishes(loading.detect_format, fifo, fifo=fifo)
 
 
+# ----------------------------------------------------------------------------------------
+# item 9: unusable output places -> one line, exit 2; `report X --out X` spelled otherwise
+
+@pytest.mark.parametrize("flag", ["--out", "--models-dir"])
+@pytest.mark.parametrize("case", ["a file", "lock is a folder", "read-only"])
+def test_unusable_output_places_are_one_line(tmp_path, monkeypatch, capsys, flag, case):
+    import errno
+
+    from melanoma.util import locks
+
+    root = make_set(tmp_path / "data", n=6, test_n=3, bad=False)
+    args = run_args(tmp_path, root)
+    place = Path(args[args.index(flag) + 1])
+    if case == "a file":
+        place.write_text("I am a file")
+    elif case == "lock is a folder":
+        (place / locks.LOCK_NAME).mkdir(parents=True)
+    else:
+        place.mkdir()
+        place.chmod(0o555)
+        if os.geteuid() == 0:  # root ignores modes: refuse as a read-only place would
+            real = Path.write_text
+
+            def refuse(self, *a, **k):
+                if self.parent == place:
+                    raise PermissionError(errno.EACCES, "Permission denied", str(self))
+                return real(self, *a, **k)
+            monkeypatch.setattr(Path, "write_text", refuse)
+    assert main(args) == 2
+    one_line_error(capsys, str(place))
+
+
+def test_report_in_place_spelled_another_way(saved_run, capsys):
+    before = json.loads((saved_run / "results.json").read_text())["rows"]
+    other = saved_run / ".." / saved_run.name
+    assert main(["report", str(saved_run), "--out", str(other)]) == 0
+    assert main(["report", str(saved_run.resolve()), "--out",
+                 os.path.relpath(saved_run, Path.cwd())]) == 0
+    assert json.loads((saved_run / "results.json").read_text())["rows"] == before
+
+
+def test_full_disk_is_one_line_and_keeps_previous_results(saved_run, monkeypatch, capsys):
+    import errno
+
+    results = saved_run / "results.json"
+    saved = json.loads(results.read_text())
+    saved["evaluation"]["bootstrap_resamples"] = 30  # a rebuild would change every interval
+    results.write_text(json.dumps(saved))
+    before = files_of(saved_run)
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)  # the figures fit, then the first text file fails
+    assert main(["report", str(saved_run)]) == 2
+    one_line_error(capsys, "No space left on device", str(saved_run / "index.html"))
+    after = files_of(saved_run)
+    for name in ("results.json", "results.csv", "results.md", "index.html", "predictions.csv"):
+        assert after[name] == before[name], name
+    assert not [p for p in saved_run.iterdir() if ".tmp-" in p.name]  # no temp file left
+
+

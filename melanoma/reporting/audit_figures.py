@@ -97,8 +97,9 @@ def write_audit(
     pairs first, titled with split, label, kind and distance (or says 'no
     duplicates found').  Returns {'csv': path, 'json': path, 'png': path}.
     """
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from melanoma.util import atomic
+
+    out = atomic.make_folder(out_dir)
     paths = {"csv": out / "audit_pairs.csv", "json": out / "audit_summary.json",
              "png": out / "audit_pairs.png"}
 

@@ -7,6 +7,7 @@ table, figure and the page without a model or TensorFlow.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -159,8 +160,7 @@ def write_run(out_dir: Path, predictions: pd.DataFrame, specs: dict[str, dict],
               ) -> list[dict]:
     """Everything a run writes; returns the full-test rows. Saved inputs first, then figures,
     tables last, so the presence of results.json means the report is complete."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = atomic.make_folder(out_dir)
     write_predictions(out_dir / "predictions.csv", predictions)
     if val_predictions is not None:
         write_predictions(out_dir / "val_predictions.csv", val_predictions)
@@ -198,9 +198,8 @@ def rebuild(run_dir: Path, out_dir: Path | None = None) -> list[dict]:
     Every saved file is checked first (reporting.saved): a damaged one changes nothing."""
     run_dir = Path(run_dir)
     saved = load_run(run_dir)
-    out_dir = Path(out_dir or run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if out_dir != run_dir:
+    out_dir = atomic.make_folder(out_dir or run_dir)
+    if not os.path.samefile(out_dir, run_dir):  # `X --out X/../X` is in place too
         for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
                      "histories.json", "audit_summary.json", "audit_pairs.csv",
                      "audit_pairs.png"):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from melanoma.util import atomic
 from melanoma.util.errors import UserError
 
 LOCK_NAME = ".melanoma-bench.lock"
@@ -46,19 +47,22 @@ def _stale(holder: dict | None) -> bool:
 
 def acquire(folder: Path) -> Path:
     """Create ``folder/.melanoma-bench.lock`` atomically (link of a complete temp file)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = atomic.make_folder(folder)  # a file or an uncreatable folder: one line
     path = folder / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     tmp = folder / f"{LOCK_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(me))
+    with atomic.place_errors(folder, "write in"):  # read-only, full
+        tmp.write_text(json.dumps(me))
     try:
         for _ in range(3):
             try:
                 os.link(tmp, path)  # fails if a lock exists; never a half-written lock
                 return path
             except FileExistsError:
+                if path.is_dir() or not path.is_file():
+                    raise UserError(f"{path} is not a lock file (a folder or special file); "
+                                    f"remove it") from None
                 holder = _holder(path)
                 if not _stale(holder):
                     raise UserError(
