@@ -464,3 +464,42 @@ def test_full_disk_is_one_line_and_keeps_previous_results(saved_run, monkeypatch
     assert not [p for p in saved_run.iterdir() if ".tmp-" in p.name]  # no temp file left
 
 
+# ----------------------------------------------------------------------------------------
+# item 10: evaluate and report take the lock; code in a model file is refused up front
+
+@pytest.mark.parametrize("command", ["report", "report elsewhere", "evaluate"])
+def test_evaluate_and_report_respect_a_live_runs_lock(saved_run, tmp_path, capsys, command):
+    import socket
+    import subprocess
+    import sys
+
+    from melanoma.util import locks
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (saved_run / locks.LOCK_NAME).write_text(json.dumps(
+            {"pid": holder.pid, "host": socket.gethostname(), "started": "then"}))
+        before = files_of(saved_run)
+        args = {"report": ["report", str(saved_run)],
+                "report elsewhere": ["report", str(saved_run), "--out", str(tmp_path / "copy")],
+                "evaluate": ["evaluate", str(LEGACY / "tiny_efficientnet_samplewise.h5"),
+                             "--data-dir", str(LEGACY / "images"), "--out", str(saved_run)]}
+        assert main(args[command]) == 2
+        one_line_error(capsys, f"pid {holder.pid}")
+        assert files_of(saved_run) == before and not (tmp_path / "copy").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_lambda_model_file_row_is_refused_before_any_training(tmp_path, capsys):
+    root = make_set(tmp_path / "data", n=6, test_n=3, bad=False)
+    config = TINY + f"""
+[[variants]]
+name = "lambda_file"
+model_file = "{LEGACY / 'lambda_layer.h5'}"
+preprocessing = "samplewise"
+"""
+    assert main(run_args(tmp_path, root, config)) == 2
+    one_line_error(capsys, "lambda_layer.h5", "Lambda layer", "--trust-model-code")
+    assert not (tmp_path / "models").exists() and not (tmp_path / "out").exists()

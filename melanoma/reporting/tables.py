@@ -27,7 +27,7 @@ from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the
     read_clean_list,
     read_predictions,
 )
-from melanoma.util import atomic
+from melanoma.util import atomic, locks
 
 
 def rows_from_predictions(predictions: pd.DataFrame, specs: dict[str, dict],
@@ -195,16 +195,20 @@ def rebuild(run_dir: Path, out_dir: Path | None = None) -> list[dict]:
     """Rewrite every table, figure and index.html of ``run_dir`` from its saved files
     (predictions.csv, val_predictions.csv, clean_test.csv, histories.json, results.json,
     audit_summary.json) into ``out_dir`` (default: in place). No model, no TensorFlow.
-    Every saved file is checked first (reporting.saved): a damaged one changes nothing."""
+    Every saved file is checked first (reporting.saved): a damaged one changes nothing.
+    Holds ``out_dir``'s lock, as ``run`` does."""
     run_dir = Path(run_dir)
-    saved = load_run(run_dir)
-    out_dir = atomic.make_folder(out_dir or run_dir)
-    if not os.path.samefile(out_dir, run_dir):  # `X --out X/../X` is in place too
-        for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
-                     "histories.json", "audit_summary.json", "audit_pairs.csv",
-                     "audit_pairs.png"):
-            if (run_dir / name).is_file():
-                shutil.copyfile(run_dir / name, out_dir / name)
-    return write_report(out_dir, saved.predictions, saved.specs, saved.histories,
-                        saved.provenance, saved.val_predictions, saved.settings,
-                        saved.clean_files, saved.audit_summary)
+    out_dir = Path(out_dir or run_dir)
+    locks.check_free(run_dir)  # a run still writing there: its files are not final yet
+    with locks.hold(out_dir):  # nobody else writes where this writes
+        atomic.sweep_stale(out_dir)
+        saved = load_run(run_dir)
+        if not os.path.samefile(out_dir, run_dir):  # `X --out X/../X` is in place too
+            for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
+                         "histories.json", "audit_summary.json", "audit_pairs.csv",
+                         "audit_pairs.png"):
+                if (run_dir / name).is_file():
+                    shutil.copyfile(run_dir / name, out_dir / name)
+        return write_report(out_dir, saved.predictions, saved.specs, saved.histories,
+                            saved.provenance, saved.val_predictions, saved.settings,
+                            saved.clean_files, saved.audit_summary)

@@ -23,7 +23,7 @@ from melanoma.evaluation.rows import EvalSettings
 from melanoma.models import storage
 from melanoma.models.backbones import get_backbone
 from melanoma.models.factory import resolve_weights
-from melanoma.models.loading import detect_format
+from melanoma.models.loading import check_file
 from melanoma.models.predict import TTA_SUFFIX, predict_splits
 from melanoma.reporting import tables as report
 from melanoma.util import atomic, locks, provenance, tfsetup
@@ -33,10 +33,11 @@ log = logging.getLogger(__name__)
 
 
 def check_variants(cfg: config_mod.RunConfig) -> None:
-    """Fail before any work if a variant's weights or model file are unavailable."""
+    """Fail before any work if a variant's weights or model file are unavailable, or a
+    model file holds code (Lambda layers, SavedModel) without trust_model_code."""
     for variant in cfg.variants:
-        if variant.model_file:  # evaluated, not trained: only the file must be there
-            detect_format(Path(variant.model_file).expanduser())
+        if variant.model_file:  # evaluated, not trained: the file must be there and safe
+            check_file(Path(variant.model_file).expanduser(), variant.trust_model_code)
             continue
         resolve_weights(get_backbone(variant.backbone), variant.weights)
 

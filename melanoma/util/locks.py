@@ -45,6 +45,22 @@ def _stale(holder: dict | None) -> bool:
     return holder.get("host") == socket.gethostname() and not _alive(holder["pid"])
 
 
+def _in_use(folder: Path, holder: dict) -> UserError:
+    return UserError(f"{folder} is in use by another run (pid {holder['pid']} on "
+                     f"{holder.get('host')}, started {holder.get('started')}); wait for it, "
+                     f"or remove {folder / LOCK_NAME} if that run is gone")
+
+
+def check_free(folder: Path) -> None:
+    """A UserError if a live process holds ``folder``'s lock (e.g. a run still writing the
+    files a report would read); takes nothing."""
+    path = Path(folder) / LOCK_NAME
+    if path.is_file():
+        holder = _holder(path)
+        if not _stale(holder):
+            raise _in_use(Path(folder), holder)
+
+
 def acquire(folder: Path) -> Path:
     """Create ``folder/.melanoma-bench.lock`` atomically (link of a complete temp file)."""
     folder = atomic.make_folder(folder)  # a file or an uncreatable folder: one line
@@ -65,10 +81,7 @@ def acquire(folder: Path) -> Path:
                                     f"remove it") from None
                 holder = _holder(path)
                 if not _stale(holder):
-                    raise UserError(
-                        f"{folder} is in use by another run (pid {holder['pid']} on "
-                        f"{holder.get('host')}, started {holder.get('started')}); wait for it, "
-                        f"or remove {path} if that run is gone") from None
+                    raise _in_use(folder, holder) from None
                 path.unlink(missing_ok=True)  # dead holder: take over
         raise UserError(f"could not lock {folder}: {path} keeps reappearing")
     finally:
