@@ -146,21 +146,29 @@ def test_evaluate_non_utf8_model_test_file_and_folder_names(tmp_path, capsys):
     assert "r\\xe9sultats" in (out / "index.html").read_text(encoding="utf-8")
 
 
-@pytest.fixture
-def saved_run(tmp_path) -> Path:
+@pytest.fixture(scope="module")
+def saved_run_once(tmp_path_factory) -> Path:
     """A run folder written from generated predictions (no model, no TensorFlow)."""
     from test_report import predictions
 
     from melanoma.evaluation.rows import EvalSettings
     from melanoma.reporting import tables
 
-    out = tmp_path / "run"
+    out = tmp_path_factory.mktemp("saved") / "run"
     test, val = predictions(40), predictions(30, seed=1, prefix="train")
     tables.write_run(out, test, {n: {"spec": f"spec of {n}"} for n in "abc"},
                      {"a": {"loss": [0.7, 0.5], "val_loss": [0.8, 0.6]}}, {"seed": 3}, val,
                      EvalSettings(seed=3, bootstrap_resamples=20), set(test["file"][::2]),
                      {"n_test": 40, "n_test_clean": 20})
     return out
+
+
+@pytest.fixture
+def saved_run(saved_run_once, tmp_path) -> Path:
+    """A fresh copy of ``saved_run_once`` for a test to damage or rebuild."""
+    import shutil
+
+    return Path(shutil.copytree(saved_run_once, tmp_path / "run"))
 
 
 def test_report_into_a_non_utf8_folder(saved_run, tmp_path, capsys):
