@@ -63,7 +63,8 @@ def _resolve_root(root: Path) -> Path:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (hidden files skipped), sorted by name."""
+    """Image files directly in ``folder`` (hidden files skipped), sorted by name. Regular
+    files only (``is_file`` is a stat): a FIFO named ``x.jpg`` is never opened."""
     return sorted(p for p in folder.iterdir()
                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
                   and p.is_file())

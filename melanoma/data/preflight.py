@@ -11,6 +11,7 @@ extra folders and non-UTF-8 names are counted, never crash.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from melanoma.util.names import printable
 MIN_SIDE = 32  # pixels; smaller images are upscaled many times and carry little signal
 IMBALANCE_MIN_FRACTION = 0.1  # a class below this share of a split is flagged
 
-WARNING_KINDS = ("unreadable", "non_image", "hidden", "nested_folders", "tiny", "huge",
-                 "duplicate_names", "imbalance")
+WARNING_KINDS = ("unreadable", "non_image", "hidden", "nested_folders", "special_files", "tiny",
+                 "huge", "duplicate_names", "imbalance")
 # Reported, never an error: the generated set (and many public ones) reuse names across splits.
 INFO_KINDS = ("names_in_both_splits",)
 
@@ -96,12 +97,23 @@ def _scan_class(folder: Path, split: str, report: PreflightReport, names: dict) 
                 report.add("non_image", name)
             else:
                 names.setdefault(entry.name.lower(), set()).add((split, folder.name.lower()))
-                problem = header_problem(Path(entry.path))
+                problem = _file_type_problem(entry) or header_problem(Path(entry.path))
                 if problem:
                     report.add(problem, name)
                 if problem in (None, "tiny"):
                     usable += 1
     return usable
+
+
+def _file_type_problem(entry: os.DirEntry) -> str | None:
+    """``special_files`` for a FIFO, socket or device (opening a FIFO waits forever for a
+    writer), ``unreadable`` for a broken link or a link loop; None for a regular file.
+    Decided by stat alone, before anything is opened; layout.image_files skips the same."""
+    try:
+        mode = entry.stat().st_mode  # follows links
+    except OSError:
+        return "unreadable"
+    return None if stat.S_ISREG(mode) else "special_files"
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

@@ -22,9 +22,9 @@ from melanoma.data.decode import LoadedImages, load_images
 from melanoma.data.preprocessing import PREPROCESSING, Preprocessing, get_preprocessing
 from melanoma.models.loading import LoadedModel, load
 from melanoma.reporting import tables as report
-from melanoma.util import provenance
+from melanoma.util import atomic, locks, provenance
 from melanoma.util.errors import UserError
-from melanoma.util.names import relative_name
+from melanoma.util.names import printable, relative_name
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, fail
                  config: dict, hardware: dict, seconds: float) -> list[dict]:
     """The same files as ``run`` (report.write_run), one row per evaluated model; the
     provenance lists the models that failed and why."""
-    names = unique_names([r.name for r in results])
+    names = unique_names([printable(r.name) for r in results])  # file stems may be non-UTF-8
     results = [replace(r, name=n, predictions=r.predictions.assign(variant=n))
                for r, n in zip(results, names)]
     skipped = sorted({s for r in results for s in r.skipped})
@@ -279,17 +279,19 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
         raise UserError(f"--name given {len(names)} times for {len(paths)} models")
     data = EvalData.from_dir(data_dir)
     started = time.perf_counter()
-    hardware = tfsetup.configure()
-    log.info("data: %s (test %d files%s)", data.root, len(data.test),
-             "" if data.train is None else f", train {len(data.train)} files")
-    results, failures = evaluate_each(paths, data, options, names, debug)
-    rows = []
-    if results:
-        config = {**(config or {}), "models": [str(p) for p in paths], "seed": options.seed}
-        rows = write_report(out_dir, results, data, failures, config, hardware,
-                            time.perf_counter() - started)
-        log.info("wrote %s/ (results.json, results.csv, results.md, predictions.csv, plots)",
-                 out_dir)
+    with locks.hold(out_dir):  # as run: no two commands write one folder at once
+        atomic.sweep_stale(out_dir)
+        hardware = tfsetup.configure()
+        log.info("data: %s (test %d files%s)", data.root, len(data.test),
+                 "" if data.train is None else f", train {len(data.train)} files")
+        results, failures = evaluate_each(paths, data, options, names, debug)
+        rows = []
+        if results:
+            config = {**(config or {}), "models": [str(p) for p in paths], "seed": options.seed}
+            rows = write_report(out_dir, results, data, failures, config, hardware,
+                                time.perf_counter() - started)
+            log.info("wrote %s/ (results.json, results.csv, results.md, predictions.csv, "
+                     "plots)", out_dir)
     return rows, failures
 
 

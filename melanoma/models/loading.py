@@ -78,6 +78,9 @@ def detect_format(path: Path) -> str:
         if (path / "saved_model.pb").is_file():
             return "savedmodel"
         raise UserError(f"{path}: a folder, but not a TensorFlow SavedModel (no saved_model.pb)")
+    if not path.is_file():  # a FIFO would block the open below forever
+        raise UserError(f"{path}: not a regular file or folder (a pipe, socket or device); "
+                        f"expected a .keras or .h5 file or a SavedModel folder")
     with open(path, "rb") as handle:
         head = handle.read(8)
     if not head:
@@ -131,14 +134,27 @@ def code_layers(config) -> list[str]:
     return found
 
 
-def _load_keras_file(path: Path, kind: str, trust_code: bool):
-    import keras
-
-    config = read_config(path, kind)
-    risky = code_layers(config)
+def check_file(path: Path, trust_code: bool = False) -> str:
+    """The file's format ('keras', 'h5', 'savedmodel') once it is known to be loadable
+    without running code from it (or ``trust_code`` allows that); reads the architecture
+    JSON only, builds nothing, so ``run`` refuses such a file before any training."""
+    kind = detect_format(path)
+    if kind == "savedmodel":
+        if not trust_code:
+            raise UserError(f"{path}: refused to load: a TensorFlow SavedModel is a TensorFlow "
+                            f"program (its stored graph runs as written, unlike .keras/.h5 "
+                            f"files which Keras rebuilds from known layers); {TRUST_HINT}")
+        return kind
+    risky = code_layers(read_config(path, kind))
     if risky and not trust_code:
         raise UserError(f"{path}: refused to load: it contains {', '.join(risky)}, whose Python "
                         f"code stored in the file would run; {TRUST_HINT}")
+    return kind
+
+
+def _load_keras_file(path: Path, kind: str, trust_code: bool):
+    import keras
+
     custom = {"DepthwiseConv2D": _depthwise_shim()} if kind == "h5" else None
     try:
         return keras.saving.load_model(path, custom_objects=custom, compile=False,
@@ -151,11 +167,8 @@ def _load_keras_file(path: Path, kind: str, trust_code: bool):
 
 
 def _load_savedmodel(path: Path, trust_code: bool):
-    """Wrap the serving signature in a keras.Model (TFSMLayer); input size from the signature."""
-    if not trust_code:
-        raise UserError(f"{path}: refused to load: a TensorFlow SavedModel is a TensorFlow "
-                        f"program (its stored graph runs as written, unlike .keras/.h5 files "
-                        f"which Keras rebuilds from known layers); {TRUST_HINT}")
+    """Wrap the serving signature in a keras.Model (TFSMLayer); input size from the signature
+    (only after ``check_file`` allowed it)."""
     import keras
 
     try:
@@ -234,13 +247,21 @@ def read_sidecar(path: Path) -> dict | None:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise UserError(f"{sidecar}: unreadable metadata sidecar ({first_line(error)})") from None
-    return meta if isinstance(meta, dict) and "preprocessing" in meta else None
+    if not (isinstance(meta, dict) and "preprocessing" in meta):
+        return None  # some other JSON beside the model, not ours
+    from melanoma.models.storage import sidecar_problem
+
+    problem = sidecar_problem(meta)
+    if problem:
+        raise UserError(f"{sidecar}: damaged model sidecar: {problem}; restore it, or delete it "
+                        f"and pass --preprocessing")
+    return meta
 
 
 def load(path: str | Path, trust_code: bool = False) -> LoadedModel:
     """Load ``path`` (format found from its content), check its input and output."""
     path = Path(path).expanduser()
-    kind = detect_format(path)
+    kind = check_file(path, trust_code)
     if kind == "savedmodel":
         model = _load_savedmodel(path, trust_code)
     else:

@@ -8,29 +8,53 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from melanoma.evaluation import metrics
 from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.util import atomic
-
-from melanoma.evaluation import metrics
+from melanoma.util.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+def diverged(label: str, epoch: int, what: str) -> UserError:
+    """The one-line error of a training run that produced NaN or infinite numbers."""
+    return UserError(f"{label}: training diverged in epoch {epoch + 1} ({what}); lower "
+                     f"learning_rate or check the data and preprocessing; no model was saved")
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stop at the end of the first epoch whose training loss is NaN or infinite, before
+    that epoch is checkpointed: a diverged model is never saved nor reported."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise diverged(self.label, epoch, f"loss {float(loss)}")
 
 
 class ValidationMetrics(keras.callbacks.Callback):
     """After each epoch, predict the validation split and log exact loss, accuracy and AUC."""
 
-    def __init__(self, val_data, val_labels):
+    def __init__(self, val_data, val_labels, label: str = ""):
         super().__init__()
-        self.val_data, self.val_labels = val_data, np.asarray(val_labels)
+        self.val_data, self.val_labels, self.label = val_data, np.asarray(val_labels), label
 
     def on_epoch_end(self, epoch, logs=None):
-        p = np.clip(self.model.predict(self.val_data, verbose=0)[:, 1].astype(np.float64), 0, 1)
+        raw = self.model.predict(self.val_data, verbose=0)[:, 1].astype(np.float64)
+        if not np.all(np.isfinite(raw)):
+            raise diverged(self.label, epoch, "validation probabilities are NaN")
+        p = np.clip(raw, 0, 1)
         y, eps = self.val_labels, 1e-7
         loss = -np.mean(y * np.log(np.clip(p, eps, 1)) + (1 - y) * np.log(np.clip(1 - p, eps, 1)))
         scores = metrics.binary_metrics(y, p)
@@ -125,7 +149,8 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
     """Train ``epochs`` epochs; return the per-epoch history (loss, accuracy, auc, val_*).
     With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from."""
     done, before = restore_checkpoint(model, checkpoint_dir) if checkpoint_dir else (0, {})
-    callbacks = [ValidationMetrics(val_data, val_labels)]
+    # the guard first: a diverged epoch is neither scored, checkpointed nor printed as done
+    callbacks = [DivergenceGuard(label), ValidationMetrics(val_data, val_labels, label)]
     if checkpoint_dir:  # saved before the epoch's line is printed: a printed epoch is safe
         callbacks.append(EpochCheckpoint(checkpoint_dir, before))
     callbacks += [EpochPrinter(label, epochs), *extra_callbacks]

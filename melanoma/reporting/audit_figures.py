@@ -15,6 +15,7 @@ import pandas as pd
 from PIL import Image
 
 from melanoma.evaluation.audit.hashing import _IMAGE_ERRORS, LABEL_NAMES, PAIR_COLUMNS
+from melanoma.util.names import printable
 
 # --------------------------------------------------------------------------
 # outputs
@@ -70,7 +71,8 @@ def _grid_figure(pairs: pd.DataFrame, max_grid: int):
                 ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
             else:
                 ax.imshow(img)
-            title = f"{split} / {LABEL_NAMES.get(int(label), label)}\n{pathlib.Path(path).name}"
+            name = printable(pathlib.Path(path).name)  # fonts cannot draw undecodable bytes
+            title = f"{split} / {LABEL_NAMES.get(int(label), label)}\n{name}"
             if side == 1:
                 flag = " LABEL CONFLICT" if row.label_conflict else ""
                 tf = "" if row.flip == "none" else f" flip={row.flip}"
@@ -95,12 +97,15 @@ def write_audit(
     pairs first, titled with split, label, kind and distance (or says 'no
     duplicates found').  Returns {'csv': path, 'json': path, 'png': path}.
     """
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from melanoma.util import atomic
+
+    out = atomic.make_folder(out_dir)
     paths = {"csv": out / "audit_pairs.csv", "json": out / "audit_summary.json",
              "png": out / "audit_pairs.png"}
 
-    csv_text = pairs[list(PAIR_COLUMNS)].to_csv(index=False)
+    shown = pairs[list(PAIR_COLUMNS)].assign(file_a=pairs["file_a"].map(printable),
+                                             file_b=pairs["file_b"].map(printable))
+    csv_text = shown.to_csv(index=False)  # file names as in predictions.csv: \xNN escapes
     _atomic_write(paths["csv"], lambda fh: fh.write(csv_text.encode("utf-8")))
     json_text = json.dumps(summary, indent=2, sort_keys=False, default=_json_default) + "\n"
     _atomic_write(paths["json"], lambda fh: fh.write(json_text.encode("utf-8")))

@@ -7,7 +7,7 @@ table, figure and the page without a model or TensorFlow.
 """
 from __future__ import annotations
 
-import json
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -20,12 +20,14 @@ from melanoma.evaluation.metric_table import is_finite
 from melanoma.evaluation.rows import EvalSettings, evaluate
 from melanoma.reporting import figures as plots
 from melanoma.reporting import html as html_report
-from melanoma.util import atomic
-from melanoma.util.errors import UserError
-
-PREDICTION_COLUMNS = ("variant", "file", "label", "prob_malignant")
-SPEC_KEYS = ("backbone", "image_size", "weights", "preprocessing", "epochs", "learning_rate",
-             "batch_size", "head_units", "augmentation", "spec", "note")
+from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the report's API
+    PREDICTION_COLUMNS,
+    SPEC_KEYS,
+    load_run,
+    read_clean_list,
+    read_predictions,
+)
+from melanoma.util import atomic, locks
 
 
 def rows_from_predictions(predictions: pd.DataFrame, specs: dict[str, dict],
@@ -76,26 +78,12 @@ def write_predictions(path: Path, predictions: pd.DataFrame) -> None:
                                                             float_format="%.9g")
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    """Read predictions.csv back with the right dtypes."""
-    return pd.read_csv(path, dtype={"variant": str, "file": str, "label": np.int64,
-                                    "prob_malignant": np.float64}, keep_default_na=False)
-
-
 def write_clean_list(path: Path, test_files, clean_files: set[str]) -> None:
     """clean_test.csv: file,clean (1 = no near-duplicate in train/val) for every test file."""
     files = list(dict.fromkeys(test_files))
     frame = pd.DataFrame({"file": files, "clean": [int(f in clean_files) for f in files]})
     with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         frame.to_csv(handle, index=False)
-
-
-def read_clean_list(path: Path) -> set[str] | None:
-    """The clean test files from clean_test.csv, or None when the run had no audit."""
-    if not Path(path).is_file():
-        return None
-    frame = pd.read_csv(path, dtype={"file": str, "clean": np.int64}, keep_default_na=False)
-    return set(frame.loc[frame["clean"] == 1, "file"])
 
 
 def _table_header(provenance: dict, settings: EvalSettings) -> str:
@@ -172,8 +160,7 @@ def write_run(out_dir: Path, predictions: pd.DataFrame, specs: dict[str, dict],
               ) -> list[dict]:
     """Everything a run writes; returns the full-test rows. Saved inputs first, then figures,
     tables last, so the presence of results.json means the report is complete."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = atomic.make_folder(out_dir)
     write_predictions(out_dir / "predictions.csv", predictions)
     if val_predictions is not None:
         write_predictions(out_dir / "val_predictions.csv", val_predictions)
@@ -207,32 +194,21 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
 def rebuild(run_dir: Path, out_dir: Path | None = None) -> list[dict]:
     """Rewrite every table, figure and index.html of ``run_dir`` from its saved files
     (predictions.csv, val_predictions.csv, clean_test.csv, histories.json, results.json,
-    audit_summary.json) into ``out_dir`` (default: in place). No model, no TensorFlow."""
+    audit_summary.json) into ``out_dir`` (default: in place). No model, no TensorFlow.
+    Every saved file is checked first (reporting.saved): a damaged one changes nothing.
+    Holds ``out_dir``'s lock, as ``run`` does."""
     run_dir = Path(run_dir)
-    for name in ("predictions.csv", "results.json"):
-        if not (run_dir / name).is_file():
-            raise UserError(f"{run_dir} has no {name}: not the output folder of "
-                            f"`melanoma-bench run`")
-    saved = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    settings = EvalSettings(**saved.get("evaluation", {}))
-    specs = saved.get("specs") or {  # results.json of an older run: spec columns of its rows
-        r["variant"]: {k: v for k, v in r.items() if k in SPEC_KEYS} for r in saved.get("rows", [])}
-    predictions = read_predictions(run_dir / "predictions.csv")
-    val_path = run_dir / "val_predictions.csv"
-    val = read_predictions(val_path) if val_path.is_file() else None
-    hist_path = run_dir / "histories.json"
-    histories = json.loads(hist_path.read_text(encoding="utf-8")) if hist_path.is_file() else {}
-    audit_path = run_dir / "audit_summary.json"
-    audit_summary = (json.loads(audit_path.read_text(encoding="utf-8"))
-                     if audit_path.is_file() else saved.get("audit"))
     out_dir = Path(out_dir or run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if out_dir != run_dir:
-        for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
-                     "histories.json", "audit_summary.json", "audit_pairs.csv",
-                     "audit_pairs.png"):
-            if (run_dir / name).is_file():
-                shutil.copyfile(run_dir / name, out_dir / name)
-    return write_report(out_dir, predictions, specs, histories, saved.get("provenance", {}),
-                        val, settings, read_clean_list(run_dir / "clean_test.csv"),
-                        audit_summary)
+    locks.check_free(run_dir)  # a run still writing there: its files are not final yet
+    with locks.hold(out_dir):  # nobody else writes where this writes
+        atomic.sweep_stale(out_dir)
+        saved = load_run(run_dir)
+        if not os.path.samefile(out_dir, run_dir):  # `X --out X/../X` is in place too
+            for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
+                         "histories.json", "audit_summary.json", "audit_pairs.csv",
+                         "audit_pairs.png"):
+                if (run_dir / name).is_file():
+                    shutil.copyfile(run_dir / name, out_dir / name)
+        return write_report(out_dir, saved.predictions, saved.specs, saved.histories,
+                            saved.provenance, saved.val_predictions, saved.settings,
+                            saved.clean_files, saved.audit_summary)

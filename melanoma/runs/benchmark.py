@@ -25,7 +25,7 @@ from melanoma.evaluation.rows import EvalSettings
 from melanoma.models import storage
 from melanoma.models.backbones import get_backbone
 from melanoma.models.factory import resolve_weights
-from melanoma.models.loading import detect_format
+from melanoma.models.loading import check_file
 from melanoma.models.predict import TTA_SUFFIX, predict_splits
 from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.reporting import tables as report
@@ -37,10 +37,11 @@ log = logging.getLogger(__name__)
 
 
 def check_variants(cfg: config_mod.RunConfig) -> None:
-    """Fail before any work if a variant's weights or model file are unavailable."""
+    """Fail before any work if a variant's weights or model file are unavailable, or a
+    model file holds code (Lambda layers, SavedModel) without trust_model_code."""
     for variant in cfg.variants:
-        if variant.model_file:  # evaluated, not trained: only the file must be there
-            detect_format(Path(variant.model_file).expanduser())
+        if variant.model_file:  # evaluated, not trained: the file must be there and safe
+            check_file(Path(variant.model_file).expanduser(), variant.trust_model_code)
             continue
         resolve_weights(get_backbone(variant.backbone), variant.weights)
 
@@ -159,7 +160,8 @@ def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, r
                 label: str, pool, tta: bool = False, hand_over: tuple[Path, ...] = ()):
     """Train or load one variant; returns ({split: probabilities}, history, spec, model key)."""
     key = _key(variant, data_key, cfg)
-    cached = None if retrain else storage.find(models_dir, key)
+    expect = {"preprocessing": variant.preprocessing, "image_size": variant.resolved_image_size()}
+    cached = None if retrain else storage.find(models_dir, key, expect)
     if cached is not None:
         model, preprocessing, history = _load_cached(cached, variant, label)
     else:

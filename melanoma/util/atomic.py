@@ -7,6 +7,7 @@ remove what a killed process left behind; finished files get the umask's permiss
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -15,6 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from melanoma.util.errors import UserError
+from melanoma.util.names import ESCAPE_ERRORS, printable
 
 _TMP = re.compile(r"^\..+\.tmp-(\d+)-[^/]*$")
 
@@ -25,30 +29,62 @@ def _umask() -> int:
     return mask
 
 
+# What the place or the disk refuses (full, quota, read-only, permissions, a file where a
+# folder should be): the user's to fix, so one line (exit 2), not a traceback.
+PLACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.EFBIG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR})
+
+
+@contextmanager
+def place_errors(path: Path, action: str = "write") -> Iterator[None]:
+    """Turn an OSError of ``PLACE_ERRNOS`` inside the block into a UserError naming ``path``."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in PLACE_ERRNOS:
+            raise
+        raise UserError(f"cannot {action} {printable(path)}: {os.strerror(error.errno)} "
+                        f"(earlier files there are left as they were)") from None
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a folder, created with its parents if missing; a UserError when it is a
+    file or cannot be created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{printable(path)} is a file, not a folder; choose another folder")
+    with place_errors(path, "create the folder"):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextmanager
 def replacing(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` (a file, or a folder with ``directory=True``) for a
     writer that needs a path (savefig, model.save); on clean exit it is renamed over
-    ``path``; on any error (or a signal) it is removed and ``path`` is left as it was."""
+    ``path``; on any error (or a signal) it is removed and ``path`` is left as it was. A full
+    disk or a refused place is a UserError (see ``place_errors``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     prefix = f".{path.name}.tmp-{os.getpid()}-"
-    if directory:
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
-        tmp.rmdir()  # the writer creates it
-    else:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=path.suffix)
-        os.close(fd)
-        tmp = Path(name)
+    with place_errors(path):
+        if directory:
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+            tmp.rmdir()  # the writer creates it
+        else:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=path.suffix)
+            os.close(fd)
+            tmp = Path(name)
     try:
-        yield tmp
-        if not directory:
-            os.chmod(tmp, 0o666 & ~_umask())
-        if directory and path.is_dir():
-            import shutil
+        with place_errors(path):
+            yield tmp
+            if not directory:
+                os.chmod(tmp, 0o666 & ~_umask())
+            if directory and path.is_dir():
+                import shutil
 
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+                shutil.rmtree(path)
+            os.replace(tmp, path)
     finally:
         _remove(tmp)
 
@@ -64,7 +100,11 @@ def _remove(tmp: Path) -> None:
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temp file beside ``path``; on clean exit fsync it and rename it over ``path``."""
+    """Open a temp file beside ``path``; on clean exit fsync it and rename it over ``path``.
+    Text is written with ``names.ESCAPE_ERRORS``: a non-UTF-8 file name anywhere in it is
+    written as ``\\xNN`` instead of failing the write."""
+    if "b" not in mode:
+        kwargs.setdefault("errors", ESCAPE_ERRORS)
     with replacing(path) as tmp, open(tmp, mode, **kwargs) as handle:
         yield handle
         handle.flush()

@@ -3,11 +3,14 @@
 - ``check_safe_name``: a config value used as ONE path component (variant names, the
   config name, the tuner's project) must be letters, digits, ``.``, ``_``, ``-``.
 - ``printable``/``relative_name``: file names as they appear in CSVs and reports (non-UTF-8
-  bytes become ``\\xNN``), the same in ``run``, ``evaluate`` and ``audit``.
+  bytes become ``\\xNN``), the same in ``run``, ``evaluate`` and ``audit``; text files are
+  written with ``errors=ESCAPE_ERRORS``, which escapes such bytes the same way wherever a
+  name ends up (a title, a spec, a cell), so no report crashes on a file-system name.
 - ``confined``: every deletion target is proven to lie inside the folder the user named.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from pathlib import Path
@@ -34,6 +37,22 @@ def confined(path, root):
     if path == root or root not in path.parents:
         raise UserError(f"refusing to touch {path}: it is not inside {root}")
     return path
+
+
+ESCAPE_ERRORS = "melanoma-printable"
+
+
+def _escape(error: UnicodeError):
+    """Codec error handler: a byte that ``os.fsdecode`` kept as a lone surrogate is written
+    as ``\\xNN`` (what ``printable`` gives); any other unencodable character as ``\\uNNNN``."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    bad = error.object[error.start:error.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else f"\\u{ord(c):04x}" for c in bad), error.end
+
+
+codecs.register_error(ESCAPE_ERRORS, _escape)
 
 
 def printable(path: str | os.PathLike) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from melanoma.evaluation.audit.hashing import _IMAGE_ERRORS, _SPLIT_RANK, SPLITS, _open_grey
+from melanoma.util.names import printable
 
 # --------------------------------------------------------------------------
 # summary and clean subset
@@ -67,7 +68,7 @@ def summarise(
         "n_items": len(items),
         "n_by_split": n_by_split,
         "n_unreadable": len(unreadable),
-        "unreadable_files": unreadable,
+        "unreadable_files": [printable(p) for p in unreadable],  # as named in every report
         "pairs_total": int(len(pairs)),
         "pairs_by_split": by_split,
         "cross_split_pairs": int(pairs["cross_split"].sum()),
