@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from melanoma.data.augmentation import Augmentation, augment_batch
+from melanoma.data.augmentation import Augmentation
 from melanoma.data.preprocessing import Preprocessing
 
 
@@ -26,35 +26,24 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(2, dtype=np.float32)[np.asarray(labels, np.int64)]
 
 
+class ArrayRows:
+    """An in-memory uint8 array behind the decoded-image cache's row interface."""
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = np.asarray(pixels)
+        self.image_size = int(self.pixels.shape[1]) if self.pixels.ndim == 4 else 0
+
+    def read_rows(self, indices) -> np.ndarray:
+        return self.pixels[np.asarray(indices, np.int64)]
+
+
 def make_dataset(pixels: np.ndarray, labels: np.ndarray | None, batch_size: int,
                  preprocessing: Preprocessing, augmentation: Augmentation | None = None,
                  shuffle: bool = False, seed: int = 0, drop_remainder: bool = False):
-    """Batches of preprocessed float32 images (and one-hot labels when given)."""
-    import tensorflow as tf
+    """Batches of preprocessed float32 images (and one-hot labels when given) from an array
+    in memory: the streamed pipeline over rows of ``pixels`` (one implementation, so both
+    give the same batches for the same seed)."""
+    from melanoma.data.stream import make_stream_dataset
 
-    images = tf.data.Dataset.from_tensor_slices(pixels)
-    data = images if labels is None else tf.data.Dataset.zip(
-        images, tf.data.Dataset.from_tensor_slices(one_hot(labels)))
-    if shuffle:
-        data = data.shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size, drop_remainder=drop_remainder)
-    aug = augmentation if augmentation is not None and augmentation.active else None
-    if aug is not None:
-        seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
-        data = tf.data.Dataset.zip(data, seeds)
-
-    def transform(batch, batch_seed=None):
-        x, y = (batch, None) if labels is None else batch
-        x = tf.cast(x, tf.float32)
-        if aug is not None:
-            x = augment_batch(x, aug, batch_seed)
-        x = preprocessing.apply(x)
-        return x if y is None else (x, y)
-
-    if aug is not None:
-        data = data.map(lambda batch, s: transform(batch, s), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        # a labelled element (x, y) reaches map's function as two arguments
-        data = data.map(lambda *batch: transform(batch if labels is not None else batch[0]),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-    return data.prefetch(tf.data.AUTOTUNE)
+    return make_stream_dataset(ArrayRows(pixels), np.arange(len(pixels)), labels, batch_size,
+                               preprocessing, augmentation, shuffle, seed, drop_remainder)
