@@ -1,0 +1,1 @@
+"""Models: backbones, factory, training, storage, loading, TensorBoard logs."""
