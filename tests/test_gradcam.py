@@ -1,0 +1,180 @@
+"""Grad-CAM (melanoma.evaluation.gradcam): exact checks against CAM on linear heads, nested
+backbones, resizing, overlays, the localisation measure, the synthetic lesion masks, and
+(slow) localisation by a B0 trained on the synthetic data."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melanoma import synthetic
+from melanoma.errors import UserError
+from melanoma.evaluation import gradcam as gc
+from melanoma.preprocessing import get_preprocessing
+
+
+def linear_head_model(size: int, output: str = "softmax", seed: int = 0):
+    """Random-weight EfficientNet-B0 -> GlobalAveragePooling -> one Dense: Grad-CAM of such a
+    head is exactly CAM (Selvaraju et al. 2017, sec. 3.1), which needs no gradients."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    base = keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                             input_shape=(size, size, 3))
+    pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(base.output)
+    units, activation = (2, "softmax") if output == "softmax" else (1, "sigmoid")
+    out = keras.layers.Dense(units, activation=activation, name="head_out",
+                             kernel_initializer=keras.initializers.RandomNormal(0, 0.5))(pooled)
+    return keras.Model(base.input, out)
+
+
+def expected_cam(model, pixels, preprocessing, class_index, out_size):
+    """CAM by hand: ReLU(sum_k v_k A_k) with v the head's log-odds direction, upsampled
+    bilinearly to the input, divided by its maximum, then resized to ``out_size``."""
+    import keras
+    import tensorflow as tf
+
+    features = keras.Model(model.input, model.get_layer("top_activation").output)
+    size = model.input_shape[1]
+    x = np.stack([np.asarray(Image.fromarray(p).resize((size, size), Image.Resampling.NEAREST))
+                  for p in pixels]).astype(np.float32)
+    a = np.asarray(features(preprocessing.apply(x), training=False), np.float64)
+    kernel = model.get_layer("head_out").get_weights()[0]
+    v = kernel[:, 1] - kernel[:, 0] if kernel.shape[1] == 2 else kernel[:, 0]
+    v = v if class_index == 1 else -v
+    cam = np.maximum(np.einsum("nhwk,k->nhw", a, v), 0)
+    cam = tf.image.resize(cam[..., None], (size, size), method="bilinear")[..., 0].numpy()
+    cam = cam / cam.reshape(len(cam), -1).max(axis=1)[:, None, None]
+    return tf.image.resize(cam[..., None], out_size, method="bilinear")[..., 0].numpy()
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return np.random.default_rng(0).integers(0, 256, (3, 80, 80, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("output, class_index", [("softmax", 1), ("softmax", 0), ("sigmoid", 1)])
+def test_equals_cam_on_a_linear_head(pixels, output, class_index):
+    model = linear_head_model(128, output)
+    pre = get_preprocessing("samplewise")
+    heat = gc.gradcam(model, pixels, pre, class_index=class_index)
+    assert heat.shape == (3, 80, 80) and heat.dtype == np.float32
+    expected = expected_cam(model, pixels, pre, class_index, (80, 80))
+    assert np.abs(heat - expected).max() < 1e-4
+    assert 0.9 < heat.max() <= 1.0 and heat.min() >= 0  # peak 1 at input size, then resized
+    assert heat.std() > 0.05  # a 4x4 map with structure, not a constant
+
+
+def test_nested_backbone_gives_the_same_maps(pixels):
+    """The factory's flat model and the same layers with the backbone as a sub-model."""
+    import keras
+
+    from melanoma.model import build_classifier
+
+    keras.utils.set_random_seed(1)
+    flat = build_classifier("B0", 96, head_units=16)
+    backbone = keras.Model(flat.input, flat.get_layer("top_activation").output, name="backbone")
+    x = inputs = keras.Input((96, 96, 3))
+    x = backbone(x)
+    for name in ("head_pool", "head_dense", "head_softmax"):
+        x = flat.get_layer(name)(x)
+    nested = keras.Model(inputs, x)
+    path, layer = gc.find_layer(nested)
+    assert [m.name for m in path] == ["backbone"] and layer.name == "top_activation"
+    pre = get_preprocessing("native")
+    np.testing.assert_allclose(gc.gradcam(nested, pixels, pre), gc.gradcam(flat, pixels, pre),
+                               atol=1e-5)
+
+
+def test_layer_choice_and_bad_inputs(pixels):
+    import keras
+
+    model = linear_head_model(64)
+    assert gc.find_layer(model)[1].name == "top_activation"
+    earlier = gc.gradcam(model, pixels[:1], None, layer="block6a_expand_activation")
+    assert earlier.shape == (1, 80, 80)
+    with pytest.raises(UserError, match="no layer 'nope'.*top_activation"):
+        gc.gradcam(model, pixels, None, layer="nope")
+    with pytest.raises(UserError, match="no 4-D"):
+        gc.gradcam(model, pixels, None, layer="head_pool")
+    with pytest.raises(UserError, match="uint8 images"):
+        gc.gradcam(model, pixels.astype(np.float32), None)
+    with pytest.raises(UserError, match="class_index"):
+        gc.gradcam(model, pixels, None, class_index=2)
+    dense = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(UserError, match="not a CNN"):
+        gc.find_layer(dense)
+
+
+def test_overlay():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)
+    heat = rng.random((10, 8)).astype(np.float32)
+    assert np.array_equal(gc.overlay(image, heat, alpha=0.0), image)
+    full = gc.overlay(image, np.ones((50, 40)), alpha=1.0)
+    assert full.dtype == np.uint8 and full.shape == (50, 40, 3)
+    assert np.all(full == full[0, 0]) and full[0, 0, 0] > 100 and full[0, 0, 2] < 50  # jet(1) red
+    mixed = gc.overlay(image, heat)
+    assert mixed.shape == image.shape and not np.array_equal(mixed, image)
+
+
+def test_localisation_measure_by_hand():
+    mask = np.zeros((10, 10))
+    mask[2:6, 3:8] = 1.0  # 20 pixels = area 0.2
+    assert gc.area_fraction(mask) == pytest.approx(0.2)
+    assert gc.mass_inside(np.ones((10, 10)), mask) == pytest.approx(0.2)
+    assert gc.mass_inside(mask * 0.7, mask) == pytest.approx(1.0)
+    heat = np.zeros((10, 10))
+    heat[2, 3], heat[9, 9] = 3.0, 1.0
+    assert gc.mass_inside(heat, mask) == pytest.approx(0.75)
+    summary = gc.localisation([heat, np.zeros((10, 10)), np.ones((10, 10))], [mask, mask, mask])
+    assert summary["n"] == 2 and summary["n_empty"] == 1
+    assert summary["mean_mass_inside"] == pytest.approx((0.75 + 0.2) / 2)
+    assert summary["mean_area_fraction"] == pytest.approx(0.2)
+    assert summary["frac_above_area"] == pytest.approx(0.5)  # 0.75 > 0.2; 0.2 is not > 0.2
+
+
+SPEC = synthetic.SyntheticSpec(n_train_per_class=3, n_test_per_class=3, image_size=64, seed=11)
+
+
+def test_lesion_masks_match_the_generated_files(tmp_path):
+    root = synthetic.generate(tmp_path, SPEC)
+    for path in sorted(root.rglob("*.jpg")):
+        name = path.relative_to(root).as_posix()
+        mask = synthetic.lesion_mask(SPEC, name)
+        pixels, again = synthetic.render_one(SPEC, *_address(name), with_mask=True)
+        assert mask.shape == (64, 64) and np.array_equal(mask, again)
+        with Image.open(path) as img:  # the file's image, up to JPEG loss
+            saved = np.asarray(img, np.int16)
+        assert np.abs(saved - pixels).mean() < 8
+        other = synthetic.render_one(SPEC, "test", 1, 2 if name != "test/Malignant/malignant_00002.jpg" else 1)
+        assert np.abs(saved - other).mean() > 15
+        inside = np.asarray(pixels, np.float32).mean(-1)[mask >= 0.5]
+        outside = np.asarray(pixels, np.float32).mean(-1)[mask < 0.2]
+        assert 0.02 < gc.area_fraction(mask) < 0.6 and inside.mean() < outside.mean() - 20
+    assert not np.array_equal(synthetic.lesion_mask(SPEC, "test/Benign/benign_00000.jpg"),
+                              synthetic.lesion_mask(replace(SPEC, seed=12),
+                                                    "test/Benign/benign_00000.jpg"))
+    for bad in ("test/Benign/malignant_00000.jpg", "x.jpg", "test/Benign/benign_x.jpg"):
+        with pytest.raises(UserError, match="not a generated file name"):
+            synthetic.lesion_mask(SPEC, bad)
+
+
+def _address(name: str):
+    split, class_dir, file = name.split("/")
+    return split, synthetic.CLASS_DIRS.index(class_dir), int(file.split("_")[1][:5])
+
+
+def test_localisation_figure(tmp_path):
+    from melanoma.reporting.localisation import localisation_figure
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    masks = np.zeros((3, 48, 48))
+    masks[:, 10:30, 12:36] = 1
+    path = localisation_figure(images, masks, rng.random((3, 48, 48)), tmp_path / "loc.png",
+                               captions=["a", "b", "c"])
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width > 3 * 150
+    with pytest.raises(UserError, match="localisation_figure needs"):
+        localisation_figure(images, masks[:2], masks, tmp_path / "x.png")
