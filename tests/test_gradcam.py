@@ -79,11 +79,29 @@ def test_nested_backbone_gives_the_same_maps(pixels):
     for name in ("head_pool", "head_dense", "head_softmax"):
         x = flat.get_layer(name)(x)
     nested = keras.Model(inputs, x)
-    path, layer = gc.find_layer(nested)
-    assert [m.name for m in path] == ["backbone"] and layer.name == "top_activation"
+    sequential = keras.Sequential([keras.Input((96, 96, 3)), backbone] + [
+        flat.get_layer(name) for name in ("head_pool", "head_dense", "head_softmax")])
     pre = get_preprocessing("native")
-    np.testing.assert_allclose(gc.gradcam(nested, pixels, pre), gc.gradcam(flat, pixels, pre),
-                               atol=1e-5)
+    expected = gc.gradcam(flat, pixels, pre)
+    for model in (nested, sequential):  # e.g. Sequential([EfficientNetB6(...), ...]) files
+        path, layer = gc.find_layer(model)
+        assert [m.name for m in path] == ["backbone"] and layer.name == "top_activation"
+        np.testing.assert_allclose(gc.gradcam(model, pixels, pre), expected, atol=1e-5)
+
+
+def test_a_branching_model_around_a_nested_backbone_is_refused(pixels):
+    import keras
+
+    keras.utils.set_random_seed(2)
+    base = keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                             input_shape=(64, 64, 3))
+    inputs = keras.Input((64, 64, 3))
+    features = keras.layers.GlobalAveragePooling2D()(base(inputs))
+    side = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    x = keras.layers.Concatenate()([features, side])
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    with pytest.raises(UserError, match="not in a plain chain"):
+        gc.gradcam(model, pixels[:1], None)
 
 
 def test_layer_choice_and_bad_inputs(pixels):

@@ -90,12 +90,18 @@ class _Forward:
         self.checked = not path
 
     def __call__(self, x):
-        features, out = self._level(self.model, 0, x)
+        refusal = (f"model {self.model.name!r}: the nested backbone is not in a plain chain "
+                   f"of layers; Grad-CAM cannot follow it")
+        try:
+            features, out = self._level(self.model, 0, x)
+        except (ValueError, TypeError) as error:
+            if self.checked:
+                raise
+            raise UserError(refusal) from error
         if not self.checked:  # a nested backbone must sit in a plain chain: check once
             expected = self.model(x, training=False)
             if not np.allclose(np.asarray(out), np.asarray(expected), atol=1e-4):
-                raise UserError(f"model {self.model.name!r}: the nested backbone is not in a "
-                                f"plain chain of layers; Grad-CAM cannot follow it")
+                raise UserError(refusal)
             self.checked = True
         return features, out
 
