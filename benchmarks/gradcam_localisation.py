@@ -16,6 +16,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,12 @@ import numpy as np
 from melanoma import images, layout, synthetic
 
 SPEC = synthetic.SyntheticSpec(n_train_per_class=100, n_test_per_class=50, image_size=96,
-                               seed=1234)
-SETTINGS = {  # model -> defaults (size, epochs, learning rate, augmentation)
-    "tiny": {"size": 64, "epochs": 15, "learning_rate": 3e-3, "augment": False},
-    "b0": {"size": 64, "epochs": 10, "learning_rate": 1e-3, "augment": True},
+                               seed=1234)  # each image has its own seed: n_train leaves test alone
+SETTINGS = {  # model -> defaults (size, epochs, learning rate, augmentation, training images)
+    "tiny": {"size": 64, "epochs": 15, "learning_rate": 3e-3, "augment": False,
+             "train_per_class": 100},
+    "b0": {"size": 64, "epochs": 10, "learning_rate": 1e-3, "augment": True,
+           "train_per_class": 150},
 }
 
 
@@ -55,9 +58,9 @@ def load_split(root: Path, split, size: int):
 
 
 def train_and_localise(name: str, root: Path, size: int, epochs: int, learning_rate: float,
-                       seed: int, augment: bool = False, layer: str | None = None):
-    """Train ``name`` on ``root`` (SPEC's data) with ``seed``; (Localisation, test AUC,
-    test pixels, training seconds)."""
+                       seed: int, augment: bool = False, layers=(None,), spec=SPEC):
+    """Train ``name`` on ``root`` (``spec``'s data) with ``seed``; ({layer: Localisation}
+    (None: the default layer), test AUC, test pixels, training seconds)."""
     import keras
     from sklearn.metrics import roc_auc_score
 
@@ -80,8 +83,9 @@ def train_and_localise(name: str, root: Path, size: int, epochs: int, learning_r
     seconds = time.perf_counter() - started
     tx, ty, files = load_split(root, found.test, size)
     probs = model.predict(make_dataset(tx, None, 64, pre), verbose=0)[:, 1]
-    result = check_synthetic(model, pre, SPEC, files, ty, probs, tx, layer=layer)
-    return result, float(roc_auc_score(ty, probs)), tx, seconds
+    results = {layer: check_synthetic(model, pre, spec, files, ty, probs, tx, layer=layer)
+               for layer in layers}
+    return results, float(roc_auc_score(ty, probs)), tx, seconds
 
 
 def main(argv=None) -> None:
@@ -89,35 +93,41 @@ def main(argv=None) -> None:
     parser.add_argument("--model", choices=sorted(SETTINGS), default="tiny")
     parser.add_argument("--size", type=int)
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--layer", help="Grad-CAM layer (default: top_activation)")
+    parser.add_argument("--layers", nargs="+", default=[None],
+                        help="Grad-CAM layer(s) (default: top_activation)")
+    parser.add_argument("--train-per-class", type=int)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=Path, help="folder for the figure(s) and JSON lines")
     args = parser.parse_args(argv)
-    settings = {**SETTINGS[args.model], **{k: v for k, v in (("size", args.size),
-                                                             ("epochs", args.epochs)) if v}}
+    given = {"size": args.size, "epochs": args.epochs, "train_per_class": args.train_per_class}
+    settings = {**SETTINGS[args.model], **{k: v for k, v in given.items() if v}}
+    spec = replace(SPEC, n_train_per_class=settings["train_per_class"])
     with tempfile.TemporaryDirectory() as tmp:
-        root = synthetic.generate(Path(tmp), SPEC)
+        root = synthetic.generate(Path(tmp), spec)
         for seed in args.seeds:
-            result, auc, pixels, seconds = train_and_localise(
+            results, auc, pixels, seconds = train_and_localise(
                 args.model, root, settings["size"], settings["epochs"],
-                settings["learning_rate"], seed, settings["augment"], args.layer)
-            line = {"model": args.model, **settings, "seed": seed, "test_auc": round(auc, 4),
-                    "train_seconds": round(seconds, 1), **result.summary}
-            print(json.dumps(line), flush=True)
-            if args.out:
-                _write(args.out, line, result, pixels)
+                settings["learning_rate"], seed, settings["augment"], args.layers, spec)
+            for layer, result in results.items():
+                line = {"model": args.model, **settings, "seed": seed, "test_auc": round(auc, 4),
+                        "train_seconds": round(seconds, 1), **result.summary}
+                print(json.dumps(line), flush=True)
+                if args.out:
+                    _write(args.out, line, result, pixels, layer)
 
 
-def _write(out: Path, line: dict, result, pixels) -> None:
+def _write(out: Path, line: dict, result, pixels, layer: str | None) -> None:
     from melanoma.reporting.localisation import localisation_figure
 
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"gradcam_localisation_{line['model']}_{line['size']}px_seed{line['seed']}"
+    stem = (f"gradcam_localisation_{line['model']}_{line['size']}px_seed{line['seed']}"
+            + (f"_{layer}" if layer else ""))
     with open(out / "gradcam_localisation.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(line) + "\n")
     if len(result.indices):
         shown = slice(0, 8)
-        title = (f"Grad-CAM, {line['model']} {line['size']} px, seed {line['seed']}: mass in "
+        title = (f"Grad-CAM ({layer or 'top_activation'}), {line['model']} {line['size']} px, "
+                 f"seed {line['seed']}: mass in "
                  f"lesion {line['mean_mass_inside']:.2f} vs area {line['mean_area_fraction']:.2f}"
                  f" (n={line['n']}; other images' masks: {line['shuffled_mass_inside']:.2f})")
         localisation_figure(np.asarray(pixels)[result.indices[shown]], result.masks[shown],

@@ -131,8 +131,9 @@ def test_mlflow_missing_is_a_warning_not_an_error(monkeypatch, caplog):
     assert "mlflow is not installed" in caplog.text
 
 
-def test_real_mlflow_round_trip(tmp_path):
+def test_real_mlflow_round_trip(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3.x: file store opt-in
     logger = tb.MlflowLogger(enabled=True, experiment="t", tracking_uri=tmp_path.as_uri())
     assert logger.log_history("v", 2, {"val_auc": [0.5, 0.75]})
     client = mlflow.tracking.MlflowClient(tracking_uri=tmp_path.as_uri())
