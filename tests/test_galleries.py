@@ -99,10 +99,12 @@ def test_gallery_png_is_drawn_with_overlays(image_folder, tmp_path):
     root, names = image_folder
     cases = cases_for(names)
     thumbs = galleries.load_thumbnails(cases["file"], root)
-    overlays = {names[0]: 255 - thumbs[names[0]]}
+    overlays = {"v<1>": galleries.overlays_for(thumbs, {names[0]: np.ones((4, 4)),
+                                                        "not/shown.jpg": np.ones((4, 4))})}
+    assert set(overlays["v<1>"]) == {names[0]}
     written = galleries.write_galleries(tmp_path / "out", cases, thumbs, overlays)
     assert [p.name for p, _ in written] == ["gallery_v_1.png"]
-    assert "1 false negatives, 2 false positives, 0 true positives" in written[0][1]
+    assert "1 false negatives, 2 false positives, 0 true positives, with Grad-CAM" in written[0][1]
     with Image.open(written[0][0]) as img:
         assert img.format == "PNG" and img.width > 300 and img.height > 400
     with pytest.raises(UserError, match="one variant"):
@@ -114,7 +116,7 @@ def test_gallery_html_escapes_names_and_embeds_images(image_folder):
     root, names = image_folder
     cases = cases_for(names)
     thumbs = galleries.load_thumbnails(cases["file"], root)
-    overlays = {names[0]: 255 - thumbs[names[0]]}
+    overlays = {"v<1>": {names[0]: 255 - thumbs[names[0]]}, "other": {names[1]: thumbs[names[1]]}}
     fragment = galleries.gallery_html(cases, thumbs, overlays)
     assert "m_<1>" not in fragment and "b&1" not in fragment and "<h3>v<1>" not in fragment
     assert "m_&lt;1&gt;.jpg" in fragment and "b&amp;1.jpg" in fragment
@@ -125,6 +127,21 @@ def test_gallery_html_escapes_names_and_embeds_images(image_folder):
     decoded = Image.open(io.BytesIO(base64.b64decode(uris[0])))
     assert decoded.size == (thumbs[names[0]].shape[1], thumbs[names[0]].shape[0])
     assert fragment.count("<section") == fragment.count("</section>") == 1
+
+
+def test_overlay():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)
+    heat = rng.random((10, 8)).astype(np.float32)
+    assert np.array_equal(galleries.overlay(image, heat, alpha=0.0), image)
+    full = galleries.overlay(image, np.ones((50, 40)), alpha=1.0)
+    assert full.dtype == np.uint8 and full.shape == (50, 40, 3)
+    assert np.all(full == full[0, 0]) and full[0, 0, 0] > 100 and full[0, 0, 2] < 50  # jet(1)
+    half = galleries.overlay(image, np.zeros((50, 40)), alpha=0.5)  # jet(0) = dark blue
+    expected = 0.5 * image + 0.5 * np.array([0, 0, 127.5])
+    assert np.abs(half.astype(float) - expected).max() <= 1.0
+    mixed = galleries.overlay(image, heat)
+    assert mixed.shape == image.shape and not np.array_equal(mixed, image)
 
 
 def test_reporting_modules_never_import_tensorflow():

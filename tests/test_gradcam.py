@@ -65,6 +65,28 @@ def test_equals_cam_on_a_linear_head(pixels, output, class_index):
     assert heat.std() > 0.05  # a 4x4 map with structure, not a constant
 
 
+def test_saturated_probabilities_still_give_the_logit_map(pixels):
+    """p == 1.0 exactly in float32 has no gradient; the map comes from the logits."""
+    import keras
+
+    model = linear_head_model(128, seed=3)
+    pre = get_preprocessing("native")
+    x = np.stack([np.asarray(Image.fromarray(p).resize((128, 128), Image.Resampling.NEAREST))
+                  for p in pixels]).astype(np.float32)
+    pooled = np.asarray(keras.Model(model.input, model.get_layer("head_pool").output)(x))
+    head = model.get_layer("head_out")
+    kernel, bias = head.get_weights()
+    margin = np.abs(pooled @ (kernel[:, 1] - kernel[:, 0]))
+    head.set_weights([kernel * (300.0 / margin.min()), bias])  # logit gaps >= 300
+    probs = np.asarray(model(x, training=False))
+    assert np.all(np.max(probs, axis=1) == 1.0)  # saturated: 1 - p underflows to 0
+    winner = int(np.argmax(probs[0]))
+    heat = gc.gradcam(model, pixels, pre, class_index=winner)
+    expected = expected_cam(model, pixels, pre, winner, (80, 80))
+    assert heat[0].max() > 0.9 and np.abs(heat[0] - expected[0]).max() < 1e-4
+    assert model.get_layer("head_out").activation.__name__ == "softmax"  # restored
+
+
 def test_nested_backbone_gives_the_same_maps(pixels):
     """The factory's flat model and the same layers with the backbone as a sub-model."""
     import keras
@@ -124,16 +146,10 @@ def test_layer_choice_and_bad_inputs(pixels):
         gc.find_layer(dense)
 
 
-def test_overlay():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)
-    heat = rng.random((10, 8)).astype(np.float32)
-    assert np.array_equal(gc.overlay(image, heat, alpha=0.0), image)
-    full = gc.overlay(image, np.ones((50, 40)), alpha=1.0)
-    assert full.dtype == np.uint8 and full.shape == (50, 40, 3)
-    assert np.all(full == full[0, 0]) and full[0, 0, 0] > 100 and full[0, 0, 2] < 50  # jet(1) red
-    mixed = gc.overlay(image, heat)
-    assert mixed.shape == image.shape and not np.array_equal(mixed, image)
+def test_overlay_is_the_reporting_one():
+    from melanoma.reporting import galleries
+
+    assert gc.overlay is galleries.overlay  # tested in test_galleries.py
 
 
 def test_localisation_measure_by_hand():

@@ -6,19 +6,22 @@
 Grad-CAM (Selvaraju et al., 2017): the gradient of the class score with respect to the feature
 map of the last convolutional block (EfficientNet's ``top_activation``), averaged over space,
 weights each channel; the ReLU of the weighted sum is the map. The score is the class's
-log-odds log(p_c / p_other): with a 2-column softmax that is exactly the logit difference
-z_c - z_other, so it does not saturate as the probability does. The map is computed at the
-model's input size and then resized to the images'. The backbone may be nested as a
-sub-model (a chain input -> ... -> backbone -> head), as in models saved by other code.
+log-odds log(p_c / p_other), taken before the final softmax/sigmoid (the output layer's
+activation is switched off during the pass): z_c - z_other, which does not saturate. From the
+probabilities it would: a float32 p of exactly 1.0 gives no gradient and an empty map. The
+map is computed at the model's input size and then resized to the images'. The backbone may
+be nested as a sub-model (a chain input -> ... -> backbone -> head), as in other code's files.
 """
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
 
 from melanoma.errors import UserError
+from melanoma.reporting.galleries import overlay  # noqa: F401  (TF-free; part of this API)
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +124,35 @@ class _Forward:
         return features, x
 
 
-def _class_log_odds(probabilities, class_index: int):
-    """log(p_c / p_other) for (N, 2) softmax or (N, 1) sigmoid outputs."""
+@contextmanager
+def _logits(model):
+    """Switch the output layer's softmax/sigmoid off for the duration (True if it was)."""
+    import keras
+
+    last = model.layers[-1] if model.layers else None
+    activation = getattr(last, "activation", None)
+    if getattr(activation, "__name__", "") not in ("softmax", "sigmoid"):
+        yield False
+        return
+    last.activation = keras.activations.linear
+    try:
+        yield True
+    finally:
+        last.activation = activation
+
+
+def _class_log_odds(outputs, class_index: int, logits: bool):
+    """log(p_c / p_other) of (N, 2) softmax or (N, 1) sigmoid outputs, from the logits when
+    ``logits`` (exact), else from the probabilities."""
     import tensorflow as tf
 
-    p = tf.cast(probabilities, tf.float32)
-    if p.shape[-1] == 1:
-        p = tf.concat([1.0 - p, p], axis=-1)
-    return tf.math.log(p[:, class_index]) - tf.math.log(p[:, 1 - class_index])
+    z = tf.cast(outputs, tf.float32)
+    if logits:
+        score = z[:, 0] if z.shape[-1] == 1 else z[:, 1] - z[:, 0]
+    else:
+        p = tf.concat([1.0 - z, z], axis=-1) if z.shape[-1] == 1 else z
+        score = tf.math.log(p[:, 1]) - tf.math.log(p[:, 0])
+    return score if class_index == 1 else -score
 
 
 def _resize_batch(pixels: np.ndarray, size: int, interpolation: str) -> np.ndarray:
@@ -141,7 +165,7 @@ def _resize_batch(pixels: np.ndarray, size: int, interpolation: str) -> np.ndarr
                      for p in pixels])
 
 
-def _cam_batch(forward, x, class_index: int, size: int):
+def _cam_batch(forward, x, class_index: int, size: int, logits: bool):
     """Heat maps (n, size, size) in [0, 1] of one preprocessed batch."""
     import tensorflow as tf
 
@@ -149,7 +173,7 @@ def _cam_batch(forward, x, class_index: int, size: int):
     with tf.GradientTape() as tape:
         tape.watch(x)  # so the pass is recorded even when every weight is frozen
         features, probabilities = forward(x)
-        score = tf.reduce_sum(_class_log_odds(probabilities, class_index))
+        score = tf.reduce_sum(_class_log_odds(probabilities, class_index, logits))
     grads = tape.gradient(score, features)
     weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
@@ -179,28 +203,14 @@ def gradcam(model, images_uint8, preprocessing=None, class_index: int = 1,
         [m.name for m in path] + [target.name]))
     forward = _Forward(model, path, target)
     maps = []
-    for start in range(0, len(pixels), BATCH):
-        x = _resize_batch(pixels[start:start + BATCH], size, interpolation).astype(np.float32)
-        x = preprocessing.apply(x) if preprocessing is not None else x
-        cam = _cam_batch(forward, x, class_index, size)
-        cam = tf.image.resize(cam[..., None], pixels.shape[1:3], method="bilinear")[..., 0]
-        maps.append(np.clip(cam.numpy(), 0.0, 1.0).astype(np.float32))
+    with _logits(model) as logits:
+        for start in range(0, len(pixels), BATCH):
+            x = _resize_batch(pixels[start:start + BATCH], size, interpolation).astype(np.float32)
+            x = preprocessing.apply(x) if preprocessing is not None else x
+            cam = _cam_batch(forward, x, class_index, size, logits)
+            cam = tf.image.resize(cam[..., None], pixels.shape[1:3], method="bilinear")[..., 0]
+            maps.append(np.clip(cam.numpy(), 0.0, 1.0).astype(np.float32))
     return np.concatenate(maps) if maps else np.zeros((0, *pixels.shape[1:3]), np.float32)
-
-
-def overlay(image, heatmap, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
-    """``heatmap`` (h, w) in [0, 1] coloured by ``cmap`` over the uint8 RGB ``image``
-    (resized to it, bilinear), ``alpha`` weighting the colours: uint8 (H, W, 3)."""
-    from matplotlib import colormaps
-
-    image = np.asarray(image)
-    heat = np.clip(np.asarray(heatmap, np.float32), 0.0, 1.0)
-    if heat.shape != image.shape[:2]:
-        heat = np.asarray(Image.fromarray(heat, mode="F").resize(
-            (image.shape[1], image.shape[0]), Image.Resampling.BILINEAR))
-    colours = colormaps[cmap](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
-    blended = (1.0 - alpha) * image[..., :3].astype(np.float32) + alpha * colours
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
 def mass_inside(heatmap, mask, threshold: float = 0.5) -> float:

@@ -4,8 +4,11 @@ and probability; optionally with Grad-CAM overlays. Pure numpy/PIL/matplotlib, n
 
     cases = select_cases(predictions, k=6, threshold={"b0_native": 0.41})
     thumbs = load_thumbnails(cases["file"], data_root)
-    written = write_galleries(out_dir, cases, thumbs)          # gallery_<variant>.png each
-    fragment = gallery_html(cases, thumbs)                     # <section>s for index.html
+    overlays = {"b0_native": overlays_for(thumbs, {file: heatmap, ...})}   # optional
+    written = write_galleries(out_dir, cases, thumbs, overlays)  # gallery_<variant>.png each
+    fragment = gallery_html(cases, thumbs, overlays)             # <section>s for index.html
+
+``overlays`` maps variant -> file -> uint8 RGB image (each variant has its own heat maps).
 """
 from __future__ import annotations
 
@@ -116,6 +119,26 @@ def load_thumbnails(files, root: str | Path, size: int = 160) -> dict[str, np.nd
     return thumbs
 
 
+def overlay(image, heatmap, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """``heatmap`` (h, w) in [0, 1] coloured by ``cmap`` over the uint8 RGB ``image``
+    (resized to it, bilinear), ``alpha`` weighting the colours: uint8 (H, W, 3)."""
+    from matplotlib import colormaps
+
+    image = np.asarray(image)
+    heat = np.clip(np.asarray(heatmap, np.float32), 0.0, 1.0)
+    if heat.shape != image.shape[:2]:
+        heat = np.asarray(Image.fromarray(heat, mode="F").resize(
+            (image.shape[1], image.shape[0]), Image.Resampling.BILINEAR))
+    colours = colormaps[cmap](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
+    blended = (1.0 - alpha) * image[..., :3].astype(np.float32) + alpha * colours
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def overlays_for(thumbnails: dict, heatmaps: dict, alpha: float = 0.45) -> dict:
+    """file -> overlay of its heat map on its thumbnail, for the files that have both."""
+    return {f: overlay(thumbnails[f], h, alpha) for f, h in heatmaps.items() if f in thumbnails}
+
+
 def caption(row) -> str:
     """``name.jpg`` / ``Malignant, p=0.973`` for one selected case."""
     return f"{Path(str(row.file)).name}\n{CLASS_NAMES[int(row.label)]}, p={row.prob_malignant:.3f}"
@@ -169,13 +192,16 @@ def gallery_figure(cases: pd.DataFrame, thumbnails: dict, path: Path,
 
 def write_galleries(out_dir: Path, cases: pd.DataFrame, thumbnails: dict,
                     overlays: dict | None = None) -> list[tuple[Path, str]]:
-    """``gallery_<variant>.png`` per variant in ``out_dir``: (path, caption) of each."""
+    """``gallery_<variant>.png`` per variant in ``out_dir``: (path, caption) of each.
+    ``overlays``: variant -> file -> uint8 RGB (Grad-CAM over the thumbnail), optional."""
     written = []
     for variant, part in cases.groupby("variant", sort=False):
         path = Path(out_dir) / f"gallery_{plots.slug(variant)}.png"
         counts = part["kind"].value_counts()
         text = ", ".join(f"{counts.get(k, 0)} {k.replace('_', ' ')}s" for k in KINDS)
-        written.append((gallery_figure(part, thumbnails, path, overlays),
+        mine = (overlays or {}).get(variant, {})
+        text += ", with Grad-CAM" if mine else ""
+        written.append((gallery_figure(part, thumbnails, path, mine),
                         f"{variant}: error gallery ({text})"))
     return written
 
@@ -203,9 +229,11 @@ def _figure_html(row, thumbnails: dict, overlays: dict) -> str:
 def gallery_html(cases: pd.DataFrame, thumbnails: dict, overlays: dict | None = None,
                  heading: int = 3) -> str:
     """An HTML fragment (add ``GALLERY_CSS`` to the page's style): per variant a heading and
-    a wrapping row of figures per kind, images embedded as base64; file names escaped."""
+    a wrapping row of figures per kind, images embedded as base64; file names escaped.
+    ``overlays``: variant -> file -> uint8 RGB, optional."""
     overlays, parts = overlays or {}, []
     for variant, part in cases.groupby("variant", sort=False):
+        mine = overlays.get(variant, {})
         threshold = float(part["threshold"].iloc[0])
         parts.append(f'<section class="gallery"><h{heading}>{html.escape(str(variant))} '
                      f"<small>(malignant iff p &ge; {threshold:.3f})</small></h{heading}>")
@@ -213,7 +241,7 @@ def gallery_html(cases: pd.DataFrame, thumbnails: dict, overlays: dict | None = 
             rows = part[part["kind"] == kind]
             parts.append(f"<h{heading + 1}>{html.escape(heading_text)} ({len(rows)})"
                          f"</h{heading + 1}>")
-            figures = "".join(_figure_html(r, thumbnails, overlays) for r in rows.itertuples())
+            figures = "".join(_figure_html(r, thumbnails, mine) for r in rows.itertuples())
             parts.append(f'<div class="gallery-row">{figures or "<p>none</p>"}</div>')
         parts.append("</section>")
     return "".join(parts)
