@@ -237,3 +237,28 @@ def test_gradcam_localises_lesions_with_a_fine_feature_map(generated_root):
     assert auc > 0.85 and summary["n"] >= 20, (auc, summary)  # enough correct melanomas
     assert summary["ratio"] >= 1.5, summary
     assert summary["frac_above_area"] >= 0.8, summary
+
+
+def test_case_heatmaps_feed_the_gallery(tmp_path):
+    """Gallery cases -> Grad-CAM of each file as the pipeline decodes it -> overlays in HTML."""
+    import pandas as pd
+
+    from melanoma import images
+    from melanoma.reporting import galleries
+
+    root = synthetic.generate(tmp_path, SPEC)
+    files = sorted(p.relative_to(root).as_posix() for p in (root / "test").rglob("*.jpg"))
+    predictions = pd.DataFrame({"variant": "v", "file": files,
+                                "label": [int("Malignant" in f) for f in files],
+                                "prob_malignant": np.linspace(0.05, 0.95, len(files))})
+    cases = galleries.select_cases(predictions, k=2, n_true_positives=1)
+    model = linear_head_model(64)
+    pre = get_preprocessing("samplewise")
+    heat = gc.case_heatmaps(model, pre, list(cases["file"]) + ["test/Benign/gone.jpg"], root)
+    assert set(heat) == set(cases["file"])
+    pixels = images.load_images([root / f for f in cases["file"]], [0] * len(cases), 64).pixels
+    np.testing.assert_allclose(np.stack([heat[f] for f in cases["file"]]),
+                               gc.gradcam(model, pixels, pre), atol=1e-6)
+    thumbs = galleries.load_thumbnails(cases["file"], root)
+    fragment = galleries.gallery_html(cases, thumbs, {"v": galleries.overlays_for(thumbs, heat)})
+    assert fragment.count('alt="Grad-CAM: ') == len(cases)

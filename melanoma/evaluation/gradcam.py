@@ -240,3 +240,23 @@ def localisation(heatmaps, masks, threshold: float = 0.5) -> dict:
             "mean_area_fraction": mean_area,
             "ratio": mean_mass / mean_area if kept.any() and mean_area > 0 else float("nan"),
             "frac_above_area": float(np.mean(mass > covered)) if kept.any() else float("nan")}
+
+
+def case_heatmaps(model, preprocessing, files, data_root, interpolation: str = "nearest",
+                  class_index: int = 1, layer: str | None = None) -> dict[str, np.ndarray]:
+    """file -> Grad-CAM (model input size) for gallery ``files`` (relative to ``data_root``),
+    decoded as the model's pipeline decodes them; unreadable files are left out (logged)."""
+    from pathlib import Path
+
+    from melanoma.images import load_images
+
+    files = list(dict.fromkeys(files))
+    size = int(model.input_shape[1])
+    loaded = load_images([Path(data_root) / f for f in files], [0] * len(files), size,
+                         interpolation)
+    kept = {Path(data_root) / f: f for f in files}
+    names = [kept[Path(p)] for p in loaded.files]
+    if not names:
+        return {}
+    maps = gradcam(model, loaded.pixels, preprocessing, class_index, layer, interpolation)
+    return dict(zip(names, maps))
