@@ -81,7 +81,7 @@ def find_layer(model, name: str | None = None):
 
 
 class _Forward:
-    """Computes (feature map, class probabilities) in one pass, for a target layer that may sit
+    """Computes (feature map, model output) in one pass, for a target layer that may sit
     inside nested sub-models: each level is a chain of layers, one of which holds the target."""
 
     def __init__(self, model, path, layer):
@@ -172,8 +172,8 @@ def _cam_batch(forward, x, class_index: int, size: int, logits: bool):
     x = tf.convert_to_tensor(x, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)  # so the pass is recorded even when every weight is frozen
-        features, probabilities = forward(x)
-        score = tf.reduce_sum(_class_log_odds(probabilities, class_index, logits))
+        features, outputs = forward(x)
+        score = tf.reduce_sum(_class_log_odds(outputs, class_index, logits))
     grads = tape.gradient(score, features)
     weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
