@@ -262,3 +262,28 @@ def test_case_heatmaps_feed_the_gallery(tmp_path):
     thumbs = galleries.load_thumbnails(cases["file"], root)
     fragment = galleries.gallery_html(cases, thumbs, {"v": galleries.overlays_for(thumbs, heat)})
     assert fragment.count('alt="Grad-CAM: ') == len(cases)
+
+
+@pytest.mark.slow
+def test_b0_last_block_heat_maps_favour_the_lesion(tmp_path):
+    """The default run's model (EfficientNet-B0, random weights, lr 1e-3, BatchNorm momentum
+    0.9, the default augmentation, 10 epochs of 300 images) at 128 px, where top_activation is
+    4x4. Measured with `python -m benchmarks.gradcam_localisation --model b0 --size 128
+    --seeds 0 1 2 --layers top_activation block6a_expand_activation block3b_add` (2 shared
+    cores, ~8 min per seed): mass inside the lesion 0.42, 0.38, 0.34 vs area 0.30, 0.28, 0.27
+    (ratio 1.40, 1.38, 1.26; 94-98% of 34-46 images above their own area). The shuffled-mask
+    control is as high (0.41, 0.36, 0.34): at 4x4 the map is a centred blob, and the generator
+    centres its lesions. So this holds "above the area" (bound 1.15, under the lowest seed),
+    not lesion-shaped maps; at 64 px (2x2, the default run) the ratio is about 1."""
+    from dataclasses import replace
+
+    from benchmarks.gradcam_localisation import SETTINGS, SPEC, train_and_localise
+
+    spec = replace(SPEC, n_train_per_class=SETTINGS["b0"]["train_per_class"])
+    root = synthetic.generate(tmp_path, spec)
+    results, auc, _, _ = train_and_localise("b0", root, 128, 10, 1e-3, seed=0, augment=True,
+                                            spec=spec)
+    summary = results[None].summary
+    assert auc > 0.75 and summary["n"] >= 20, (auc, summary)
+    assert summary["ratio"] >= 1.15, summary
+    assert summary["frac_above_area"] >= 0.85, summary
