@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -69,8 +70,9 @@ def _lesion_mask(rng, size, radius, asymmetry, irregularity):
     return 1.0 / (1.0 + np.exp((dist - edge) / softness))
 
 
-def _render(rng: np.random.Generator, size: int, score: float) -> np.ndarray:
-    """One RGB uint8 image for a latent malignancy score (higher = more malignant-looking)."""
+def _render(rng: np.random.Generator, size: int, score: float, with_mask: bool = False):
+    """One RGB uint8 image for a latent malignancy score (higher = more malignant-looking);
+    with ``with_mask``, (image, soft lesion mask (size, size) float32 in [0, 1])."""
     def feature(mean, slope, noise):
         return mean + slope * score + rng.normal(0, noise)
 
@@ -99,7 +101,8 @@ def _render(rng: np.random.Generator, size: int, score: float) -> np.ndarray:
     vignette = np.hypot(xx - size / 2, yy - size / 2) / (size * 0.72)
     image = image * np.clip(1.15 - vignette**4, 0.15, 1.0)[..., None]
     image = image + rng.normal(0, 6, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
+    pixels = np.clip(image, 0, 255).astype(np.uint8)
+    return (pixels, mask[..., 0].astype(np.float32)) if with_mask else pixels
 
 
 def _write_split(root: Path, split: str, n_per_class: int, spec: SyntheticSpec) -> None:
@@ -108,13 +111,29 @@ def _write_split(root: Path, split: str, n_per_class: int, spec: SyntheticSpec) 
         folder = root / split / class_dir
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(n_per_class):
-            rng = np.random.default_rng([spec.seed, hash_split(split), label, i])
-            mean = (label - 0.5) * spec.class_separation
-            score = rng.normal(mean, 1.0)
-            pixels = _render(rng, spec.image_size, score)
+            pixels = render_one(spec, split, label, i)
             buffer = io.BytesIO()
             Image.fromarray(pixels).save(buffer, format="JPEG", quality=spec.jpeg_quality)
             (folder / f"{class_dir.lower()}_{i:05d}.jpg").write_bytes(buffer.getvalue())
+
+
+def render_one(spec: SyntheticSpec, split: str, label: int, index: int, with_mask=False):
+    """Image ``index`` of class ``label`` in ``split`` (its own seed); with ``with_mask``,
+    (image, soft lesion mask): the ground truth of where the lesion is, from the same draws."""
+    rng = np.random.default_rng([spec.seed, hash_split(split), label, index])
+    score = rng.normal((label - 0.5) * spec.class_separation, 1.0)
+    return _render(rng, spec.image_size, score, with_mask)
+
+
+def lesion_mask(spec: SyntheticSpec, file: str) -> np.ndarray:
+    """The soft lesion mask (image_size, image_size) float32 in [0, 1] of a generated file,
+    named relative to the data set's root (``test/Malignant/malignant_00003.jpg``)."""
+    parts = Path(file).parts
+    match = len(parts) == 3 and re.fullmatch(r"(benign|malignant)_(\d+)\.jpg", parts[2])
+    if not match or parts[1].lower() != match.group(1):
+        raise UserError(f"{file!r} is not a generated file name (split/Class/class_00000.jpg)")
+    label = CLASS_DIRS.index(parts[1].capitalize())
+    return render_one(spec, parts[0], label, int(match.group(2)), with_mask=True)[1]
 
 
 def hash_split(split: str) -> int:
