@@ -156,7 +156,9 @@ class EvaluationConfig:
         None, lambda v: None if v is None or 0 < v <= 1 else "must be in (0, 1]")  # None: Youden
     tta: bool = False  # also report each variant averaged over flips, as its own row
     audit: bool = True  # near-duplicate audit; metrics also on the clean test subset
-    audit_max_distance: int = _checked(12, lambda v: None if 0 <= v < 256 else "must be in [0, 256)")
+    # the duplicate detector's band-pass correlation threshold (docs/duplicate_audit.md)
+    audit_min_corr: float = _checked(0.95, lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    audit_include_flips: bool = False  # also match flipped and 90-degree rotated copies
 
 
 @dataclass(frozen=True)

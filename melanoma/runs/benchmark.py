@@ -290,9 +290,12 @@ def leakage_audit(splits: Splits, root: Path, out_dir: Path, cfg) -> tuple[set[s
     started = time.perf_counter()
     items = audit.items_from_splits(*((s.files, s.labels) for s in
                                       (splits.train, splits.val, splits.test)))
-    pairs, summary = audit.run_audit(items, out_dir, cfg.evaluation.audit_max_distance)
+    pairs, summary = audit.run_audit(items, out_dir, cfg.evaluation.audit_min_corr,
+                                     include_flips=cfg.evaluation.audit_include_flips,
+                                     groups=audit.groups_for(items, root))
     clean = {relative_name(Path(f), root) for f in audit.clean_test_files(pairs, items)}
-    log.info("audit: %d of %d test images have a near-duplicate in train/val; %d clean (%.1f s)",
-             summary["test_with_duplicate_in_train_or_val"], summary["n_test"], len(clean),
+    log.info("audit: %d of %d test images have a duplicate (%d) or the same lesion in "
+             "train/val; %d clean (%.1f s)", summary["n_test"] - len(clean), summary["n_test"],
+             summary["test_with_duplicate_in_train_or_val"], len(clean),
              time.perf_counter() - started)
     return clean, summary
