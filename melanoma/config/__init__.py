@@ -10,11 +10,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from melanoma.config.checks import (
+    CLASS_NAMES,
+    MAX_IMAGE_SIZE,
+    class_weight_check,
+    finite_positive,
+    image_size_check,
+    non_negative_int,
+    open_unit_interval,
+    positive_int,
+    unit_interval_open_right,
+)
 from melanoma.config.overrides import apply as apply_overrides
 from melanoma.config.tune import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
 from melanoma.data.augmentation import Augmentation
@@ -36,36 +46,12 @@ def _checked(default, check, **more):
     return field(default=default, metadata={"check": check, **more})
 
 
-def positive_int(value):
-    return None if isinstance(value, int) and value > 0 else "must be a positive integer"
+def _key_if_set(default, check=None):
+    """A field added after models were cached: it enters the model's cache key only when it
+    differs from ``default``, so models trained before it existed keep their keys."""
+    return field(default=default, metadata={"check": check, "key_if_set": True})
 
 
-def finite_positive(value):
-    return None if math.isfinite(value) and value > 0 else "must be a finite number above 0"
-
-
-def unit_interval_open_right(value):
-    return None if 0 <= value < 1 else "must be in [0, 1)"
-
-
-def open_unit_interval(value):
-    return None if 0 < value < 1 else "must be in (0, 1)"
-
-
-def non_negative_int(value):
-    return None if isinstance(value, int) and value >= 0 else "must be an integer >= 0"
-
-
-def image_size_check(value):
-    if value is None:
-        return None
-    if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
-        return f"must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] pixels (EfficientNet's minimum " \
-               f"is {MIN_IMAGE_SIZE}; B7's native size is 600)"
-    return None
-
-
-MAX_IMAGE_SIZE = 2048  # 2048x2048x3 uint8 is 12 MB an image: beyond any dermoscopy benchmark
 # The [defaults] of the shipped default config (melanoma/configs/default.toml): a config that
 # leaves a key out gets exactly what `melanoma-bench run` uses, never a silent B6/ImageNet job.
 DEFAULT_AUGMENTATION = Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal_flip=True,
@@ -76,8 +62,9 @@ DEFAULT_AUGMENTATION = Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal
 class VariantConfig:
     """One row of the benchmark: everything that determines the trained model.
 
-    Every field enters the model's cache key unless it is declared with ``_no_key``; each
-    field's validation sits beside it (``_checked``)."""
+    Every field enters the model's cache key unless it is declared with ``_no_key``
+    (``_key_if_set``: only when not at its default); each field's validation sits beside it
+    (``_checked``)."""
 
     name: str = field(metadata={"key": False})
     preprocessing: str = "samplewise"
@@ -94,6 +81,10 @@ class VariantConfig:
     bn_momentum: float | None = _checked(0.9, lambda v: None if v is None or 0 < v < 1
                                          else "must be in (0, 1)")  # None -> Keras' 0.99
     augmentation: Augmentation = field(default_factory=lambda: DEFAULT_AUGMENTATION)
+    # class imbalance: loss weights per class ("balanced": n / (2 n_class), sklearn's rule)
+    # and/or each epoch oversampling the minority class to the majority's count
+    class_weight: str | dict = _key_if_set("none", class_weight_check)
+    balanced_sampling: bool = _key_if_set(False)
     note: str = _no_key("")  # free text printed in the report
     model_file: str | None = _no_key(None)  # evaluate this existing model instead of training
     trust_model_code: bool = _no_key(False)  # let model_file contain code (Lambda, SavedModel)
@@ -114,7 +105,8 @@ class VariantConfig:
                   interpolation: str) -> str:
         """Hash of everything that changes the trained model: every field not declared
         ``_no_key``, and the data, seed, split and resize filter."""
-        spec = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("key", True)}
+        spec = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("key", True)
+                and not (f.metadata.get("key_if_set") and getattr(self, f.name) == f.default)}
         spec.update(augmentation=dataclasses.asdict(self.augmentation),
                     image_size=self.resolved_image_size(), data=data_fingerprint, seed=seed,
                     val_fraction=val_fraction, interpolation=interpolation)
@@ -245,6 +237,9 @@ def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = No
     if merged.get("model_file") and "preprocessing" not in merged:
         merged["preprocessing"] = "auto"  # sidecar, else file name (evaluation.model_files)
     variant = _build(VariantConfig, merged, where)
+    if isinstance(variant.class_weight, dict):  # one spelling per value: 4 and 4.0 same key
+        variant = dataclasses.replace(variant, class_weight={
+            k: float(variant.class_weight[k]) for k in CLASS_NAMES})
     validate_variant(variant, where)
     return variant
 
