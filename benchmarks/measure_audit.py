@@ -6,7 +6,7 @@ Plants copies of ``--copies`` (50) images of the data set, each as: JPEG quality
 to 224 and back (saved at quality 95); a crop of up to 10% per side length at a random place,
 resized back; and a flip or 90-degree rotation (found only with ``include_flips``). Then runs
 :func:`melanoma.evaluation.dedup` (the pieces ``find_duplicate_pairs`` chains) and the old
-16x16 average hash within 12 bits (:func:`melanoma.audit.find_duplicates`) on the same files.
+16x16 average hash within 12 bits (``benchmarks/old_average_hash.py``) on the same files.
 
 Reported: recall on the planted copies (pair copy-source found) per kind; flagged pairs among
 the distinct real images, split into byte-identical files (true duplicates), pairs reviewed by
@@ -211,14 +211,12 @@ def _brief(ev: dict) -> dict:
 
 def run_old(paths: list[Path], truth: Truth, idx: list[int], flips: bool) -> dict:
     """The previous audit (16x16 average hash, <= 12 bits) on the same files."""
-    from melanoma.evaluation import audit
+    from benchmarks.old_average_hash import flagged_pairs
 
-    items = [audit.AuditItem(paths[k], "train", 0) for k in idx]
     t0, c0 = time.perf_counter(), time.process_time()
-    pairs = audit.find_duplicates(items, 12, include_flips=flips)
+    found = flagged_pairs([paths[k] for k in idx], 12, include_flips=flips)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    where = {str(paths[k]): k for k in idx}
-    flagged = {tuple(sorted((where[a], where[b]))) for a, b in zip(pairs["file_a"], pairs["file_b"])}
+    flagged = {tuple(sorted((idx[a], idx[b]))) for a, b in found}
     copies = [k for k in idx if k >= truth.n_real]
     return {"rule": "average hash 16x16, Hamming <= 12" + (", flips lr/tb/rot180" if flips else ""),
             "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), **evaluate(flagged, truth, copies)}

@@ -1,6 +1,8 @@
 """``melanoma-bench evaluate``: evaluate existing model files without training.
 
     melanoma-bench evaluate original/*.h5 --data-dir ~/data/melanoma --out reports/original
+    melanoma-bench evaluate model.keras --data-dir data/ham --val-dir data/ham/val   # + thr_*
+    melanoma-bench evaluate model.keras --data-dir data/ham --threshold 0.3
 
 Writes the same outputs as ``run`` (one row per model). A model that cannot be evaluated
 gets one line on stderr; the others are still evaluated and reported; exit status 2.
@@ -39,6 +41,11 @@ def register(commands) -> None:
                              "flow_from_directory)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="prediction batch (default: the sidecar's, else 8)")
+    parser.add_argument("--val-dir", type=Path, default=None, metavar="DIR",
+                        help="folder with Benign/ and Malignant/: the operating point is chosen "
+                             "on its predictions as run chooses it (Youden's J); thr_* columns")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="a given operating point in [0, 1] instead (thr_* columns at T)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the bootstrap intervals (default 0: reruns are identical)")
     parser.add_argument("--out", type=Path, default=Path("reports") / "evaluate",
@@ -64,12 +71,17 @@ def options_from(args):
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:  # NaN fails too
+        raise UserError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
+    if args.threshold is not None and args.val_dir is not None:
+        raise UserError("give --threshold or --val-dir, not both (--val-dir chooses the threshold)")
     if args.preprocessing:
         get_preprocessing(args.preprocessing)  # an unknown name lists the known ones
     return model_files.EvalOptions(
         variant=args.preprocessing, featurewise_mean=model_files.parse_mean(args.featurewise_mean),
         trust_code=args.trust_model_code, interpolation=args.interpolation,
-        batch_size=args.batch_size, seed=args.seed)
+        batch_size=args.batch_size, seed=args.seed, threshold=args.threshold,
+        val_dir=args.val_dir)
 
 
 def main(args) -> int:

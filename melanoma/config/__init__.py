@@ -10,11 +10,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from melanoma.config.checks import (
+    CLASS_NAMES,
+    MAX_IMAGE_SIZE,
+    class_weight_check,
+    finite_positive,
+    image_size_check,
+    non_negative_int,
+    open_unit_interval,
+    positive_int,
+    unit_interval_open_right,
+)
 from melanoma.config.overrides import apply as apply_overrides
 from melanoma.config.tune import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
 from melanoma.data.augmentation import Augmentation
@@ -36,36 +46,12 @@ def _checked(default, check, **more):
     return field(default=default, metadata={"check": check, **more})
 
 
-def positive_int(value):
-    return None if isinstance(value, int) and value > 0 else "must be a positive integer"
+def _key_if_set(default, check=None):
+    """A field added after models were cached: it enters the model's cache key only when it
+    differs from ``default``, so models trained before it existed keep their keys."""
+    return field(default=default, metadata={"check": check, "key_if_set": True})
 
 
-def finite_positive(value):
-    return None if math.isfinite(value) and value > 0 else "must be a finite number above 0"
-
-
-def unit_interval_open_right(value):
-    return None if 0 <= value < 1 else "must be in [0, 1)"
-
-
-def open_unit_interval(value):
-    return None if 0 < value < 1 else "must be in (0, 1)"
-
-
-def non_negative_int(value):
-    return None if isinstance(value, int) and value >= 0 else "must be an integer >= 0"
-
-
-def image_size_check(value):
-    if value is None:
-        return None
-    if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
-        return f"must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] pixels (EfficientNet's minimum " \
-               f"is {MIN_IMAGE_SIZE}; B7's native size is 600)"
-    return None
-
-
-MAX_IMAGE_SIZE = 2048  # 2048x2048x3 uint8 is 12 MB an image: beyond any dermoscopy benchmark
 # The [defaults] of the shipped default config (melanoma/configs/default.toml): a config that
 # leaves a key out gets exactly what `melanoma-bench run` uses, never a silent B6/ImageNet job.
 DEFAULT_AUGMENTATION = Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal_flip=True,
@@ -76,8 +62,9 @@ DEFAULT_AUGMENTATION = Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal
 class VariantConfig:
     """One row of the benchmark: everything that determines the trained model.
 
-    Every field enters the model's cache key unless it is declared with ``_no_key``; each
-    field's validation sits beside it (``_checked``)."""
+    Every field enters the model's cache key unless it is declared with ``_no_key``
+    (``_key_if_set``: only when not at its default); each field's validation sits beside it
+    (``_checked``)."""
 
     name: str = field(metadata={"key": False})
     preprocessing: str = "samplewise"
@@ -94,9 +81,13 @@ class VariantConfig:
     bn_momentum: float | None = _checked(0.9, lambda v: None if v is None or 0 < v < 1
                                          else "must be in (0, 1)")  # None -> Keras' 0.99
     augmentation: Augmentation = field(default_factory=lambda: DEFAULT_AUGMENTATION)
-    mixed_precision: bool = False  # GPU: mixed_float16 compute; the softmax Dense stays float32
-    jit_compile: bool | str = _checked("auto", lambda v: None if v in (True, False, "auto")
-                                       else 'must be true, false or "auto"')  # XLA
+    mixed_precision: bool = _key_if_set(False)  # GPU: mixed_float16; the softmax stays float32
+    jit_compile: bool | str = _key_if_set("auto", lambda v: None if v in (True, False, "auto")
+                                          else 'must be true, false or "auto"')  # XLA
+    # class imbalance: loss weights per class ("balanced": n / (2 n_class), sklearn's rule)
+    # and/or each epoch oversampling the minority class to the majority's count
+    class_weight: str | dict = _key_if_set("none", class_weight_check)
+    balanced_sampling: bool = _key_if_set(False)
     note: str = _no_key("")  # free text printed in the report
     model_file: str | None = _no_key(None)  # evaluate this existing model instead of training
     trust_model_code: bool = _no_key(False)  # let model_file contain code (Lambda, SavedModel)
@@ -120,7 +111,7 @@ class VariantConfig:
         """Hash of everything that changes the trained model: every field not declared
         ``_no_key``, and the data, seed, split and resize filter."""
         spec = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("key", True)
-                and (f.name not in _NEW_DEFAULTS or getattr(self, f.name) != _NEW_DEFAULTS[f.name])}
+                and not (f.metadata.get("key_if_set") and getattr(self, f.name) == f.default)}
         spec.update(augmentation=dataclasses.asdict(self.augmentation),
                     image_size=self.resolved_image_size(), data=data_fingerprint, seed=seed,
                     val_fraction=val_fraction, interpolation=interpolation)
@@ -134,11 +125,6 @@ class VariantConfig:
         one's training (same seed, data order and augmentation) and can continue from it."""
         return dataclasses.replace(self, epochs=1).model_key(data_fingerprint, seed,
                                                              val_fraction, interpolation)
-
-
-# Fields added after models were cached: at their default they stay out of the key, so the
-# models saved before they existed are still found.
-_NEW_DEFAULTS = {"mixed_precision": False, "jit_compile": "auto"}
 
 
 def _digest(spec: dict) -> str:
@@ -167,7 +153,9 @@ class EvaluationConfig:
         None, lambda v: None if v is None or 0 < v <= 1 else "must be in (0, 1]")  # None: Youden
     tta: bool = False  # also report each variant averaged over flips, as its own row
     audit: bool = True  # near-duplicate audit; metrics also on the clean test subset
-    audit_max_distance: int = _checked(12, lambda v: None if 0 <= v < 256 else "must be in [0, 256)")
+    # the duplicate detector's band-pass correlation threshold (docs/duplicate_audit.md)
+    audit_min_corr: float = _checked(0.95, lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+    audit_include_flips: bool = False  # also match flipped and 90-degree rotated copies
 
 
 @dataclass(frozen=True)
@@ -254,6 +242,9 @@ def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = No
     if merged.get("model_file") and "preprocessing" not in merged:
         merged["preprocessing"] = "auto"  # sidecar, else file name (evaluation.model_files)
     variant = _build(VariantConfig, merged, where)
+    if isinstance(variant.class_weight, dict):  # one spelling per value: 4 and 4.0 same key
+        variant = dataclasses.replace(variant, class_weight={
+            k: float(variant.class_weight[k]) for k in CLASS_NAMES})
     validate_variant(variant, where)
     return variant
 

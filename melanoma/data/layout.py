@@ -86,6 +86,12 @@ def read_class_folders(folder: Path) -> Split:
     return Split(tuple(files), tuple(labels))
 
 
+def split_folder(root: str | Path, name: str) -> Path | None:
+    """``root``'s sub-folder ``name`` (``train`` or ``test``, any case), or None."""
+    root = Path(root)
+    return _child(root, name) if root.is_dir() else None
+
+
 def has_class_folders(folder: Path) -> bool:
     """Whether ``folder`` directly holds Benign/ and Malignant/ folders."""
     return Path(folder).is_dir() and all(_child(Path(folder), n) for n in CLASS_NAMES)

@@ -6,6 +6,11 @@ flight hold pixels, so host memory does not grow with the data set. The shuffle,
 per-batch augmentation seeds and the transform are those of
 ``melanoma.data.pipeline.make_dataset``: for the same seed the batches are the same, value for
 value (tests/test_cache.py checks it).
+
+``balanced=True`` (config ``balanced_sampling``) replaces the row list of each epoch by every
+image of the majority class once and as many minority images: each minority image k times
+(k = n_major // n_minor) plus n_major - k * n_minor of them drawn afresh each epoch (a seeded
+shuffle), then the whole epoch is shuffled. Off, the pipeline is exactly the one above.
 """
 from __future__ import annotations
 
@@ -16,21 +21,54 @@ from melanoma.data.pipeline import one_hot
 from melanoma.data.preprocessing import Preprocessing
 
 
-def make_stream_dataset(cache, indices, labels, batch_size: int, preprocessing: Preprocessing,
-                        augmentation: Augmentation | None = None, shuffle: bool = False,
-                        seed: int = 0, drop_remainder: bool = False, flip_axes: tuple = ()):
-    """Batches of preprocessed float32 images of rows ``indices`` of ``cache`` (and one-hot
-    ``labels``, aligned with ``indices``, when given). ``flip_axes``: axes of the uint8
-    (B, H, W, C) batch to reverse before anything else (test-time flips: (2,) horizontal,
-    (1,) vertical, (1, 2) both)."""
+def balanced_rows(indices, labels, seed: int):
+    """(dataset of (row, one-hot label), rows per epoch) for ``balanced=True``: the majority
+    class once, the minority oversampled to the same count (see the module docstring)."""
     import tensorflow as tf
 
     indices = np.asarray(indices, np.int64).reshape(-1)
-    rows = tf.data.Dataset.from_tensor_slices(indices)
-    data = rows if labels is None else tf.data.Dataset.zip(
-        rows, tf.data.Dataset.from_tensor_slices(one_hot(labels)))
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    counts = np.bincount(labels, minlength=2)
+    if len(labels) != len(indices) or counts.min() == 0:
+        raise ValueError(f"balanced sampling needs a label per row and both classes, got "
+                         f"{len(indices)} rows, class counts {counts.tolist()}")
+    major = int(np.argmax(counts))
+    minor = 1 - major
+    k, extra = divmod(int(counts[major]), int(counts[minor]))
+
+    def part(rows, label):
+        return tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(rows),
+                                   tf.data.Dataset.from_tensor_slices(one_hot(np.full(len(rows), label))))
+
+    minor_rows = indices[labels == minor]
+    data = part(indices[labels == major], major).concatenate(part(np.tile(minor_rows, k), minor))
+    if extra:
+        drawn = part(minor_rows, minor).shuffle(len(minor_rows), seed=seed + 1,
+                                                reshuffle_each_iteration=True)
+        data = data.concatenate(drawn.take(extra))
+    return data, 2 * int(counts[major])
+
+
+def make_stream_dataset(cache, indices, labels, batch_size: int, preprocessing: Preprocessing,
+                        augmentation: Augmentation | None = None, shuffle: bool = False,
+                        seed: int = 0, drop_remainder: bool = False, flip_axes: tuple = (),
+                        balanced: bool = False):
+    """Batches of preprocessed float32 images of rows ``indices`` of ``cache`` (and one-hot
+    ``labels``, aligned with ``indices``, when given). ``flip_axes``: axes of the uint8
+    (B, H, W, C) batch to reverse before anything else (test-time flips: (2,) horizontal,
+    (1,) vertical, (1, 2) both). ``balanced``: oversample the minority class each epoch."""
+    import tensorflow as tf
+
+    indices = np.asarray(indices, np.int64).reshape(-1)
+    n_rows = len(indices)
+    if balanced:
+        data, n_rows = balanced_rows(indices, labels, seed)
+    else:
+        rows = tf.data.Dataset.from_tensor_slices(indices)
+        data = rows if labels is None else tf.data.Dataset.zip(
+            rows, tf.data.Dataset.from_tensor_slices(one_hot(labels)))
     if shuffle:
-        data = data.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(n_rows, seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size, drop_remainder=drop_remainder)
     aug = augmentation if augmentation is not None and augmentation.active else None
     if aug is not None:

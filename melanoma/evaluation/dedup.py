@@ -182,7 +182,8 @@ def compute_signatures(images: Images, n_images: int | None = None, *, chunk: in
 def transformed_thumbs(thumbs: np.ndarray, names: Sequence[str]) -> np.ndarray:
     """(len(names), N, THUMB*THUMB): each name's transform applied to every thumbnail."""
     grid = thumbs.reshape(-1, THUMB, THUMB)
-    return np.stack([np.ascontiguousarray(TRANSFORMS[t](grid)).reshape(len(thumbs), -1) for t in names])
+    return np.stack([np.ascontiguousarray(TRANSFORMS[t](grid)).reshape(len(thumbs), THUMB * THUMB)
+                     for t in names])
 
 
 def similarities(sig: Signatures, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -46,11 +46,20 @@ class EvalOptions:
     interpolation: str | None = None  # None -> the sidecar's, else "nearest"
     batch_size: int | None = None  # None -> the sidecar's val_batch_size, else 8
     seed: int = 0  # the bootstrap's seed: the same inputs give the same intervals
+    threshold: float | None = None  # a given operating point (the thr_* columns)
+    val_dir: Path | None = None  # Benign/ and Malignant/: the threshold is chosen there
+
+    def settings(self):
+        """The report's EvalSettings: run's defaults (Youden's J on the validation split,
+        1,000 resamples), this seed, and the given threshold if any."""
+        from melanoma.evaluation.rows import EvalSettings
+
+        return EvalSettings(seed=self.seed, threshold=self.threshold)
 
 
 @dataclass
 class EvalData:
-    """The test files (and training files, when there are any) of a data folder.
+    """The test files (and training and validation files, when there are any) of a data folder.
 
     Decoded images are cached per (split, size, interpolation), so several models of the
     same input size decode the data once."""
@@ -58,16 +67,28 @@ class EvalData:
     root: Path
     test: layout.Split
     train: layout.Split | None = None
+    val: layout.Split | None = None  # --val-dir: where the threshold is chosen
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_dir(cls, data_dir: str | Path) -> EvalData:
-        """DIR holding Benign/ and Malignant/ is the test set itself; else DIR/test (and train)."""
+    def from_dir(cls, data_dir: str | Path, val_dir: str | Path | None = None) -> EvalData:
+        """DIR holding Benign/ and Malignant/ is the test set itself; else DIR/test (and
+        DIR/train when present: only a featurewise model without a stored mean needs it).
+        ``val_dir`` holds Benign/ and Malignant/ (e.g. an import's val/ folder)."""
         folder = Path(data_dir).expanduser()
+        val = None
+        if val_dir is not None:
+            val_dir = Path(val_dir).expanduser()
+            if not layout.has_class_folders(val_dir):
+                raise UserError(f"--val-dir {val_dir} must hold Benign/ and Malignant/ folders")
+            val = layout.read_class_folders(val_dir)
         if layout.has_class_folders(folder):
-            return cls(folder, layout.read_class_folders(folder))
+            return cls(folder, layout.read_class_folders(folder), val=val)
+        test_dir = layout.split_folder(folder, "test")
+        if test_dir is not None and layout.split_folder(folder, "train") is None:
+            return cls(folder, layout.read_class_folders(test_dir), val=val)
         found = layout.discover(folder)
-        return cls(found.root, found.test, found.train)
+        return cls(found.root, found.test, found.train, val)
 
     def images(self, split: str, size: int, interpolation: str) -> LoadedImages:
         key = (split, size, interpolation)
@@ -89,6 +110,7 @@ class ModelResult:
     spec: dict
     history: dict
     skipped: tuple
+    val_predictions: pd.DataFrame | None = None  # on --val-dir
 
 
 def name_convention(path: Path) -> str | None:
@@ -155,12 +177,21 @@ def default_name(loaded: LoadedModel) -> str:
     return loaded.path.stem if loaded.path.is_file() else loaded.path.name
 
 
-def evaluate_file(path: str | Path, data: EvalData, options: EvalOptions = EvalOptions(),
-                  name: str | None = None) -> ModelResult:
-    """Load one model, preprocess the test split as it was trained, predict; UserError on
-    any problem with the file."""
-    from melanoma.data.pipeline import make_dataset
+@dataclass(frozen=True)
+class Prepared:
+    """A loaded model and how its inputs are made (decided once, used for test and val)."""
 
+    loaded: LoadedModel
+    preprocessing: Preprocessing
+    source: str
+    mean_source: str | None
+    interpolation: str
+    batch_size: int
+
+
+def prepare(path: str | Path, data: EvalData, options: EvalOptions) -> Prepared:
+    """Load the model and decide its preprocessing, resize and batch (UserError on any
+    problem with the file)."""
     loaded = load(path, trust_code=options.trust_code)
     sidecar = loaded.sidecar or {}
     preprocessing, source = choose_preprocessing(loaded, options)
@@ -169,31 +200,54 @@ def evaluate_file(path: str | Path, data: EvalData, options: EvalOptions = EvalO
                                               interpolation)
     batch_size = (options.batch_size or (sidecar.get("variant") or {}).get("val_batch_size")
                   or DEFAULT_BATCH_SIZE)
-    test = data.images("test", loaded.image_size, interpolation)
-    if len(test.labels) == 0:
-        raise UserError(f"no readable test images in {data.root}")
-    if loaded.sidecar is not None:  # trained by run: the very same pipeline as run
-        pipeline = PROJECT_PIPELINE
-        probs = loaded.predict(make_dataset(test.pixels, None, int(batch_size), preprocessing))
+    return Prepared(loaded, preprocessing, source, mean_source, interpolation, int(batch_size))
+
+
+def predict_split(prep: Prepared, data: EvalData, split: str, name: str) -> tuple[pd.DataFrame, tuple]:
+    """predictions.csv lines of one split (``variant,file,label,prob_malignant``) and its
+    skipped files; a model trained by run is fed by run's own pipeline."""
+    from melanoma.data.pipeline import make_dataset
+
+    images = data.images(split, prep.loaded.image_size, prep.interpolation)
+    if len(images.labels) == 0:
+        raise UserError(f"no readable {split} images in "
+                        f"{data.root if split == 'test' else 'the --val-dir'}")
+    if prep.loaded.sidecar is not None:  # trained by run: the very same pipeline as run
+        probs = prep.loaded.predict(make_dataset(images.pixels, None, prep.batch_size,
+                                                 prep.preprocessing))
     else:
-        pipeline = legacy.PIPELINE
-        probs = loaded.predict_batches(legacy.batches(test.pixels, preprocessing,
-                                                      int(batch_size)))
-    name = name or default_name(loaded)
-    size = loaded.image_size
-    spec = {"model_file": str(loaded.path), "format": loaded.format,
+        probs = prep.loaded.predict_batches(legacy.batches(images.pixels, prep.preprocessing,
+                                                           prep.batch_size))
+    frame = pd.DataFrame({"variant": name, "file": [data.relative(f) for f in images.files],
+                          "label": images.labels, "prob_malignant": probs})
+    return frame, images.skipped
+
+
+def describe(prep: Prepared) -> dict:
+    """The report's spec columns of one evaluated model."""
+    loaded, size, interpolation = prep.loaded, prep.loaded.image_size, prep.interpolation
+    pipeline = PROJECT_PIPELINE if loaded.sidecar is not None else legacy.PIPELINE
+    return {"model_file": str(loaded.path), "format": loaded.format,
             "sha256": file_digest(loaded.path), "image_size": size, "output": loaded.output,
-            "preprocessing": preprocessing.name, "preprocessing_source": source,
-            "featurewise_mean_source": mean_source, "decoder": DECODER,
+            "preprocessing": prep.preprocessing.name, "preprocessing_source": prep.source,
+            "featurewise_mean_source": prep.mean_source, "decoder": DECODER,
             "resize": f"{interpolation} to {size}x{size}", "pipeline": pipeline,
-            "batch_size": int(batch_size),
-            "spec": (f"{preprocessing.describe()}; {DECODER} decode, {interpolation} resize to "
-                     f"{size}px; {pipeline}; preprocessing from {source}"
-                     + (f", mean {mean_source}" if mean_source else ""))}
-    predictions = pd.DataFrame({"variant": name,
-                                "file": [data.relative(f) for f in test.files],
-                                "label": test.labels, "prob_malignant": probs})
-    return ModelResult(name, predictions, spec, sidecar.get("history", {}), test.skipped)
+            "batch_size": prep.batch_size,
+            "spec": (f"{prep.preprocessing.describe()}; {DECODER} decode, {interpolation} resize "
+                     f"to {size}px; {pipeline}; preprocessing from {prep.source}"
+                     + (f", mean {prep.mean_source}" if prep.mean_source else ""))}
+
+
+def evaluate_file(path: str | Path, data: EvalData, options: EvalOptions = EvalOptions(),
+                  name: str | None = None) -> ModelResult:
+    """Load one model, preprocess the test split (and ``data.val``) as it was trained,
+    predict; UserError on any problem with the file."""
+    prep = prepare(path, data, options)
+    name = name or default_name(prep.loaded)
+    predictions, skipped = predict_split(prep, data, "test", name)
+    val = predict_split(prep, data, "val", name)[0] if data.val is not None else None
+    return ModelResult(name, predictions, describe(prep),
+                       (prep.loaded.sidecar or {}).get("history", {}), skipped, val)
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -225,22 +279,30 @@ def parse_mean(text: str | None) -> tuple[float, float, float] | None:
 
 
 def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, failures: list,
-                 config: dict, hardware: dict, seconds: float) -> list[dict]:
+                 config: dict, hardware: dict, seconds: float,
+                 options: EvalOptions = EvalOptions()) -> list[dict]:
     """The same files as ``run`` (report.write_run), one row per evaluated model; the
-    provenance lists the models that failed and why."""
+    provenance lists the models that failed and why. With validation predictions the
+    threshold is chosen on them as run chooses it (or ``options.threshold`` is used)."""
     names = unique_names([printable(r.name) for r in results])  # file stems may be non-UTF-8
-    results = [replace(r, name=n, predictions=r.predictions.assign(variant=n))
+    results = [replace(r, name=n, predictions=r.predictions.assign(variant=n),
+                       val_predictions=None if r.val_predictions is None
+                       else r.val_predictions.assign(variant=n))
                for r, n in zip(results, names)]
+    vals = [r.val_predictions for r in results if r.val_predictions is not None]
     skipped = sorted({s for r in results for s in r.skipped})
     info = provenance.collect(config, config.get("seed", 0), {
         "data": {"root": str(data.root), "n_test": len(data.test),
                  "n_train": None if data.train is None else len(data.train),
+                 "n_val": None if data.val is None else len(data.val),
                  "skipped_images": len(skipped), "skipped": [list(s) for s in skipped]},
         "failed_models": failures, "wall_seconds": round(seconds, 1)})
     info["hardware"] = hardware
     return report.write_run(Path(out_dir), predictions_of(results),
                             {r.name: r.spec for r in results},
-                            {r.name: r.history for r in results}, info)
+                            {r.name: r.history for r in results}, info,
+                            pd.concat(vals, ignore_index=True) if vals else None,
+                            options.settings())
 
 
 def evaluate_each(paths: list[Path], data: EvalData, options: EvalOptions,
@@ -277,7 +339,7 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
 
     if names is not None and len(names) != len(paths):
         raise UserError(f"--name given {len(names)} times for {len(paths)} models")
-    data = EvalData.from_dir(data_dir)
+    data = EvalData.from_dir(data_dir, options.val_dir)
     started = time.perf_counter()
     with locks.hold(out_dir):  # as run: no two commands write one folder at once
         atomic.sweep_stale(out_dir)
@@ -289,7 +351,7 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
         if results:
             config = {**(config or {}), "models": [str(p) for p in paths], "seed": options.seed}
             rows = write_report(out_dir, results, data, failures, config, hardware,
-                                time.perf_counter() - started)
+                                time.perf_counter() - started, options)
             log.info("wrote %s/ (results.json, results.csv, results.md, predictions.csv, "
                      "plots)", out_dir)
     return rows, failures

@@ -33,8 +33,11 @@ class EvalSettings:
     seed: int = 0
     bootstrap_resamples: int = 1000
     target_sensitivity: float | None = None  # None -> Youden's J
+    threshold: float | None = None  # a given operating point instead of one chosen on validation
 
     def threshold_rule(self) -> str:
+        if self.threshold is not None:
+            return f"given threshold {self.threshold:g}"
         if self.target_sensitivity is None:
             return "Youden's J on validation"
         return f"sensitivity >= {self.target_sensitivity:g} on validation"
@@ -49,7 +52,10 @@ def checked(variant: str, split: str, y, p) -> tuple[np.ndarray, np.ndarray]:
 
 
 def choose_threshold(y_val, p_val, settings: EvalSettings) -> tuple[float, str]:
-    """(threshold, "") from the validation predictions, or (NaN, reason) when impossible."""
+    """(threshold, "") from the validation predictions (or the settings' given threshold),
+    or (NaN, reason) when impossible."""
+    if settings.threshold is not None:
+        return float(settings.threshold), ""
     if y_val is None or len(y_val) == 0:
         return NAN, "no validation predictions saved"
     try:

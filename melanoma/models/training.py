@@ -144,10 +144,26 @@ def _iterators_per_epoch(data) -> int:
     return 2 if int(data.cardinality()) > 0 else 1
 
 
+def class_weights(setting, labels) -> dict[int, float] | None:
+    """Keras' ``class_weight`` for a config's ``class_weight``: None for "none"; for
+    "balanced" n / (2 n_class) of ``labels`` (scikit-learn's rule); for a table
+    {benign: w0, malignant: w1} -> {0: w0, 1: w1}."""
+    if setting == "none":
+        return None
+    if setting == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        w = compute_class_weight("balanced", classes=np.array([0, 1]), y=np.asarray(labels))
+        return {0: float(w[0]), 1: float(w[1])}
+    return {0: float(setting["benign"]), 1: float(setting["malignant"])}
+
+
 def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
-        extra_callbacks=(), checkpoint_dir: Path | None = None) -> dict[str, list[float]]:
+        extra_callbacks=(), checkpoint_dir: Path | None = None,
+        class_weight: dict[int, float] | None = None) -> dict[str, list[float]]:
     """Train ``epochs`` epochs; return the per-epoch history (loss, accuracy, auc, val_*).
-    With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from."""
+    With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from;
+    ``class_weight`` ({0: w0, 1: w1}) weights each training image's loss by its class."""
     done, before = restore_checkpoint(model, checkpoint_dir) if checkpoint_dir else (0, {})
     # the guard first: a diverged epoch is neither scored, checkpointed nor printed as done
     callbacks = [DivergenceGuard(label), ValidationMetrics(val_data, val_labels, label)]
@@ -159,7 +175,7 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
         for _ in range(done * _iterators_per_epoch(train_data)):
             iter(train_data)  # advance the seeded reshuffle to the order of epoch ``done``
     history = model.fit(train_data, epochs=epochs, initial_epoch=done, callbacks=callbacks,
-                        verbose=0, shuffle=False)
+                        verbose=0, shuffle=False, class_weight=class_weight)
     new = {k: [float(v) for v in values] for k, values in history.history.items()}
     return {k: before.get(k, []) + new.get(k, []) for k in {**before, **new}}
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from melanoma.evaluation.audit.hashing import _IMAGE_ERRORS, LABEL_NAMES, PAIR_COLUMNS
+from melanoma.evaluation.audit.items import _IMAGE_ERRORS, LABEL_NAMES, PAIR_COLUMNS
 from melanoma.util.names import printable
 
 # --------------------------------------------------------------------------
@@ -37,6 +37,20 @@ def _thumb(path: str, size: int = 160) -> np.ndarray | None:
             return np.asarray(im)
     except _IMAGE_ERRORS:
         return None
+
+
+def _pair_caption(row) -> str:
+    """'near r=0.982 ssim=0.91 rot90 LABEL CONFLICT' (scores absent for same_lesion)."""
+    parts = [row.kind]
+    if not math.isnan(row.bandpass_corr):
+        parts.append(f"r={row.bandpass_corr:.3f} ssim={row.ssim:.2f}")
+    if row.transform != "none":
+        parts.append(row.transform)
+    if row.group:
+        parts.append(f"lesion {row.group}")
+    if row.label_conflict:
+        parts.append("LABEL CONFLICT")
+    return " ".join(parts)
 
 
 def _grid_figure(pairs: pd.DataFrame, max_grid: int):
@@ -74,9 +88,7 @@ def _grid_figure(pairs: pd.DataFrame, max_grid: int):
             name = printable(pathlib.Path(path).name)  # fonts cannot draw undecodable bytes
             title = f"{split} / {LABEL_NAMES.get(int(label), label)}\n{name}"
             if side == 1:
-                flag = " LABEL CONFLICT" if row.label_conflict else ""
-                tf = "" if row.flip == "none" else f" flip={row.flip}"
-                title = f"{row.kind} d={row.distance}{tf}{flag}\n" + title
+                title = f"{_pair_caption(row)}\n" + title
                 ax.title.set_color("red" if row.label_conflict else "black")
             else:
                 title = "\n" + title
@@ -93,8 +105,8 @@ def write_audit(
 ) -> dict[str, pathlib.Path]:
     """Write audit_pairs.csv, audit_summary.json and audit_pairs.png (atomically).
 
-    The PNG shows up to ``max_grid`` pairs side by side, closest cross-split
-    pairs first, titled with split, label, kind and distance (or says 'no
+    The PNG shows up to ``max_grid`` pairs side by side, most similar cross-split
+    pairs first, titled with split, label, kind and similarity (or says 'no
     duplicates found').  Returns {'csv': path, 'json': path, 'png': path}.
     """
     from melanoma.util import atomic

@@ -85,9 +85,9 @@ def audit_section(summary: dict | None) -> str:
     if not summary:
         return "<p class='note'>No leakage audit in this run (evaluation.audit = false).</p>"
     keys = ("n_by_split", "n_test", "test_with_duplicate_in_train", "test_with_exact_duplicate_in_train",
-            "test_with_duplicate_in_val", "test_fraction_affected", "n_test_clean",
-            "pairs_total", "cross_split_pairs", "label_conflict_pairs", "n_unreadable",
-            "max_distance", "method", "include_flips")
+            "test_with_duplicate_in_val", "test_with_same_lesion_in_train_or_val",
+            "test_fraction_affected", "n_test_clean", "pairs_total", "cross_split_pairs",
+            "label_conflict_pairs", "n_unreadable", "min_corr", "include_flips", "n_grouped")
     items = "".join(f"<tr><td>{k}</td><td>{html.escape(str(summary.get(k)))}</td></tr>"
                     for k in keys if k in summary)
     return f"<table>{items}</table>"

@@ -87,13 +87,26 @@ def write_clean_list(path: Path, test_files, clean_files: set[str]) -> None:
 
 
 def _table_header(provenance: dict, settings: EvalSettings) -> str:
+    thr = (f"{settings.threshold:g}, the threshold given (every variant)"
+           if settings.threshold is not None else f"the threshold chosen by "
+           f"{settings.threshold_rule()} (per variant), applied unchanged to test")
     return (f"# Results: {provenance.get('config', {}).get('name', '')}\n\n"
-            f"Test split. `@argmax`: malignant iff p >= 0.5. `@thr`: malignant iff p >= the "
-            f"threshold chosen by {settings.threshold_rule()} (per variant), applied unchanged "
-            f"to test. AUC is the exact ROC AUC of the malignant column. Intervals: stratified "
+            f"Test split. `@argmax`: malignant iff p >= 0.5. `@thr`: malignant iff p >= "
+            f"{thr}. AUC is the exact ROC AUC of the malignant column. Intervals: stratified "
             f"bootstrap, {settings.bootstrap_resamples} resamples, seed {settings.seed}, 95% "
             f"percentile. DeLong p: paired test of the row's AUC against the best AUC on the "
-            f"same test set. `clean`: test images with no near-duplicate in train or val.\n\n")
+            f"same test set. `clean`: test images with no duplicate (and no image of the same "
+            f"lesion) in train or val.{_class_ratio(provenance)}\n\n")
+
+
+def _class_ratio(provenance: dict) -> str:
+    """' Training images: 1483 benign, 344 malignant (4.31:1).' when the run recorded it."""
+    counts = (provenance.get("data") or {}).get("n_train_by_class")
+    if not counts or not counts.get("malignant"):
+        return ""
+    ratio = counts["benign"] / counts["malignant"]
+    return (f" Training images: {counts['benign']} benign, {counts['malignant']} malignant "
+            f"({ratio:.2f}:1).")
 
 
 def write_tables(out_dir: Path, rows: list[dict], provenance: dict,

@@ -54,6 +54,9 @@ def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
             "learning_rate": variant.learning_rate, "batch_size": variant.batch_size,
             "head_units": variant.head_units, "dropout": variant.dropout,
             "head": variant.head, "augmentation": variant.augmentation.describe(),
+            "class_weight": variant.class_weight if isinstance(variant.class_weight, str)
+            else ", ".join(f"{k} {w:g}" for k, w in variant.class_weight.items()),
+            "balanced_sampling": variant.balanced_sampling,
             "spec": preprocessing.describe(), "note": variant.note}
 
 
@@ -85,11 +88,16 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
                          variant.jit_compile)
     train, val = splits.train, splits.val
     train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
-                                     preprocessing, variant.augmentation, shuffle=True, seed=seed)
+                                     preprocessing, variant.augmentation, shuffle=True, seed=seed,
+                                     balanced=variant.balanced_sampling)
     val_data = make_stream_dataset(val.cache, val.index, None, variant.val_batch_size,
                                    preprocessing)
+    weights = training.class_weights(variant.class_weight, train.labels)
+    if weights or variant.balanced_sampling:
+        log.info("%s: class weights %s; balanced sampling %s", label,
+                 weights or "none", "on" if variant.balanced_sampling else "off")
     history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label,
-                           checkpoint_dir=checkpoint_dir)
+                           checkpoint_dir=checkpoint_dir, class_weight=weights)
     return model, history
 
 
@@ -262,6 +270,9 @@ def _provenance(cfg, found, checked, first: Splits | None, collected: Collected,
     extra = {"data": {"root": str(found.root), "fingerprint": collected.data_key,
                       "limit": cfg.data.limit,
                       "n_train": len(first.train.labels) if first else None,
+                      "n_train_by_class": ({"benign": int((first.train.labels == 0).sum()),
+                                            "malignant": int((first.train.labels == 1).sum())}
+                                           if first else None),
                       "n_val": len(first.val.labels) if first else None,
                       "skipped_images": len(skipped), "skipped": [list(s) for s in skipped],
                       "preflight": checked.to_dict()},
@@ -301,9 +312,12 @@ def leakage_audit(splits: Splits, root: Path, out_dir: Path, cfg) -> tuple[set[s
     started = time.perf_counter()
     items = audit.items_from_splits(*((s.files, s.labels) for s in
                                       (splits.train, splits.val, splits.test)))
-    pairs, summary = audit.run_audit(items, out_dir, cfg.evaluation.audit_max_distance)
+    pairs, summary = audit.run_audit(items, out_dir, cfg.evaluation.audit_min_corr,
+                                     include_flips=cfg.evaluation.audit_include_flips,
+                                     groups=audit.groups_for(items, root))
     clean = {relative_name(Path(f), root) for f in audit.clean_test_files(pairs, items)}
-    log.info("audit: %d of %d test images have a near-duplicate in train/val; %d clean (%.1f s)",
-             summary["test_with_duplicate_in_train_or_val"], summary["n_test"], len(clean),
+    log.info("audit: %d of %d test images have a duplicate (%d) or the same lesion in "
+             "train/val; %d clean (%.1f s)", summary["n_test"] - len(clean), summary["n_test"],
+             summary["test_with_duplicate_in_train_or_val"], len(clean),
              time.perf_counter() - started)
     return clean, summary
