@@ -109,9 +109,11 @@ def _load_cached(cached, variant, label: str):
     return model, preprocessing, cached.sidecar.get("history", {})
 
 
-def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool):
+def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool,
+                    stale_before: float | None = None):
     """Train (or resume) one job and save it; the final epoch state is first copied to the
-    job's ``hand_over`` folders: the checkpoints of longer variants that continue from it."""
+    job's ``hand_over`` folders: the checkpoints of longer variants that continue from it
+    (replacing a state older than ``stale_before``: --retrain discards earlier runs')."""
     variant, key, label = job.variant, job.key, job.label
     preprocessing = fit_preprocessing(get_preprocessing(variant.preprocessing),
                                       splits.train.cache, splits.train.index)
@@ -131,7 +133,10 @@ def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool):
     for folder in job.hand_over:  # never over a longer training's own (further) progress
         other = jobs_mod.lock_path(models_dir, folder.name.removesuffix(".partial")
                                    .rsplit("-", 1)[-1])
-        if not (folder / CHECKPOINT_FILE).exists() and not locks.held_by_other(other):
+        state = folder / CHECKPOINT_FILE
+        stale = stale_before is not None and state.exists() \
+            and state.stat().st_mtime < stale_before
+        if (stale or not state.exists()) and not locks.held_by_other(other):
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(checkpoints / CHECKPOINT_FILE, folder / CHECKPOINT_FILE)
             log.info("%s: its %d epochs are handed over to %s (same training, longer)", label,
@@ -183,8 +188,9 @@ class JobRunner:
         if self.state.retrain and state_file.exists() \
                 and state_file.stat().st_mtime < self.state.since:
             shutil.rmtree(folder, ignore_errors=True)  # --retrain: not an earlier run's epochs
-        model, preprocessing, history = _train_and_save(job, self.splits_for(job.variant),
-                                                        self.cfg, models_dir, self.pool)
+        model, preprocessing, history = _train_and_save(
+            job, self.splits_for(job.variant), self.cfg, models_dir, self.pool,
+            self.state.since if self.state.retrain else None)
         self.results[job.key] = (self._predict(job, model, preprocessing), history,
                                  preprocessing)
 

@@ -104,10 +104,14 @@ def acquire_or_join(folder: Path, plan: str) -> Path | None:
     raise _in_use(folder, path, holder)
 
 
-def wait_acquire(folder: Path, plan: str, poll: float = 1.0) -> Path:
-    """``acquire`` that waits while a process of the same ``plan`` holds the lock (it is
-    writing the same report); any other holder is an error at once."""
+def wait_acquire(folder: Path, plan: str, poll: float = 1.0, timeout: float = 1800.0) -> Path:
+    """``acquire`` that waits (up to ``timeout`` seconds) while a process of the same ``plan``
+    holds the lock (it is writing the same report); any other holder is an error at once."""
+    deadline = time.monotonic() + timeout
     while (path := acquire_or_join(folder, plan)) is None:
+        if time.monotonic() > deadline:
+            holder = _holder(Path(folder) / LOCK_NAME) or {"pid": "?"}
+            raise _in_use(Path(folder), Path(folder) / LOCK_NAME, holder)
         time.sleep(poll)
     return path
 
