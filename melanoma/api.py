@@ -37,7 +37,9 @@ class RunResult:
 def load_config(source, overrides=(), *, seed: int | None = None,
                 limit: int | None = None) -> config_mod.RunConfig:
     """A validated RunConfig from a path, a shipped config's name, a dict or a RunConfig,
-    with ``--set``-style ``overrides`` (``"defaults.epochs=2"``), ``seed`` and ``limit``."""
+    with ``--set``-style ``overrides`` (``"defaults.epochs=2"``), ``seed`` and ``limit``.
+    ``seed`` (``--seed N``) means one seed N: it sets ``seed`` and, in a config that lists
+    ``seeds``, replaces that list with ``[N]``."""
     extra = list(overrides)
     if seed is not None:
         extra.append(f"seed={int(seed)}")
@@ -50,9 +52,16 @@ def load_config(source, overrides=(), *, seed: int | None = None,
             raise UserError("overrides, seed and limit apply to a config file, name or dict; "
                             "use dataclasses.replace on a RunConfig")
         return source
+    cfg = _read(source, extra)
+    if seed is not None and cfg.seeds is not None and cfg.seeds != (int(seed),):
+        cfg = _read(source, [*extra, f"seeds=[{int(seed)}]"])
+    return cfg
+
+
+def _read(source, overrides: list[str]) -> config_mod.RunConfig:
     if isinstance(source, dict):
-        return config_mod.from_dict(source, overrides=extra)
-    return config_mod.load(source, overrides=extra)
+        return config_mod.from_dict(source, overrides=overrides)
+    return config_mod.load(source, overrides=overrides)
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -62,8 +71,11 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 def run_benchmark(config="default", *, overrides=(), seed: int | None = None,
                   limit: int | None = None, data_dir=None, out_dir=None, models_dir="models",
                   retrain: bool = False, strict: bool = False,
-                  variants: list[str] | None = None) -> RunResult:
-    """Train or load every variant and write the report (``melanoma-bench run``)."""
+                  variants: list[str] | None = None,
+                  shard: tuple[int, int] | None = None) -> RunResult:
+    """Train or load every variant and write the report (``melanoma-bench run``); with
+    ``shard=(I, N)`` only that slice of the jobs is trained (``rows`` is empty while other
+    processes still train the rest)."""
     from melanoma.runs import benchmark
 
     cfg = config_mod.select_variants(load_config(config, overrides, seed=seed, limit=limit),
@@ -71,7 +83,7 @@ def run_benchmark(config="default", *, overrides=(), seed: int | None = None,
     out = Path(out_dir or Path("reports") / cfg.name)
     rows = benchmark.run_benchmark(cfg, data_dir=Path(data_dir) if data_dir else None,
                                    out_dir=out, models_dir=Path(models_dir), retrain=retrain,
-                                   strict=strict)
+                                   strict=strict, shard=shard)
     return RunResult(out, _frame(rows))
 
 

@@ -1,7 +1,9 @@
-"""``melanoma-bench bench``: run the fixed regression config and compare with its baseline.
+"""``melanoma-bench bench``: train the fixed regression config's seeds and judge them against
+its seed baseline (``evaluation.gate``: flags only what seed spread cannot explain).
 
     melanoma-bench bench                          # retrain bench.toml, compare, exit 1 on regression
     melanoma-bench bench --update-baseline        # write benchmarks/baselines/bench.json on purpose
+    melanoma-bench bench --set defaults.learning_rate=1e-6   # a changed setting, same baseline
     melanoma-bench bench --predictions reports/bench/predictions.csv   # compare saved results only
 """
 from __future__ import annotations
@@ -46,7 +48,7 @@ def main(args) -> int:
     else:
         predictions = run_bench_config(cfg, args.out, args.data_dir)
     if args.update_baseline:
-        baseline = regression.make_baseline(predictions, config_path)
+        baseline = regression.make_baseline(predictions, config_path, cfg.overrides)
         regression.write_baseline(baseline_path, baseline)
         print(f"wrote {baseline_path} (commit {baseline['git']['commit'][:12]}"
               f"{', dirty tree' if baseline['git'].get('dirty') else ''}, {baseline['created']})")
@@ -55,7 +57,7 @@ def main(args) -> int:
         raise UserError(f"no baseline {baseline_path}; create it with "
                         f"`melanoma-bench bench --update-baseline`")
     outcome = regression.check_predictions(predictions, regression.read_baseline(baseline_path),
-                                           config_path)
+                                           config_path, cfg.overrides)
     print(f"baseline: {baseline_path}")
     print(outcome.report())
     return 0 if outcome.passed else 1

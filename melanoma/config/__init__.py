@@ -1,8 +1,9 @@
 """Benchmark configuration: a TOML or YAML file -> frozen dataclasses, validated.
 
-A config has top-level ``name`` and ``seed``, a ``[data]`` table (optionally
-``[data.synthetic]`` for the generated default set), a ``[defaults]`` table applied to every
-variant, and a ``[[variants]]`` list. Unknown keys and invalid values are user errors with
+A config has top-level ``name``, ``seed`` (the train/val split; also the training seed
+unless ``seeds = [..]`` lists several: one model per variant and seed), a ``[data]`` table
+(optionally ``[data.synthetic]`` for the generated default set), a ``[defaults]`` table
+applied to every variant, and a ``[[variants]]`` list. Unknown keys and invalid values are user errors with
 one clear line (and a "did you mean" for typos).
 """
 from __future__ import annotations
@@ -23,10 +24,13 @@ from melanoma.config.checks import (
     non_negative_int,
     open_unit_interval,
     positive_int,
+    published_check,
+    seeds_check,
     unit_interval_open_right,
 )
 from melanoma.config.overrides import apply as apply_overrides
 from melanoma.config.tune import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
+from melanoma.config.yaml_files import load_yaml
 from melanoma.data.augmentation import Augmentation
 from melanoma.data.decode import INTERPOLATIONS
 from melanoma.data.preprocessing import get_preprocessing
@@ -92,6 +96,10 @@ class VariantConfig:
     model_file: str | None = _no_key(None)  # evaluate this existing model instead of training
     trust_model_code: bool = _no_key(False)  # let model_file contain code (Lambda, SavedModel)
     head: str = _no_key("")  # "tuned:PATH": head_units/dropout/learning_rate from tune
+    # the original paper's numbers for this row: the report says whether each lies inside
+    # the reproduced interval
+    published: dict | None = field(default=None, hash=False,
+                                   metadata={"key": False, "check": published_check})
 
     def resolved_image_size(self) -> int:
         size = self.image_size or get_backbone(self.backbone).default_size
@@ -107,24 +115,28 @@ class VariantConfig:
         return _digest(spec)
 
     def model_key(self, data_fingerprint: str, seed: int, val_fraction: float,
-                  interpolation: str) -> str:
+                  interpolation: str, split_seed: int | None = None) -> str:
         """Hash of everything that changes the trained model: every field not declared
-        ``_no_key``, and the data, seed, split and resize filter."""
+        ``_no_key``, and the data, training seed, split and resize filter. ``split_seed`` (the
+        config's ``seed``, which draws the train/val split) enters only when it differs from
+        the training ``seed``: one seed equal to the config's gives the keys of older runs."""
         spec = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("key", True)
                 and not (f.metadata.get("key_if_set") and getattr(self, f.name) == f.default)}
         spec.update(augmentation=dataclasses.asdict(self.augmentation),
                     image_size=self.resolved_image_size(), data=data_fingerprint, seed=seed,
                     val_fraction=val_fraction, interpolation=interpolation)
+        if split_seed is not None and split_seed != seed:
+            spec["split_seed"] = split_seed
         return _digest(spec)
 
-
     def continuation_key(self, data_fingerprint: str, seed: int, val_fraction: float,
-                         interpolation: str) -> str:
+                         interpolation: str, split_seed: int | None = None) -> str:
         """The model key without the epoch count: two variants with the same continuation key
         differ only in how long they train, so the longer one's first epochs ARE the shorter
         one's training (same seed, data order and augmentation) and can continue from it."""
         return dataclasses.replace(self, epochs=1).model_key(data_fingerprint, seed,
-                                                             val_fraction, interpolation)
+                                                             val_fraction, interpolation,
+                                                             split_seed)
 
 
 def _digest(spec: dict) -> str:
@@ -164,12 +176,18 @@ class RunConfig:
 
     name: str
     variants: tuple[VariantConfig, ...]
-    seed: int = _checked(42, non_negative_int)
+    seed: int = _checked(42, non_negative_int)  # the train/val split (and the one training seed)
+    seeds: tuple[int, ...] | None = _checked(None, seeds_check)  # training seeds: one model each
     data: DataConfig = field(default_factory=DataConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tune: TuneConfig | None = None  # the [tune] table (melanoma-bench tune)
     source: str = ""  # the file it was read from
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE items applied on top of the file
+
+    @property
+    def training_seeds(self) -> tuple[int, ...]:
+        """The seeds each variant is trained with (``seeds``, else the one ``seed``)."""
+        return tuple(self.seeds) if self.seeds is not None else (self.seed,)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -313,6 +331,8 @@ def from_dict(raw: dict, source: str = "", overrides=()) -> RunConfig:
     check_safe_name(name, "config: name")  # it names the default output folder
     top = _build(RunConfig, {**raw, "name": name, "variants": rows, "data": data,
                              "evaluation": evaluation}, "config")
+    if top.seeds is not None:
+        top = dataclasses.replace(top, seeds=tuple(top.seeds))
     return dataclasses.replace(top, tune=parse_tune(tune_table, names, top.seed), source=source,
                                overrides=tuple(overrides))
 
@@ -360,7 +380,7 @@ def load(path: str | Path, overrides=()) -> RunConfig:
         if path.suffix == ".toml":
             raw = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            raw = _load_yaml(text)
+            raw = load_yaml(text)
         else:
             raise UserError(f"config {path}: use a .toml, .yaml or .yml file")
     except (tomllib.TOMLDecodeError, ValueError) as error:
@@ -370,19 +390,3 @@ def load(path: str | Path, overrides=()) -> RunConfig:
     if not isinstance(raw, dict):
         raise UserError(f"config {path} must be a mapping at the top level")
     return from_dict(raw, source=str(path), overrides=overrides)
-
-
-def _load_yaml(text: str):
-    """yaml.safe_load, except that ``1e-4`` is a float as in YAML 1.2 and TOML (PyYAML's
-    YAML 1.1 rules read an exponent without a dot as a string)."""
-    import re
-
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                                 re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
-                                 list("-+0123456789."))
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass

@@ -89,20 +89,41 @@ def reliability_diagram(y, p, title: str, path: Path, n_bins: int = 10) -> Path:
 def _legend_auc(row: dict) -> str:
     low, high = row.get("auc_ci_low"), row.get("auc_ci_high")
     interval = f" [{low:.3f}, {high:.3f}]" if is_finite(low) and is_finite(high) else ""
-    return f"{row['variant']}: AUC {row['auc']:.3f}{interval}"
+    seeds = row.get("n_seeds") or 1
+    mean = f" mean of {seeds} seeds" if seeds > 1 else ""
+    return f"{row['variant']}: AUC{mean} {row['auc']:.3f}{interval}"
 
 
-def roc_with_intervals(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: dict[str, dict],
-                       path: Path) -> Path:
-    """ROC of every variant; the legend gives AUC with its bootstrap 95% interval."""
+def _runs(value) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A variant's curves: one (labels, probabilities) pair, or a list of them (one a seed)."""
+    return [value] if isinstance(value, tuple) else list(value)
+
+
+def roc_with_intervals(curves: dict, rows: dict[str, dict], path: Path) -> Path:
+    """ROC of every variant; the legend gives AUC with its 95% interval. A variant with
+    several seeds (a list of (y, p) pairs) gets one thin curve per seed and their vertical
+    mean (true positive rate averaged at each false positive rate)."""
     from sklearn.metrics import roc_curve
 
     fig = Figure(figsize=(5.8, 5.2))
     ax = fig.add_subplot()
-    for name, (y, p) in curves.items():
-        if len(np.unique(y)) == 2 and is_finite(rows[name].get("auc")):
+    grid, k = np.linspace(0, 1, 201), 0
+    for name, value in curves.items():
+        runs = [(y, p) for y, p in _runs(value) if len(np.unique(y)) == 2]
+        if not runs or not is_finite(rows[name].get("auc")):
+            continue
+        colour, k = f"C{k % 10}", k + 1
+        if len(runs) == 1:
+            fpr, tpr, _ = roc_curve(*runs[0])
+            ax.plot(fpr, tpr, linewidth=1.4, color=colour, label=_legend_auc(rows[name]))
+            continue
+        mean = np.zeros_like(grid)
+        for y, p in runs:
             fpr, tpr, _ = roc_curve(y, p)
-            ax.plot(fpr, tpr, linewidth=1.4, label=_legend_auc(rows[name]))
+            ax.plot(fpr, tpr, linewidth=0.6, alpha=0.35, color=colour)
+            mean += np.interp(grid, fpr, tpr) / len(runs)
+        ax.plot(np.r_[0, grid], np.r_[0, mean], linewidth=1.8, color=colour,
+                label=_legend_auc(rows[name]))
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
     ax.set_xlabel("1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity (true positive rate)")
@@ -112,19 +133,24 @@ def roc_with_intervals(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: d
     return save_figure(fig, path)
 
 
-def precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], rows: dict[str, dict],
-                     path: Path) -> Path:
-    """Precision-recall of every variant; the legend gives average precision."""
+def precision_recall(curves: dict, rows: dict[str, dict], path: Path) -> Path:
+    """Precision-recall of every variant (one thin curve per seed when there are several);
+    the legend gives average precision (the mean over seeds)."""
     from sklearn.metrics import precision_recall_curve
 
     fig = Figure(figsize=(5.8, 5.2))
     ax = fig.add_subplot()
-    prevalence = None
-    for name, (y, p) in curves.items():
-        if np.sum(y) > 0 and is_finite(rows[name].get("average_precision")):
+    prevalence, k = None, 0
+    for name, value in curves.items():
+        runs = [(y, p) for y, p in _runs(value) if np.sum(y) > 0]
+        if not runs or not is_finite(rows[name].get("average_precision")):
+            continue
+        colour, k = f"C{k % 10}", k + 1
+        for i, (y, p) in enumerate(runs):
             precision, recall, _ = precision_recall_curve(y, p)
-            ax.step(recall, precision, where="post", linewidth=1.4,
-                    label=f"{name}: AP {rows[name]['average_precision']:.3f}")
+            ax.step(recall, precision, where="post", color=colour,
+                    linewidth=1.4 if len(runs) == 1 else 0.7, alpha=1 if len(runs) == 1 else 0.5,
+                    label=f"{name}: AP {rows[name]['average_precision']:.3f}" if i == 0 else None)
             prevalence = float(np.mean(y))
     if prevalence is not None:
         ax.axhline(prevalence, linestyle=":", color="grey", linewidth=1, label="prevalence")
@@ -156,5 +182,28 @@ def forest_plot(rows: list[dict], path: Path, metric: str = "auc") -> Path:
                         for r in reversed(shown)], fontsize=7)
     ax.set_xlabel(f"{metric.upper() if metric == 'auc' else metric} with 95% bootstrap interval")
     ax.set_title(f"Forest plot: {metric} per variant and test set", fontsize=9)
+    ax.grid(axis="x", linestyle=":", linewidth=0.6)
+    return save_figure(fig, path)
+
+
+def published_vs_reproduced(published: list[dict], path: Path) -> Path:
+    """One line per (variant, metric): the reproduced mean with its 95% interval and the
+    published value (x; red when it lies outside the interval)."""
+    fig = Figure(figsize=(6.5, 0.9 + 0.38 * max(len(published), 1)))
+    ax = fig.add_subplot()
+    for i, item in enumerate(published):
+        y = len(published) - 1 - i
+        low, high = item.get("ci_low"), item.get("ci_high")
+        if is_finite(low) and is_finite(high):
+            ax.plot([low, high], [y, y], color="tab:blue", linewidth=2)
+        if is_finite(item.get("reproduced")):
+            ax.plot([item["reproduced"]], [y], "o", color="tab:blue")
+        ax.plot([item["published"]], [y], "x", markersize=8, mew=2,
+                color="tab:red" if item.get("inside") is False else "black")
+    ax.set_yticks(range(len(published)))
+    ax.set_yticklabels([f"{p['variant']} {p['metric']} ({p.get('n_seeds', 1)} seed(s))"
+                        for p in reversed(published)], fontsize=7)
+    ax.set_xlabel("value (o: reproduced mean with 95% interval; x: published)")
+    ax.set_title("Published vs reproduced", fontsize=9)
     ax.grid(axis="x", linestyle=":", linewidth=0.6)
     return save_figure(fig, path)

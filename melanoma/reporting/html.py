@@ -49,9 +49,27 @@ COLUMNS = (
 )
 
 
+# with several seeds per variant (after AUC): seeds, seed SD and the comparison with the best
+SEED_COLUMNS = (("n_seeds", "seeds"), ("auc_sd", "AUC seed SD"),
+                ("auc_diff_vs_best", "AUC - best [95% CI]"),
+                ("within_training_noise", "within training noise"))
+
+
+def _noise(row: dict) -> str:
+    if row.get("variant") == row.get("delong_reference"):
+        return "<td>best</td>"
+    flag = row.get("within_training_noise")
+    return f"<td>{'n/a' if flag is None else ('yes' if flag else 'no')}</td>"
+
+
 def _cell(row: dict, key: str) -> str:
     value = row.get(key)
-    if isinstance(value, str) or key in ("n_test",):
+    if key == "within_training_noise":
+        return _noise(row)
+    if key == "auc_diff_vs_best":
+        row = {**row, "auc_diff_vs_best_ci_low": row.get("auc_diff_ci_low"),
+               "auc_diff_vs_best_ci_high": row.get("auc_diff_ci_high")}
+    if isinstance(value, str) or key in ("n_test", "n_seeds"):
         return f"<td>{html.escape(str(value))}</td>"
     if key == "auc_delong_p" and row.get("variant") == row.get("delong_reference"):
         return '<td data-v="2">reference (best AUC)</td>'
@@ -64,11 +82,18 @@ def _cell(row: dict, key: str) -> str:
     return f'<td data-v="{value!r}">{text}</td>'
 
 
+def _columns(rows: list[dict]) -> tuple:
+    if not any((r.get("n_seeds") or 1) > 1 for r in rows):
+        return (*COLUMNS, ("training_variance", "training variance"))
+    return (*COLUMNS[:4], *SEED_COLUMNS, *COLUMNS[5:])  # no DeLong: the comparison instead
+
+
 def results_table(rows: list[dict]) -> str:
     """A sortable HTML table of the rows (with the reasons for undefined values)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in COLUMNS) + "<th>undefined</th>"
+    columns = _columns(rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns) + "<th>undefined</th>"
     body = "".join(
-        "<tr>" + "".join(_cell(r, k) for k, _ in COLUMNS)
+        "<tr>" + "".join(_cell(r, k) for k, _ in columns)
         + f"<td style='text-align:left'>{html.escape(str(r.get('undefined') or ''))}</td></tr>"
         for r in rows)
     return (f'<div style="overflow-x:auto"><table class="sortable"><thead><tr>{head}</tr>'
@@ -93,8 +118,24 @@ def audit_section(summary: dict | None) -> str:
     return f"<table>{items}</table>"
 
 
+def published_table(published: list[dict] | None) -> str:
+    """Published value, reproduced mean [95% interval], seeds and the verdict."""
+    if not published:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(p['variant'])}</td><td>{html.escape(p['metric'])}</td>"
+        f"<td>{p['published']:.4f}</td>"
+        + _cell({"m": p["reproduced"], "m_ci_low": p["ci_low"], "m_ci_high": p["ci_high"]}, "m")
+        + f"<td>{p.get('n_seeds', 1)}</td><td>"
+        + ("n/a" if p["inside"] is None else ("inside" if p["inside"] else "OUTSIDE"))
+        + "</td></tr>" for p in published)
+    return ("<h2>Published vs reproduced</h2><table class='sortable'><thead><tr><th>variant</th>"
+            "<th>metric</th><th>published</th><th>reproduced [95% CI]</th><th>seeds</th>"
+            f"<th>published value</th></tr></thead><tbody>{body}</tbody></table>")
+
+
 def page(title: str, rows: list[dict], figures: list[tuple[Path, str]], audit: dict | None,
-         provenance: dict, notes: list[str]) -> str:
+         provenance: dict, notes: list[str], published: list[dict] | None = None) -> str:
     """The whole page as a string."""
     note_html = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
     figs = "".join(embedded_image(p, c) for p, c in figures if Path(p).is_file())
@@ -102,6 +143,7 @@ def page(title: str, rows: list[dict], figures: list[tuple[Path, str]], audit: d
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>{note_html}<h2>Results</h2>{results_table(rows)}"
+            f"{published_table(published)}"
             f"<h2>Leakage audit</h2>{audit_section(audit)}<h2>Figures</h2>{figs}"
             f"<h2>Provenance</h2><pre>{prov}</pre><script>{SORT_JS}</script></body></html>")
 

@@ -19,7 +19,8 @@ import pandas as pd
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.util.errors import UserError
 
-PREDICTION_COLUMNS = ("variant", "file", "label", "prob_malignant")
+PREDICTION_COLUMNS = ("variant", "seed", "file", "label", "prob_malignant")
+REQUIRED_COLUMNS = ("variant", "file", "label", "prob_malignant")  # `seed` came later
 SPEC_KEYS = ("backbone", "image_size", "weights", "preprocessing", "epochs", "learning_rate",
              "batch_size", "head_units", "augmentation", "spec", "note")
 WHAT_TO_DO = "restore the file, or rerun the command that wrote it"
@@ -56,23 +57,39 @@ def _first_bad(path: Path, frame: pd.DataFrame, bad: np.ndarray, column: str, ru
         raise damaged(path, f"line {i + 2}: {column} {frame[column].iloc[i]!r} is not {rule}")
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    """predictions.csv (or val_predictions.csv): one row per (variant, file), label 0/1,
-    prob_malignant a finite probability."""
-    frame = read_table(path, PREDICTION_COLUMNS)
+def read_predictions(path: Path, seed: int | None = None) -> pd.DataFrame:
+    """predictions.csv (or val_predictions.csv): one row per (variant, seed, file), label 0/1,
+    prob_malignant a finite probability. A file written before the ``seed`` column existed
+    holds one training seed: ``seed``, else the provenance seed of the results.json beside it
+    (else 0)."""
+    frame = read_table(path, REQUIRED_COLUMNS)
     label = frame["label"].str.strip()
     _first_bad(path, frame, ~label.isin(["0", "1"]).to_numpy(), "label", "0 or 1")
     prob = pd.to_numeric(frame["prob_malignant"], errors="coerce").to_numpy(np.float64)
     _first_bad(path, frame, ~(np.isfinite(prob) & (prob >= 0) & (prob <= 1)), "prob_malignant",
                "a probability in [0, 1]")
-    again = frame.duplicated(["variant", "file"]).to_numpy()
+    if "seed" in frame.columns:
+        _first_bad(path, frame, ~frame["seed"].str.strip().str.fullmatch(r"\d+").to_numpy(),
+                   "seed", "an integer >= 0")
+        seeds = frame["seed"].astype(np.int64)
+    else:
+        if seed is None:
+            beside = Path(path).parent / "results.json"
+            saved = read_json(beside) if beside.is_file() else {}
+            seed = (saved.get("provenance") or {}).get("seed", 0) or 0
+        seeds = np.full(len(frame), int(seed), np.int64)
+    frame = frame.assign(seed=seeds)
+    again = frame.duplicated(["variant", "seed", "file"]).to_numpy()
     if again.any():
         row = frame.iloc[int(np.flatnonzero(again)[0])]
-        same = ((frame["variant"] == row["variant"]) & (frame["file"] == row["file"])).to_numpy()
+        same = ((frame["variant"] == row["variant"]) & (frame["file"] == row["file"])
+                & (frame["seed"] == row["seed"])).to_numpy()
         first, second = np.flatnonzero(same)[:2] + 2
         raise damaged(path, f"lines {first} and {second}: variant {row['variant']!r} has file "
-                            f"{row['file']!r} twice (each image is scored once per variant)")
-    return frame.assign(label=label.astype(np.int64), prob_malignant=prob)
+                            f"{row['file']!r} twice (each image is scored once per variant "
+                            f"and seed)")
+    frame = frame.assign(label=label.astype(np.int64), prob_malignant=prob)
+    return frame.loc[:, list(PREDICTION_COLUMNS)].reset_index(drop=True)
 
 
 def read_clean_list(path: Path) -> set[str] | None:
@@ -172,9 +189,10 @@ def load_run(run_dir: Path) -> SavedRun:
     results = run_dir / "results.json"
     saved = read_json(results)
     val_path = run_dir / "val_predictions.csv"
+    seed = (saved.get("provenance") or {}).get("seed", 0) or 0  # files without a seed column
     return SavedRun(
-        predictions=read_predictions(run_dir / "predictions.csv"),
-        val_predictions=read_predictions(val_path) if val_path.is_file() else None,
+        predictions=read_predictions(run_dir / "predictions.csv", seed),
+        val_predictions=read_predictions(val_path, seed) if val_path.is_file() else None,
         settings=settings_from(results, saved), specs=specs_from(results, saved),
         histories=read_histories(run_dir / "histories.json"),
         provenance=saved.get("provenance") or {},

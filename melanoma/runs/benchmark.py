@@ -2,12 +2,19 @@
 
     melanoma-bench run                                # embedded data, CPU default config
     melanoma-bench run --config paper --data-dir ~/data/melanoma
+    melanoma-bench run --config paper --shard 2/4     # one slice of the (variant, seed) jobs
+
+Each (variant, seed) is one job with its own lock (runs/jobs.py): processes started on the
+same config and models folder share the jobs, and the one that finds every model saved
+writes the report (loading the models the others trained).
 
 From Python: ``melanoma.run_benchmark("default", overrides=["defaults.epochs=1"])``.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import shutil
 import time
@@ -29,6 +36,7 @@ from melanoma.models.loading import check_file
 from melanoma.models.predict import TTA_SUFFIX, predict_splits
 from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.reporting import tables as report
+from melanoma.runs import jobs as jobs_mod
 from melanoma.util import atomic, locks, provenance, tfsetup
 from melanoma.util.names import relative_name
 from melanoma.util.tfsetup import distribution_strategy
@@ -57,7 +65,8 @@ def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
             "class_weight": variant.class_weight if isinstance(variant.class_weight, str)
             else ", ".join(f"{k} {w:g}" for k, w in variant.class_weight.items()),
             "balanced_sampling": variant.balanced_sampling,
-            "spec": preprocessing.describe(), "note": variant.note}
+            "spec": preprocessing.describe(), "note": variant.note,
+            **({"published": dict(variant.published)} if variant.published else {})}
 
 
 def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
@@ -109,26 +118,34 @@ def _load_cached(cached, variant, label: str):
     return model, preprocessing, cached.sidecar.get("history", {})
 
 
-def _train_and_save(variant, splits: Splits, cfg, models_dir: Path, key: str, label: str,
-                    pool, hand_over: tuple[Path, ...] = ()):
-    """Train (or resume), save; the final epoch state is copied to ``hand_over`` folders
-    first: the checkpoints of longer variants that continue from this one."""
+def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool,
+                    stale_before: float | None = None):
+    """Train (or resume) one job and save it; the final epoch state is first copied to the
+    job's ``hand_over`` folders: the checkpoints of longer variants that continue from it
+    (replacing a state older than ``stale_before``: --retrain discards earlier runs')."""
+    variant, key, label = job.variant, job.key, job.label
     preprocessing = fit_preprocessing(get_preprocessing(variant.preprocessing),
                                       splits.train.cache, splits.train.index)
     log.info("%s: training %d epochs on %d images (%d for validation)", label, variant.epochs,
              len(splits.train.labels), len(splits.val.labels))
     started = time.perf_counter()
     checkpoints = storage.checkpoint_dir(models_dir, variant.name, key)
-    model, history = train_variant(variant, splits, preprocessing, cfg.seed, label, pool,
+    model, history = train_variant(variant, splits, preprocessing, job.seed, label, pool,
                                    checkpoints)
     saved = storage.save(model, models_dir, variant.name, key, {
-        "variant": asdict(variant), "image_size": variant.resolved_image_size(),
+        "variant": asdict(variant), "seed": job.seed, "split_seed": cfg.seed,
+        "image_size": variant.resolved_image_size(),
         "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
         "interpolation": cfg.data.interpolation,
         "history": history, "train_seconds": round(time.perf_counter() - started, 1),
         "versions": provenance.package_versions()})
-    for folder in hand_over:  # never over a longer training's own (further) progress
-        if not (folder / CHECKPOINT_FILE).exists():
+    for folder in job.hand_over:  # never over a longer training's own (further) progress
+        other = jobs_mod.lock_path(models_dir, folder.name.removesuffix(".partial")
+                                   .rsplit("-", 1)[-1])
+        state = folder / CHECKPOINT_FILE
+        stale = stale_before is not None and state.exists() \
+            and state.stat().st_mtime < stale_before
+        if (stale or not state.exists()) and not locks.held_by_other(other):
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(checkpoints / CHECKPOINT_FILE, folder / CHECKPOINT_FILE)
             log.info("%s: its %d epochs are handed over to %s (same training, longer)", label,
@@ -138,45 +155,63 @@ def _train_and_save(variant, splits: Splits, cfg, models_dir: Path, key: str, la
     return model, preprocessing, history
 
 
-def _key(variant, data_key: str, cfg) -> str:
-    return variant.model_key(data_key, cfg.seed, cfg.data.val_fraction, cfg.data.interpolation)
+def continuations(cfg, data_key: str, models_dir: Path, retrain: bool,
+                  seed: int | None = None) -> dict[str, tuple]:
+    """{donor variant: checkpoint folders of the longer variants that continue from it} for
+    one training ``seed`` (default: the first); see ``jobs.continuation_pairs``."""
+    seed = cfg.training_seeds[0] if seed is None else seed
+    return {job.variant.name: job.hand_over
+            for job in jobs_mod.plan_jobs(cfg, data_key, models_dir, retrain)
+            if job.seed == seed and job.hand_over}
 
 
-def continuations(cfg, data_key: str, models_dir: Path, retrain: bool) -> dict[str, tuple]:
-    """{donor variant: checkpoint folders of the longer variants that continue from it}.
+class JobRunner:
+    """Trains jobs (``train``, called under the job's lock) and gives every job's
+    predictions for the report (``result``: from memory, else the saved model is loaded)."""
 
-    A variant that differs from an EARLIER one only by more epochs starts from that one's
-    final epoch instead of from scratch: same seed, data order and augmentation, so its first
-    epochs are bit for bit the shorter training (the per-epoch resume guarantees it); this
-    saves those epochs' compute. Only variants not already saved take part."""
-    plan: dict[str, list[Path]] = {}
-    trained = [v for v in cfg.variants if not v.model_file]
-    for i, longer in enumerate(trained):
-        key = longer.continuation_key(data_key, cfg.seed, cfg.data.val_fraction,
-                                      cfg.data.interpolation)
-        donors = [d for d in trained[:i] if d.epochs < longer.epochs and d.continuation_key(
-            data_key, cfg.seed, cfg.data.val_fraction, cfg.data.interpolation) == key]
-        longer_key = _key(longer, data_key, cfg)
-        if donors and (retrain or storage.find(models_dir, longer_key) is None):
-            donor = max(donors, key=lambda d: d.epochs)
-            plan.setdefault(donor.name, []).append(
-                storage.checkpoint_dir(models_dir, longer.name, longer_key))
-    return {name: tuple(folders) for name, folders in plan.items()}
+    def __init__(self, cfg, found: layout.DataLayout, state: jobs_mod.JobState):
+        self.cfg, self.found, self.state = cfg, found, state
+        self.splits: dict[int, Splits] = {}
+        self.results: dict[str, tuple] = {}  # model key -> (probs, history, preprocessing)
+        self.pool, self.pool_seed = None, None
+        self.data_key, self.jobs = "", []
 
+    def splits_for(self, variant) -> Splits:
+        size = variant.resolved_image_size()
+        if size not in self.splits:
+            self.splits[size] = load_splits(self.found, size, self.cfg)
+        return self.splits[size]
 
-def run_variant(variant, splits: Splits, data_key: str, cfg, models_dir: Path, retrain: bool,
-                label: str, pool, tta: bool = False, hand_over: tuple[Path, ...] = ()):
-    """Train or load one variant; returns ({split: probabilities}, history, spec, model key)."""
-    key = _key(variant, data_key, cfg)
-    expect = {"preprocessing": variant.preprocessing, "image_size": variant.resolved_image_size()}
-    cached = None if retrain else storage.find(models_dir, key, expect)
-    if cached is not None:
-        model, preprocessing, history = _load_cached(cached, variant, label)
-    else:
-        model, preprocessing, history = _train_and_save(variant, splits, cfg, models_dir, key,
-                                                        label, pool, hand_over)
-    probs = predict_splits(model, splits, preprocessing, variant.val_batch_size, tta)
-    return probs, history, variant_spec(variant, preprocessing), key
+    def _predict(self, job, model, preprocessing) -> dict:
+        return predict_splits(model, self.splits_for(job.variant), preprocessing,
+                              job.variant.val_batch_size, self.cfg.evaluation.tta)
+
+    def train(self, job) -> None:
+        from melanoma.models.training import ModelPool
+
+        if self.pool_seed != job.seed:  # one seed's models at a time in memory
+            self.pool, self.pool_seed = ModelPool(), job.seed
+        models_dir = self.state.models_dir
+        folder = storage.checkpoint_dir(models_dir, job.variant.name, job.key)
+        state_file = folder / CHECKPOINT_FILE
+        if self.state.retrain and state_file.exists() \
+                and state_file.stat().st_mtime < self.state.since:
+            shutil.rmtree(folder, ignore_errors=True)  # --retrain: not an earlier run's epochs
+        model, preprocessing, history = _train_and_save(
+            job, self.splits_for(job.variant), self.cfg, models_dir, self.pool,
+            self.state.since if self.state.retrain else None)
+        self.results[job.key] = (self._predict(job, model, preprocessing), history,
+                                 preprocessing)
+
+    def result(self, job) -> tuple[dict, dict, object]:
+        if job.key not in self.results:
+            expect = {"preprocessing": job.variant.preprocessing,
+                      "image_size": job.variant.resolved_image_size()}
+            cached = storage.find(self.state.models_dir, job.key, expect)
+            model, preprocessing, history = _load_cached(cached, job.variant, job.label)
+            self.results[job.key] = (self._predict(job, model, preprocessing), history,
+                                     preprocessing)
+        return self.results[job.key]
 
 
 @dataclass
@@ -190,12 +225,13 @@ class Collected:
     keys: dict = field(default_factory=dict)
     data_key: str = ""
 
-    def add_model_file(self, result, variant) -> None:
-        self.frames.append(result.predictions)
+    def add_model_file(self, result, variant, seed: int) -> None:
+        self.frames.append(result.predictions.assign(seed=seed))
         self.specs[variant.name], self.histories[variant.name] = result.spec, result.history
         self.keys[variant.name] = result.spec["sha256"] or variant.model_file
 
-    def add_trained(self, variant, splits: Splits, root: Path, probs: dict, tta: bool) -> None:
+    def add_trained(self, variant, seed: int, splits: Splits, root: Path, probs: dict,
+                    tta: bool) -> None:
         for suffix in ("", TTA_SUFFIX) if tta else ("",):
             name = variant.name + suffix
             if suffix:
@@ -204,64 +240,99 @@ class Collected:
             for split, target in (("test", self.frames), ("val", self.val_frames)):
                 images = getattr(splits, split)
                 target.append(pd.DataFrame({
-                    "variant": name, "file": [relative_name(f, root) for f in images.files],
+                    "variant": name, "seed": seed,
+                    "file": [relative_name(f, root) for f in images.files],
                     "label": images.labels, "prob_malignant": probs[split + suffix]}))
+
+
+def plan_id(cfg, models_dir: Path) -> str:
+    """Processes with the same config and models folder share the jobs and the output folder."""
+    text = json.dumps([cfg.to_dict(), str(Path(models_dir).resolve())], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
                   out_dir: Path | None = None, models_dir: Path = Path("models"),
-                  retrain: bool = False, strict: bool = False) -> list[dict]:
-    """Train or load every variant of ``cfg`` and write the report; returns the rows.
-    ``strict``: any pre-flight warning about the data is an error, before any training."""
-    started = time.perf_counter()
+                  retrain: bool = False, strict: bool = False,
+                  shard: tuple[int, int] | None = None) -> list[dict]:
+    """Train or load every (variant, seed) job of ``cfg`` and write the report; returns the
+    rows, or [] when other processes still train some jobs (the last one writes the report).
+    ``strict``: any pre-flight warning about the data is an error, before any training.
+    ``shard`` (I, N): train only the jobs with index % N == I - 1."""
+    started, since = time.perf_counter(), time.time()
     check_variants(cfg)
     hardware = tfsetup.configure()  # the device line comes first
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
     checked = preflight.check(found, strict)
     log.info(checked.summary())
-    trains = any(not v.model_file for v in cfg.variants)  # model-file rows need no models/
-    if trains:
+    if any(not v.model_file for v in cfg.variants):  # model-file rows need no models/
         check_split_sizes(found, cfg.data.val_fraction)
-    out_dir = Path(out_dir or Path("reports") / cfg.name)
-    # a second run on the same folders fails fast instead of writing beside this one
-    with locks.hold(out_dir, *([models_dir] if trains else [])):
+    out_dir, models_dir = Path(out_dir or Path("reports") / cfg.name), Path(models_dir)
+    plan = plan_id(cfg, models_dir)
+    # another run on the same output folder fails fast; a process of the same plan joins
+    held = locks.acquire_or_join(out_dir, plan)
+    try:
         atomic.sweep_stale(out_dir)
-        return _run_locked(cfg, found, checked, out_dir, Path(models_dir), retrain, started,
-                           hardware)
+        state = jobs_mod.JobState(models_dir, retrain, since)
+        runner = _work(cfg, found, state, shard)
+        if runner is None:
+            return []
+        if held is None:  # joined: the report is written under the folder's lock
+            held = locks.wait_acquire(out_dir, plan)
+        return _report(cfg, found, checked, out_dir, runner, hardware, started)
+    finally:
+        if held is not None:
+            locks.release(held)
 
 
-def _run_variants(cfg, found: layout.DataLayout, models_dir: Path, retrain: bool,
-                  collected: Collected) -> Splits | None:
-    """Every variant in turn; returns the splits of the first trained size (None when every
-    row is a model file)."""
-    from melanoma.evaluation.model_files import evaluate_row
-    from melanoma.models.training import ModelPool
-
+def _work(cfg, found: layout.DataLayout, state, shard) -> JobRunner | None:
+    """Train this process's share of the jobs; the runner when every model is saved (the
+    report can be written), else None."""
+    log.info("data: %s (train %d, test %d files)", found.root, len(found.train), len(found.test))
     data_key = fingerprint(found.train.files + found.test.files)
-    collected.data_key = data_key
-    if retrain:  # discard unfinished trainings first: a shorter variant may hand over below
-        for variant in cfg.variants:
-            shutil.rmtree(storage.checkpoint_dir(models_dir, variant.name,
-                                                 _key(variant, data_key, cfg)), ignore_errors=True)
-    hand_over = continuations(cfg, data_key, models_dir, retrain)
-    cache: dict[int, Splits] = {}
-    pool = ModelPool()
+    runner = JobRunner(cfg, found, state)
+    runner.data_key = data_key
+    runner.jobs = jobs_mod.plan_jobs(cfg, data_key, state.models_dir, state.retrain)
+    mine = jobs_mod.shard_of(runner.jobs, shard)
+    if shard is not None:
+        log.info("shard %d/%d: %d of %d jobs", *shard, len(mine), len(runner.jobs))
+    jobs_mod.work_through(mine, state, runner.train)
+    missing = jobs_mod.unsaved(runner.jobs, state)
+    if missing:
+        log.info("report: %d of %d models are not saved yet (%s); the process that saves the "
+                 "last one writes the report, or run `melanoma-bench run` again to load them "
+                 "all and report", len(missing), len({j.key for j in runner.jobs}),
+                 ", ".join(j.label.split("] ", 1)[-1] for j in missing[:5]))
+        return None
+    return runner
+
+
+def _collect(cfg, found: layout.DataLayout, runner: JobRunner) -> Collected:
+    """Every row's predictions in config order (variant by variant, seed by seed)."""
+    from melanoma.evaluation.model_files import evaluate_row
+
+    collected = Collected(data_key=runner.data_key)
+    seeds = cfg.training_seeds
+    by_variant: dict[str, list] = {}
+    for job in runner.jobs:
+        by_variant.setdefault(job.variant.name, []).append(job)
     for i, variant in enumerate(cfg.variants, 1):
-        label = f"[{i}/{len(cfg.variants)}] {variant.name}"
         if variant.model_file:
+            label = f"[{i}/{len(cfg.variants)}] {variant.name}"
             collected.add_model_file(evaluate_row(variant, found, cfg.data.interpolation, label),
-                                     variant)
+                                     variant, seeds[0])
             continue
-        size = variant.resolved_image_size()
-        if size not in cache:
-            cache[size] = load_splits(found, size, cfg)
-        probs, collected.histories[variant.name], collected.specs[variant.name], \
-            collected.keys[variant.name] = run_variant(variant, cache[size], data_key, cfg,
-                                                       models_dir, retrain, label, pool,
-                                                       cfg.evaluation.tta,
-                                                       hand_over.get(variant.name, ()))
-        collected.add_trained(variant, cache[size], found.root, probs, cfg.evaluation.tta)
-    return next(iter(cache.values()), None)
+        keys = {}
+        for job in by_variant[variant.name]:
+            probs, history, preprocessing = runner.result(job)
+            name = variant.name if len(seeds) == 1 else f"{variant.name} seed {job.seed}"
+            collected.histories[name], keys[job.seed] = history, job.key
+            collected.specs[variant.name] = variant_spec(variant, preprocessing)
+            collected.add_trained(variant, job.seed, runner.splits_for(variant), found.root,
+                                  probs, cfg.evaluation.tta)
+        collected.keys[variant.name] = keys[seeds[0]] if len(seeds) == 1 else keys
+    return collected
 
 
 def _provenance(cfg, found, checked, first: Splits | None, collected: Collected, hardware: dict,
@@ -276,20 +347,20 @@ def _provenance(cfg, found, checked, first: Splits | None, collected: Collected,
                       "n_val": len(first.val.labels) if first else None,
                       "skipped_images": len(skipped), "skipped": [list(s) for s in skipped],
                       "preflight": checked.to_dict()},
-             "overrides": list(cfg.overrides),
+             "seeds": list(cfg.training_seeds), "overrides": list(cfg.overrides),
              "model_keys": collected.keys, "wall_seconds": round(time.perf_counter() - started, 1)}
     info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
     info["hardware"] = hardware
     return info
 
 
-def _run_locked(cfg, found: layout.DataLayout, checked: preflight.PreflightReport,
-                out_dir: Path, models_dir: Path, retrain: bool, started: float,
-                hardware: dict) -> list[dict]:
-    """The body of ``run_benchmark`` once the data is checked and the folders are locked."""
-    log.info("data: %s (train %d, test %d files)", found.root, len(found.train), len(found.test))
-    collected = Collected()
-    first = _run_variants(cfg, found, models_dir, retrain, collected)
+def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, out_dir: Path,
+            runner: JobRunner, hardware: dict, started: float) -> list[dict]:
+    """Predictions of every job (loading the models other processes trained), the audit and
+    every table, figure and page."""
+    collected = _collect(cfg, found, runner)
+    trained = [v for v in cfg.variants if not v.model_file]  # the first trained size's splits
+    first = runner.splits_for(trained[0]) if trained else None
     info = _provenance(cfg, found, checked, first, collected, hardware, started)
     clean, audit_summary = (leakage_audit(first, found.root, out_dir, cfg)
                             if cfg.evaluation.audit and first else (None, None))
