@@ -203,8 +203,10 @@ def prepare(path: str | Path, data: EvalData, options: EvalOptions) -> Prepared:
     return Prepared(loaded, preprocessing, source, mean_source, interpolation, int(batch_size))
 
 
-def predict_split(prep: Prepared, data: EvalData, split: str, name: str) -> tuple[pd.DataFrame, tuple]:
-    """predictions.csv lines of one split (``variant,file,label,prob_malignant``) and its
+def predict_split(prep: Prepared, data: EvalData, split: str, name: str
+                  ) -> tuple[pd.DataFrame, tuple]:
+    """predictions.csv lines of one split (``variant,seed,file,label,prob_malignant``; the
+    seed is the training seed a run's sidecar records, else 0) and its
     skipped files; a model trained by run is fed by run's own pipeline."""
     from melanoma.data.pipeline import make_dataset
 
@@ -218,7 +220,9 @@ def predict_split(prep: Prepared, data: EvalData, split: str, name: str) -> tupl
     else:
         probs = prep.loaded.predict_batches(legacy.batches(images.pixels, prep.preprocessing,
                                                            prep.batch_size))
-    frame = pd.DataFrame({"variant": name, "file": [data.relative(f) for f in images.files],
+    seed = int((prep.loaded.sidecar or {}).get("seed") or 0)  # training seed; 0: not known
+    frame = pd.DataFrame({"variant": name, "seed": seed,
+                          "file": [data.relative(f) for f in images.files],
                           "label": images.labels, "prob_malignant": probs})
     return frame, images.skipped
 
