@@ -185,8 +185,9 @@ def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str,
         written += _variant_figures(out_dir, name, runs, full[name], thresholds)
     for name, history in histories.items():
         if history:
+            file = plots.slug(name.replace(" seed ", "_seed"))  # "v seed 3" -> training_v_seed3
             written.append((plots.training_curves(
-                history, name, out_dir / f"training_{plots.slug(name)}.png"),
+                history, name, out_dir / f"training_{file}.png"),
                 f"{name}: training curves"))
     return written
 
