@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from melanoma.cli.main import main
+from melanoma.reporting.figures import slug
 
 pytestmark = pytest.mark.slow  # trains one tiny model (~1.5 min on 2 shared cores)
 
@@ -76,7 +77,7 @@ def test_run_saves_val_predictions_tta_rows_and_audit(tiny_run):
     assert saved["evaluation"]["bootstrap_resamples"] == 200
     assert saved["audit"]["n_test"] == 12
     for name in ("audit_pairs.csv", "audit_summary.json", "audit_pairs.png", "clean_test.csv",
-                 "index.html", "forest_auc.png", "reliability_tiny_tta.png"):
+                 "index.html", "forest_auc.png", f"reliability_{slug('tiny+tta')}.png"):
         assert (out / name).is_file(), name
 
 
