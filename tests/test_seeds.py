@@ -51,9 +51,8 @@ def test_seeds_from_the_file_from_set_and_from_seed():
 def _old_model_key(variant, data: str, seed: int, val_fraction: float, interpolation: str):
     """The key as computed before seeds existed (copied from the code of that time)."""
     spec = {f.name: getattr(variant, f.name) for f in dataclasses.fields(variant)
-            if f.metadata.get("key", True) and not (f.name == "mixed_precision" and not
-                                                    variant.mixed_precision)
-            and not (f.name == "jit_compile" and variant.jit_compile == "auto")}
+            if f.metadata.get("key", True)  # fields added later count only when set
+            and not (f.metadata.get("key_if_set") and getattr(variant, f.name) == f.default)}
     spec.update(augmentation=dataclasses.asdict(variant.augmentation),
                 image_size=variant.resolved_image_size(), data=data, seed=seed,
                 val_fraction=val_fraction, interpolation=interpolation)

@@ -35,7 +35,8 @@ CLAIM = textwrap.dedent("""
             handle.write(f"{job.key} {os.getpid()} {time.time()}\\n")
         time.sleep(1.0 if job.key == "k00" else 0.3)
         (models / f"{job.variant.name}-{job.key}.keras").write_text("model")
-        (models / f"{job.variant.name}-{job.key}.json").write_text(json.dumps({"t": time.time()}))
+        (models / f"{job.variant.name}-{job.key}.json").write_text(json.dumps(
+            {"t": time.time(), "preprocessing": "samplewise", "config_key": job.key}))
 
     state = jobs.JobState(models)
     left = jobs.work_through(plan, state, train)

@@ -270,8 +270,15 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         check_split_sizes(found, cfg.data.val_fraction)
     out_dir, models_dir = Path(out_dir or Path("reports") / cfg.name), Path(models_dir)
     plan = plan_id(cfg, models_dir)
+    created = not models_dir.exists()
+    if any(not v.model_file for v in cfg.variants):
+        atomic.make_folder(models_dir)  # a file or an unwritable place: one line, now
     # another run on the same output folder fails fast; a process of the same plan joins
-    held = locks.acquire_or_join(out_dir, plan)
+    try:
+        held = locks.acquire_or_join(out_dir, plan)
+    except BaseException:
+        _remove_if_empty(models_dir, created)
+        raise
     try:
         atomic.sweep_stale(out_dir)
         state = jobs_mod.JobState(models_dir, retrain, since)
@@ -284,6 +291,16 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     finally:
         if held is not None:
             locks.release(held)
+        _remove_if_empty(models_dir, created)
+
+
+def _remove_if_empty(folder: Path, created: bool) -> None:
+    """A models folder this run created and left empty (it failed before saving) goes."""
+    if created:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _work(cfg, found: layout.DataLayout, state, shard) -> JobRunner | None:

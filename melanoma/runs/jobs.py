@@ -123,7 +123,13 @@ class JobState:
     since: float = 0.0
 
     def saved(self, key: str) -> bool:
-        found = storage.find(self.models_dir, key)
+        if self.retrain:  # a damaged earlier model is retrained, not an error
+            try:
+                found = storage.find(self.models_dir, key)
+            except UserError:
+                return False
+        else:
+            found = storage.find(self.models_dir, key)
         if found is None:
             return False
         if not self.retrain:
