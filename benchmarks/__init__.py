@@ -1,1 +1,5 @@
-"""Benchmark runner: CLI, configs and regression benchmarks."""
+"""Benchmark suites, run from a checkout (not installed).
+
+    python -m benchmarks.perf
+    python -m benchmarks.measure_evaluation
+"""

@@ -9,7 +9,8 @@
 a fresh process (``TF_ENABLE_ONEDNN_OPTS`` is read when TensorFlow is imported), and compares
 the ``predictions.csv`` files with the first run: bitwise equal, largest |difference| and the
 AUC. ``kernels`` compares single op outputs while oneDNN is capped to older instruction
-sets (``ONEDNN_MAX_CPU_ISA``), a stand-in for a CPU without AVX-512. ``speed`` times steady-state training steps of the same model at 64 px under each
+sets (``ONEDNN_MAX_CPU_ISA``), a stand-in for a CPU without AVX-512. ``speed`` times
+steady-state training steps of the same model at 64 px under each
 setting, alternating settings so that load on a shared machine hits them alike. Findings
 are written up in docs/determinism.md. An investigation script, not part of the harness.
 """
@@ -83,8 +84,8 @@ def configure(threads: int | None, op_determinism: bool) -> dict:
 def worker_run(out: Path, threads: int | None, op_determinism: bool) -> None:
     """One tiny run_benchmark into ``out``; writes ``out/meta.json``."""
     meta = configure(threads, op_determinism)
-    from benchmarks.run import run_benchmark
     from melanoma import config
+    from melanoma.runs.benchmark import run_benchmark
 
     cfg = config.from_dict(TINY)
     started = time.perf_counter()
@@ -100,8 +101,8 @@ def worker_speed(out: Path, threads: int | None, op_determinism: bool, steps: in
     import keras
     import numpy as np
 
-    from melanoma.model import build_classifier
-    from melanoma.training import compile_classifier
+    from melanoma.models.factory import build_classifier
+    from melanoma.models.training import compile_classifier
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -186,7 +187,7 @@ def compare(first: Path, other: Path) -> dict:
     import numpy as np
     import pandas as pd
 
-    from melanoma import metrics
+    from melanoma.evaluation import metrics
 
     a, b = (pd.read_csv(p / "predictions.csv") for p in (first, other))
     pa, pb = a["prob_malignant"].to_numpy(), b["prob_malignant"].to_numpy()

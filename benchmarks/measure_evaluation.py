@@ -36,8 +36,8 @@ def fake_predictions(n: int, seed: int, prefix: str) -> pd.DataFrame:
 def time_evaluation() -> dict:
     """Seconds for the whole report (metrics, intervals, DeLong, plots, HTML) and for the
     tables alone."""
-    from melanoma import report
-    from melanoma.scoring import EvalSettings, evaluate
+    from melanoma.evaluation.rows import EvalSettings, evaluate
+    from melanoma.reporting import tables as report
 
     test, val = fake_predictions(N_TEST, 0, "test"), fake_predictions(N_VAL, 1, "train")
     clean = set(test["file"].unique()[::4][:750])
@@ -57,20 +57,17 @@ def time_prediction(backbone: str, size: int, n: int, batch: int) -> float:
     """Seconds to predict ``n`` images at ``size`` px (after one warm-up batch)."""
     import keras
 
-    from benchmarks.run import predict
-    from melanoma.images import LoadedImages
-    from melanoma.model import build_classifier
-    from melanoma.preprocessing import get_preprocessing
+    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.models.factory import build_classifier
 
     keras.utils.set_random_seed(0)
     model = build_classifier(backbone, size, "none", 128, 0.0, False, None)
     pixels = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    images = LoadedImages(pixels, np.zeros(n, np.int64), tuple(f"{i}" for i in range(n)), ())
     pre = get_preprocessing("samplewise")
-    warm = LoadedImages(pixels[:batch], images.labels[:batch], images.files[:batch], ())
-    predict(model, warm, pre, batch)
+    model.predict(make_dataset(pixels[:batch], None, batch, pre), verbose=0)  # warm-up
     started = time.perf_counter()
-    predict(model, images, pre, batch)
+    model.predict(make_dataset(pixels, None, batch, pre), verbose=0)
     return time.perf_counter() - started
 
 

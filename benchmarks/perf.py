@@ -1,7 +1,7 @@
 """Performance suite: every figure a ratio of two things measured side by side in ONE process.
 
-    melanoma-bench perf                    # P1-P4 (+ GPU figures when a GPU is visible)
-    melanoma-bench perf --skip-main-job    # P1-P3 only (P4 runs the ~4 min main job)
+    python -m benchmarks.perf                    # P1-P4 (+ GPU figures when a GPU is visible)
+    python -m benchmarks.perf --skip-main-job    # P1-P3 only (P4 runs the ~4 min main job)
 
 Writes reports/perf/perf.json and perf.md: each figure with its target and verdict.
 Timings on a shared machine are noisy, so the two sides of each ratio are measured in
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from melanoma import atomic, provenance, synthetic
-from melanoma.augmentation import Augmentation
+from melanoma.data import synthetic
+from melanoma.data.augmentation import Augmentation
+from melanoma.util import atomic, provenance
 
 # Same JPEGs for both sides of P1; 300 px like the public data set's images.
 PERF_DATA = synthetic.SyntheticSpec(n_train_per_class=100, n_test_per_class=250,
@@ -94,8 +95,8 @@ def pipeline_epoch_rate(pixels, labels, batch: int, epochs: int = 3):
     one untimed warm-up epoch (thread pools, autotuning, prefetch filled), then ``epochs``
     timed epochs; the iterator is dropped before the other side runs, so no background
     prefetching happens inside the legacy side's time."""
-    from melanoma.dataset import make_dataset
-    from melanoma.preprocessing import get_preprocessing
+    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.preprocessing import get_preprocessing
 
     data = make_dataset(pixels, labels, batch, get_preprocessing("samplewise"), AUGMENTATION,
                         shuffle=True, seed=0).repeat()
@@ -118,8 +119,8 @@ def pipeline_epoch_rate(pixels, labels, batch: int, epochs: int = 3):
 
 def p1_input_pipeline(root: Path) -> Figure:
     """Our pipeline vs flow_from_directory: same JPEGs, size, batch and augmentation."""
-    from melanoma import layout
-    from melanoma.images import load_images
+    from melanoma.data import layout
+    from melanoma.data.decode import load_images
 
     found = layout.discover(root)
     started = time.perf_counter()
@@ -149,8 +150,8 @@ def build_small_model():
     """The default main job's network: B0 at 64 px, random weights, compiled as the runner does."""
     import keras
 
-    from melanoma.model import build_classifier
-    from melanoma.training import compile_classifier
+    from melanoma.models.factory import build_classifier
+    from melanoma.models.training import compile_classifier
 
     keras.utils.set_random_seed(0)
     return compile_classifier(build_classifier("B0", P2_SIZE, "none", 128, bn_momentum=0.9), 1e-3)
@@ -160,8 +161,8 @@ def p2_training_feed(pixels, labels, model) -> Figure:
     """fit() fed by the augmenting pipeline vs fit() on one epoch of its output held in memory."""
     import tensorflow as tf
 
-    from melanoma.dataset import make_dataset
-    from melanoma.preprocessing import get_preprocessing
+    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.preprocessing import get_preprocessing
 
     prep = get_preprocessing("samplewise")
     fed = make_dataset(pixels, labels, P2_BATCH, prep, AUGMENTATION, shuffle=True, seed=0,
@@ -197,13 +198,15 @@ def full_evaluation(model, test, root: Path, out_dir: Path) -> None:
     report files, via the runner's own functions (so later additions are timed too)."""
     import pandas as pd
 
-    from melanoma import metrics, report
-    from melanoma.preprocessing import get_preprocessing
-
-    from .run import predict, relative
+    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.evaluation import metrics
+    from melanoma.reporting import tables as report
+    from melanoma.util.names import relative_name as relative
 
     prep = get_preprocessing("samplewise")
-    probs = predict(model, test, prep, 64)
+    probs = model.predict(make_dataset(test.pixels, None, 64, prep), verbose=0)[:, 1]
+    probs = probs.astype(np.float64)
     frame = pd.DataFrame({"variant": "perf_b0_samplewise",
                           "file": [relative(f, root) for f in test.files],
                           "label": test.labels, "prob_malignant": probs})
@@ -217,8 +220,8 @@ def full_evaluation(model, test, root: Path, out_dir: Path) -> None:
 
 def p3_evaluation(model, test, root: Path) -> Figure:
     """Full evaluation time vs bare model.predict on the same images."""
-    from melanoma.dataset import make_dataset
-    from melanoma.preprocessing import get_preprocessing
+    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.preprocessing import get_preprocessing
 
     prep = get_preprocessing("samplewise")
     out = Path(tempfile.mkdtemp(prefix="melanoma-perf-eval-"))
@@ -240,7 +243,7 @@ def p3_evaluation(model, test, root: Path) -> Figure:
     written = sorted(p.name for p in out.iterdir())
     return Figure(
         "P3", f"full evaluation (predict, all metrics, bootstrap intervals, plots, report "
-        f"files via melanoma.report.write_run) vs bare model.predict ({len(test.labels)} test "
+        f"files via melanoma.reporting.tables.write_run) vs bare model.predict ({len(test.labels)} test "
         f"images, B0 {P2_SIZE}px)", ratio, "x", "<= 1.2", ratio <= 1.2,
         {"seconds": times, "fixed_overhead_seconds": full_s - bare_s,
          "files_written": written})
@@ -251,7 +254,7 @@ def p3_evaluation(model, test, root: Path) -> Figure:
 def p4_main_job(timeout_s: int = 1200) -> Figure:
     """`melanoma-bench run` (default config, fresh models folder) as a child process."""
     with tempfile.TemporaryDirectory(prefix="melanoma-perf-main-") as tmp:
-        command = [sys.executable, "-m", "benchmarks.cli", "run", "--out", f"{tmp}/out",
+        command = [sys.executable, "-m", "melanoma.cli.main", "run", "--out", f"{tmp}/out",
                    "--models-dir", f"{tmp}/models"]
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
@@ -279,8 +282,8 @@ def gpu_b6(batch: int = 16, steps: int = 10) -> list[Figure]:
     if not tf.config.list_physical_devices("GPU"):
         return [Figure("GPU", "B6 at 528 px train/infer images/s (fp32/mixed x XLA off/on)",
                        None, "images/s", "measured only", None, {"reason": "no GPU visible"})]
-    from melanoma.model import build_classifier
-    from melanoma.training import compile_classifier
+    from melanoma.models.factory import build_classifier
+    from melanoma.models.training import compile_classifier
 
     figures = []
     x = np.random.default_rng(0).uniform(0, 255, (batch, 528, 528, 3)).astype(np.float32)
@@ -315,8 +318,8 @@ def run_perf(out_dir: Path = Path("reports/perf"), main_job: bool = True) -> lis
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
-    from melanoma import layout
-    from melanoma.images import load_images
+    from melanoma.data import layout
+    from melanoma.data.decode import load_images
 
     root = synthetic.ensure_dataset(PERF_DATA)
     found = layout.discover(root)
@@ -382,3 +385,28 @@ def write_report(out_dir: Path, figures: list[Figure], extra: dict | None = None
     atomic.write_json(out_dir / "perf.json", {
         "figures": [{**asdict(f), "verdict": f.verdict} for f in figures], "provenance": info})
     atomic.write_text(out_dir / "perf.md", markdown(figures, info))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.perf [--out DIR] [--skip-main-job]`` (``tox -e perf``): exit 0 when
+    every measured target holds, 1 when one is missed, 2 without tf_keras."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("reports/perf"))
+    parser.add_argument("--skip-main-job", action="store_true",
+                        help="skip P4 (runs the default main job as a child process)")
+    args = parser.parse_args(argv)
+    try:
+        import tf_keras  # noqa: F401 - P1's baseline is the original ImageDataGenerator
+    except ImportError:
+        print("benchmarks.perf: error: P1 compares with tf_keras' ImageDataGenerator: "
+              "pip install -e '.[perf]' (or `tox -e perf`)", file=sys.stderr)
+        return 2
+    figures = run_perf(args.out, main_job=not args.skip_main_job)
+    print((args.out / "perf.md").read_text(encoding="utf-8"))
+    return 1 if any(f.holds is False for f in figures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

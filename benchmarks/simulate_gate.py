@@ -2,9 +2,9 @@
 
     PYTHONPATH=$PWD python benchmarks/simulate_gate.py --out reports/simulate_gate.md
     PYTHONPATH=$PWD python benchmarks/simulate_gate.py --quick      # about a tenth of the runs
-    PYTHONPATH=$PWD python benchmarks/simulate_gate.py --parts BC --tau 0.6   # larger seed spread
+    PYTHONPATH=$PWD python benchmarks/simulate_gate.py --parts BC --tau 0.5   # larger seed spread
 
-Three parts, every number from melanoma.evaluation's own functions:
+Three parts, every number from melanoma.evaluation's own functions (variance, gate):
 A. per-seed metric values drawn directly (2 variants x the 4 gated metrics = 8 checks,
    5 baseline and 5 new seeds): the false-alarm rate when nothing changed (normal, heavy
    tailed, occasional failed seeds, correlated metrics), and the power against a drop of

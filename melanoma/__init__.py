@@ -1,1 +1,21 @@
-"""Melanoma benchmark library: data, preprocessing, models, metrics, reports."""
+"""melanoma-bench: a benchmark and evaluation harness for benign/malignant melanoma
+classification (Keras 3, EfficientNet).
+
+The Python API (the same jobs as the ``melanoma-bench`` command line)::
+
+    import melanoma
+    result = melanoma.run_benchmark("default", overrides=["defaults.epochs=1"], limit=20)
+    result.rows[["variant", "auc", "auc_ci_low", "auc_ci_high"]]
+    melanoma.rebuild_report(result.out_dir)
+
+Subpackages: ``config`` (configs, --set overrides), ``data`` (find, decode, split,
+preprocess, augment), ``models`` (backbones, factory, training, storage, safe loading),
+``evaluation`` (metrics, rows with intervals, model files, audit), ``reporting`` (tables,
+figures, HTML; never imports TensorFlow), ``tuning`` (keras-tuner), ``runs`` (the benchmark
+run), ``util`` (atomic writes, locks, names, logging, provenance), ``cli`` (the console
+script).
+"""
+from melanoma.api import RunResult, evaluate_models, load_config, rebuild_report, run_benchmark, tune_head
+
+__all__ = ["RunResult", "evaluate_models", "load_config", "rebuild_report", "run_benchmark",
+           "tune_head"]

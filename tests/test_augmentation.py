@@ -1,4 +1,4 @@
-"""Tests for melanoma.augmentation against an independent re-implementation of the legacy
+"""Tests for melanoma.data.augmentation against an independent re-implementation of the legacy
 ``ImageDataGenerator`` transform (``apply_affine_transform`` + ``flip_axis``).
 
 The legacy code builds ``M = R(theta) @ S(shear)`` with R = [[cos, -sin], [sin, cos]] and
@@ -17,7 +17,12 @@ import pytest
 import scipy.ndimage as ndi
 import tensorflow as tf
 
-from melanoma.augmentation import Augmentation, affine_matrices, apply_transforms, augment_batch
+from melanoma.data.augmentation import (
+    Augmentation,
+    affine_matrices,
+    apply_transforms,
+    augment_batch,
+)
 
 SIZE = 32
 BORDER = 6  # pixels near the edge depend on how the fill mode meets bilinear sampling
@@ -180,7 +185,7 @@ def implied_angles(matrices):
 
 @pytest.mark.parametrize("limit", [5.0, 20.0])
 def test_rotation_range_is_in_degrees(limit):
-    from melanoma.augmentation import transform_matrices
+    from melanoma.data.augmentation import transform_matrices
 
     matrices = transform_matrices(Augmentation(rotation_deg=limit), 2000, SIZE, SIZE,
                                   tf.constant([1, 2]))
@@ -192,7 +197,7 @@ def test_rotation_range_is_in_degrees(limit):
 
 
 def test_shear_range_is_in_degrees():
-    from melanoma.augmentation import transform_matrices
+    from melanoma.data.augmentation import transform_matrices
 
     limit = 0.2  # the legacy shear_range=0.2 meant 0.2 DEGREES
     m = transform_matrices(Augmentation(shear_deg=limit), 2000, SIZE, SIZE,

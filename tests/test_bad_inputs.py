@@ -3,8 +3,10 @@ error (exit 2); none ends in a traceback. Pre-flight and loading are tested dire
 one tiny `run` goes through the CLI over a data set holding every skippable bad file."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import logging
 import os
 import struct
 import tomllib
@@ -15,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.cli import main
-from melanoma import layout, preflight
-from melanoma.errors import UserError
-from melanoma.images import load_images
+from melanoma.cli.main import main
+from melanoma.data import layout, preflight
+from melanoma.data.decode import load_images
+from melanoma.util.errors import UserError
 
 RNG = np.random.default_rng(0)
 
@@ -118,14 +120,23 @@ def test_clean_set_passes_strict(tmp_path):
 
 def test_loading_skips_and_counts_bad_files_as_rgb(bad_set, capsys):
     found = layout.discover(bad_set)
-    loaded = load_images(found.train.files, found.train.labels, 32)
+    records: list[logging.LogRecord] = []
+    seen = logging.Handler()
+    seen.emit = records.append  # counted here whether or not the CLI set logging up
+    library = logging.getLogger("melanoma")
+    library.addHandler(seen)
+    try:
+        loaded = load_images(found.train.files, found.train.labels, 32)
+    finally:
+        library.removeHandler(seen)
     skipped = {Path(f).name: why for f, why in loaded.skipped}
     assert set(skipped) == {"corrupt.jpg", "half.jpg", "zero.jpg", "text.jpg",
                             "huge.png"}
     assert "pixels" in skipped["huge.png"]
     assert loaded.pixels.shape == (10 + 1 + 10 + 6, 32, 32, 3)  # 1x1 upscaled; odd modes RGB
-    err = capsys.readouterr().err
-    assert err.count("warning: skipped unreadable image") == 5 and "Traceback" not in err
+    warnings = [r.getMessage() for r in records if r.name == "melanoma.data.decode"]
+    assert sum("warning: skipped unreadable image" in w for w in warnings) == 5
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_huge_header_is_never_decoded(tmp_path, monkeypatch):
@@ -167,15 +178,16 @@ def test_broken_layouts_exit_2_with_one_line(tmp_path, capsys, case, message):
 
 def test_unreadable_only_class_is_a_one_line_error(tmp_path, capsys):
     """A class whose files all fail to decode: caught after loading, exit 2."""
-    from benchmarks.run import load_splits
     from melanoma import config
+    from melanoma.data.splits import load_splits
 
     root = make_set(tmp_path / "data", n=2, test_n=2, bad=False)
     for p in (root / "test" / "Malignant").iterdir():
         p.write_bytes(b"")
     cfg = config.from_dict(tomllib.loads(TINY_CONFIG))
     with pytest.raises(UserError, match="fewer than two readable classes"):
-        load_splits(layout.discover(root), 32, cfg)
+        load_splits(layout.discover(root), 32, dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, cache_dir=str(tmp_path / "cache"))))
 
 
 def test_check_command_prints_summary(bad_set, capsys):
@@ -229,7 +241,7 @@ def test_second_run_on_a_locked_folder_fails_fast_naming_the_holder(tmp_path, ca
     import subprocess
     import sys
 
-    from melanoma import lock
+    from melanoma.util import locks as lock
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -237,7 +249,8 @@ def test_second_run_on_a_locked_folder_fails_fast_naming_the_holder(tmp_path, ca
         out.mkdir()
         (out / lock.LOCK_NAME).write_text(json.dumps(
             {"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "then"}))
-        root = make_set(tmp_path / "data", n=2, test_n=2, bad=False)
+        # 8 a class: enough for the train/val split check, which comes before the lock
+        root = make_set(tmp_path / "data", n=8, test_n=2, bad=False)
         args = ["run", "--data-dir", str(root), "--out", str(out),
                 "--models-dir", str(tmp_path / "models")]
         assert main(args) == 2
@@ -253,7 +266,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
     import subprocess
     import sys
 
-    from melanoma import lock
+    from melanoma.util import locks as lock
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

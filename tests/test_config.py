@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from melanoma import config
-from melanoma.augmentation import Augmentation
-from melanoma.errors import UserError
+from melanoma.data.augmentation import Augmentation
+from melanoma.util.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
 
@@ -117,6 +117,18 @@ def test_default_config_loads():
     assert cfg.data.dir is None and cfg.data.val_fraction == 0.15
 
 
+def test_library_defaults_equal_the_default_config():
+    """A minimal config is the CPU smoke run's row, never a silent B6/ImageNet job."""
+    default = config.load(CONFIGS / "default.toml")
+    minimal = config.from_dict({"name": "m", "variants": [{"name": "v"}]})
+    shipped = default.variants[0]
+    for key in ("backbone", "image_size", "weights", "epochs", "learning_rate", "batch_size",
+                "val_batch_size", "head_units", "dropout", "bn_momentum", "augmentation"):
+        assert getattr(minimal.variants[0], key) == getattr(shipped, key), key
+    assert minimal.seed == default.seed and minimal.data == default.data
+    assert minimal.evaluation == default.evaluation
+
+
 def test_paper_config_matches_the_original_setup():
     cfg = config.load(CONFIGS / "paper.toml")
     assert [v.name for v in cfg.variants] == [
@@ -124,7 +136,7 @@ def test_paper_config_matches_the_original_setup():
         "efficient_net_b6_samplewise_40", "efficient_net_b6_random_featurewise"]
     rows = {v.name: v for v in cfg.variants}
     for v in cfg.variants:
-        assert v.backbone == "B6" and v.image_size is None and v.resolved_image_size() == 528
+        assert v.backbone == "B6" and v.resolved_image_size() == 528 and v.bn_momentum == 0.99
         assert (v.learning_rate, v.batch_size, v.val_batch_size) == (1e-4, 16, 8)
     assert [rows[n].weights for n in rows] == ["imagenet", "imagenet", "imagenet", "none"]
     assert [rows[n].preprocessing for n in rows] == ["samplewise", "featurewise", "samplewise",
@@ -140,12 +152,12 @@ def test_toml_values(tmp_path):
     cfg = load_text(tmp_path, TOML)
     a, b = cfg.variants
     assert (cfg.name, cfg.seed) == ("tiny", 7)
-    assert cfg.data == config.DataConfig(None, 0.2, "bilinear", config.SyntheticSpec(4, 3, 40, 11))
+    assert cfg.data == config.DataConfig(None, 0.2, "bilinear", None, config.SyntheticSpec(4, 3, 40, 11))
     assert (a.preprocessing, b.preprocessing, a.dropout, b.dropout) == (
         "samplewise", "featurewise", 0.0, 0.25)
     assert a.augmentation == b.augmentation == Augmentation(20.0, 0.2, True, False)
     assert isinstance(a.augmentation.rotation_deg, float)  # 20 in TOML is normalised
-    assert (a.learning_rate, a.epochs, a.bn_momentum, a.val_batch_size) == (1e-4, 2, 0.9, 8)
+    assert (a.learning_rate, a.epochs, a.bn_momentum, a.val_batch_size) == (1e-4, 2, 0.9, 64)  # default
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".yml"])
@@ -174,14 +186,17 @@ def test_to_dict_is_json_data():
 # ---------- errors: one clear line ----------
 
 @pytest.mark.parametrize("values,expected", [
-    (dict(learning_rate="-1e-4"), "learning_rate must be positive, got -0.0001"),
-    (dict(learning_rate="0"), "learning_rate must be positive"),
+    (dict(learning_rate="-1e-4"), "learning_rate must be a finite number above 0, got -0.0001"),
+    (dict(learning_rate="0"), "learning_rate must be a finite number above 0"),
+    (dict(learning_rate="inf"), "learning_rate must be a finite number above 0, got inf"),
+    (dict(learning_rate="nan"), "learning_rate must be a finite number above 0"),
+    (dict(image_size="100000"), "image_size must be in [32, 2048]"),
     (dict(batch_size="0"), "batch_size must be a positive integer, got 0"),
     (dict(val_batch_size="-8"), "val_batch_size must be a positive integer"),
     (dict(epochs="0"), "epochs must be a positive integer"),
     (dict(epochs="1.5"), "epochs must be int, got 1.5"),
-    (dict(image_size="31"), "image_size 31 is below EfficientNet's minimum of 32"),
-    (dict(image_size="16"), "image_size 16 is below"),
+    (dict(image_size="31"), "image_size must be in [32, 2048] pixels (EfficientNet's minimum is 32"),
+    (dict(image_size="16"), "got 16"),
     (dict(dropout="1.0"), "dropout must be in [0, 1)"),
     (dict(bn_momentum="1.5"), "bn_momentum must be in (0, 1)"),
     (dict(learning_rat="1e-4"), "unknown key 'learning_rat' (did you mean 'learning_rate'?)"),
@@ -220,7 +235,14 @@ def test_bad_variant_values(tmp_path, values, expected):
     ('[data]\nvalfraction = 0.2\n[[variants]]\nname = "a"\n',
      "data: unknown key 'valfraction' (did you mean 'val_fraction'?)"),
     ('[data.synthetic]\nimage_size = 31\n[[variants]]\nname = "a"\n',
-     "data.synthetic: image_size must be at least 32"),
+     "data.synthetic: image_size must be in [32, 2048]"),
+    ('seed = -1\n[[variants]]\nname = "a"\n', "seed must be an integer >= 0, got -1"),
+    ('[[variants]]\nname = "../escape_up"\n', "name must be a safe name (letters, digits"),
+    ('[[variants]]\nname = "/abs/path/x"\n', "name must be a safe name"),
+    ('[[variants]]\nname = "a/b"\n', "name must be a safe name"),
+    ('[[variants]]\nname = "模型甲"\n', "name must be a safe name"),
+    ('name = "../up"\n[[variants]]\nname = "a"\n', "config: name must be a safe name"),
+    ('[data]\nlimit = 1\n[[variants]]\nname = "a"\n', "data: limit must be an integer >= 2"),
     ('[data.synthetic]\nn_train_per_class = 1\n[[variants]]\nname = "a"\n',
      "n_train_per_class must be at least 2"),
     ('name = "t"\nseed = \n', "is not valid"),
@@ -256,7 +278,7 @@ def test_invalid_yaml(tmp_path):
 # ---------- keys ----------
 
 BASE = config.VariantConfig(name="a", preprocessing="samplewise", backbone="B0", image_size=32,
-                            weights="none", epochs=2)
+                            weights="none", epochs=2, learning_rate=1e-4, bn_momentum=None)
 
 
 def model_key(v, data="data1", seed=1):

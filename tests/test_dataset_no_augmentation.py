@@ -1,9 +1,9 @@
 """make_dataset with labels and no (or inactive) augmentation yields (x, y) batches."""
 import numpy as np
 
-from melanoma.augmentation import Augmentation
-from melanoma.dataset import make_dataset
-from melanoma.preprocessing import get_preprocessing
+from melanoma.data.augmentation import Augmentation
+from melanoma.data.pipeline import make_dataset
+from melanoma.data.preprocessing import get_preprocessing
 
 
 def test_labelled_batches_without_augmentation():

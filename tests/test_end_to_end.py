@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
-from benchmarks.cli import main
+from melanoma.cli.main import main
 
 TINY_CONFIG = """
 name = "tiny"
@@ -94,7 +94,8 @@ def test_run_writes_every_output(tiny):
 
 def test_results_equal_sklearn_on_predictions_csv(tiny):
     predictions = pd.read_csv(tiny["out"] / "predictions.csv")
-    assert list(predictions.columns) == ["variant", "file", "label", "prob_malignant"]
+    assert list(predictions.columns) == ["variant", "seed", "file", "label", "prob_malignant"]
+    assert set(predictions.seed) == {7}  # one seed: the config's
     assert len(predictions) == 3 * 12
     rows = json.loads((tiny["out"] / "results.json").read_text())["rows"]
     for row in rows:

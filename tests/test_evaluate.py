@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
-from melanoma.report import read_predictions
+from melanoma.cli.main import main
+from melanoma.reporting.tables import read_predictions
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 

@@ -10,7 +10,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from benchmarks.cli import main
+from melanoma.cli.main import main
 
 pytestmark = pytest.mark.slow  # trains one tiny model (~1.5 min on 2 shared cores)
 
@@ -64,7 +64,7 @@ def test_run_saves_val_predictions_tta_rows_and_audit(tiny_run):
     out, _ = tiny_run
     test = pd.read_csv(out / "predictions.csv")
     val = pd.read_csv(out / "val_predictions.csv")
-    assert list(test.columns) == list(val.columns) == ["variant", "file", "label",
+    assert list(test.columns) == list(val.columns) == ["variant", "seed", "file", "label",
                                                        "prob_malignant"]
     assert list(test.variant.unique()) == list(val.variant.unique()) == ["tiny", "tiny+tta"]
     assert len(val) == 2 * 3 and len(test) == 2 * 12  # 15% of 20 train images; 12 test

@@ -8,8 +8,8 @@ import pytest
 from scipy import stats
 from test_variance import make_predictions
 
-from melanoma.errors import UserError
 from melanoma.evaluation import gate as G
+from melanoma.util.errors import UserError
 
 
 @pytest.mark.parametrize("trial", range(20))

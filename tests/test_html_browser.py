@@ -14,10 +14,10 @@ import subprocess
 import numpy as np
 import pytest
 from PIL import Image
-
-from melanoma import report
-from melanoma.scoring import EvalSettings
 from test_report import predictions  # tests/ is on sys.path (pytest prepend mode)
+
+from melanoma.evaluation.rows import EvalSettings
+from melanoma.reporting import tables as report
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")

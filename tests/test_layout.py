@@ -1,11 +1,11 @@
-"""Tests for melanoma.layout: the public data set's folder variants and clear errors."""
+"""Tests for melanoma.data.layout: the public data set's folder variants and clear errors."""
 
 from pathlib import Path
 
 import pytest
 
-from melanoma.errors import UserError
-from melanoma.layout import discover, has_class_folders, image_files, read_class_folders
+from melanoma.data.layout import discover, has_class_folders, image_files, read_class_folders
+from melanoma.util.errors import UserError
 
 
 def make_tree(root: Path, spec: dict) -> Path:

@@ -13,12 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma import loading
-from melanoma.errors import UserError
-from melanoma.evaluation import EvalData, EvalOptions, evaluate_file, name_convention, parse_mean
-from melanoma.legacy import batches as legacy_batches
-from melanoma.legacy import fit as legacy_fit
-from melanoma.preprocessing import get_preprocessing
+from melanoma.data.legacy import batches as legacy_batches
+from melanoma.data.legacy import fit as legacy_fit
+from melanoma.data.preprocessing import get_preprocessing
+from melanoma.evaluation.model_files import (
+    EvalData,
+    EvalOptions,
+    evaluate_file,
+    name_convention,
+    parse_mean,
+)
+from melanoma.models import loading
+from melanoma.util.errors import UserError
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 FIXTURES = json.loads((LEGACY / "fixtures.json").read_text())

@@ -1,4 +1,5 @@
-"""Tests for melanoma.metrics against independent brute-force implementations written here with plain Python loops."""
+"""Tests for melanoma.evaluation.metrics against independent brute-force implementations
+written here with plain Python loops."""
 
 import math
 from fractions import Fraction
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
-from melanoma import metrics as S
+from melanoma.evaluation import metrics as S
 
 pytestmark = pytest.mark.filterwarnings("error")  # no sklearn/numpy warning may leak
 FAST = settings(max_examples=60, deadline=None)

@@ -1,13 +1,18 @@
-"""Tests for melanoma.model and melanoma.backbones: tiny EfficientNet-B0 classifiers at 32 px."""
+"""Tests for melanoma.models.factory and melanoma.models.backbones: tiny EfficientNet-B0 classifiers at 32 px."""
 
 import keras
 import numpy as np
 import pytest
 
-from melanoma.backbones import BACKBONES, MIN_IMAGE_SIZE, get_backbone
-from melanoma.errors import UserError
-from melanoma.model import build_classifier, check_image_size, keras_models_dir, resolve_weights
-from melanoma.training import compile_classifier
+from melanoma.models.backbones import BACKBONES, MIN_IMAGE_SIZE, get_backbone
+from melanoma.models.factory import (
+    build_classifier,
+    check_image_size,
+    keras_models_dir,
+    resolve_weights,
+)
+from melanoma.models.training import compile_classifier
+from melanoma.util.errors import UserError
 
 SIZE = 32
 

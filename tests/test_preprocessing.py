@@ -1,11 +1,11 @@
-"""Tests for melanoma.preprocessing: every variant's numbers against values computed by hand."""
+"""Tests for melanoma.data.preprocessing: every variant's numbers against values computed by hand."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from melanoma.errors import UserError
-from melanoma.preprocessing import PREPROCESSING, get_preprocessing
+from melanoma.data.preprocessing import PREPROCESSING, get_preprocessing
+from melanoma.util.errors import UserError
 
 # One 2x2 RGB image; divided by 255 it is
 #   [[(0, .2, 1), (.4, .6, .8)],

@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from benchmarks.cli import main
-from melanoma import config, metrics, report
-from melanoma.errors import UserError
-from melanoma.scoring import EvalSettings, evaluate
+from melanoma import config
+from melanoma.cli.main import main
+from melanoma.evaluation import metrics
+from melanoma.evaluation.rows import EvalSettings, evaluate
+from melanoma.reporting import tables as report
+from melanoma.util.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 RESAMPLES = 200
@@ -67,7 +69,7 @@ def test_run_writes_every_report_file(run_dir):
 
 def test_report_command_rebuilds_identical_tables_without_tensorflow(run_dir, tmp_path):
     out = tmp_path / "rebuilt"
-    code = ("import sys; from benchmarks.cli import main; "
+    code = ("import sys; from melanoma.cli.main import main; "
             f"rc = main(['report', {str(run_dir)!r}, '--out', {str(out)!r}]); "
             "assert rc == 0; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)

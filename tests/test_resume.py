@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +54,7 @@ preprocessing = "featurewise"
 
 
 def command(root: Path, out: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.cli", "run", "--config", str(root / "c.toml"),
+    return [sys.executable, "-m", "melanoma.cli.main", "run", "--config", str(root / "c.toml"),
             "--out", str(root / out), "--models-dir", str(root / f"models_{out}")]
 
 
@@ -155,10 +154,10 @@ def test_checkpoint_resume_is_bit_identical_on_a_fresh_model(tmp_path):
     import numpy as np
     import tensorflow as tf
 
-    from melanoma import training
-    from melanoma.augmentation import Augmentation
-    from melanoma.dataset import make_dataset
-    from melanoma.preprocessing import get_preprocessing
+    from melanoma.data.augmentation import Augmentation
+    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.models import training
 
     tf.config.experimental.enable_op_determinism()
     rng = np.random.default_rng(0)
@@ -194,7 +193,8 @@ def test_checkpoint_resume_is_bit_identical_on_a_fresh_model(tmp_path):
 def test_kill_while_saving_a_model_or_writing_a_report_leaves_no_partial_file(tmp_path):
     """An interrupt inside a model save or a report write: the previous files stay intact,
     no final name holds a partial file, no temporary file is left."""
-    from melanoma import atomic, storage
+    from melanoma.models import storage
+    from melanoma.util import atomic
 
     class DiesWhileSaving:
         def save(self, path):

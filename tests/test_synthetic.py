@@ -1,4 +1,4 @@
-"""Tests for melanoma.synthetic: deterministic files, the public layout, and the cache."""
+"""Tests for melanoma.data.synthetic: deterministic files, the public layout, and the cache."""
 
 import hashlib
 import json
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melanoma import synthetic
-from melanoma.errors import UserError
-from melanoma.layout import discover
-from melanoma.synthetic import SyntheticSpec, ensure_dataset, generate
+from melanoma.data import synthetic
+from melanoma.data.layout import discover
+from melanoma.data.synthetic import SyntheticSpec, ensure_dataset, generate
+from melanoma.util.errors import UserError
 
 TINY = SyntheticSpec(n_train_per_class=3, n_test_per_class=2, image_size=40, seed=7)
 

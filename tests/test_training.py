@@ -1,4 +1,4 @@
-"""Tests for melanoma.training: a pooled (reset) model trains exactly like a fresh one, and the
+"""Tests for melanoma.models.training: a pooled (reset) model trains exactly like a fresh one, and the
 validation metrics logged per epoch are the exact ones.
 
 Tiny on purpose: EfficientNet-B0 at 32 px, 16 training images, one epoch of two batches.
@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from melanoma import training
-from melanoma.augmentation import Augmentation
-from melanoma.dataset import make_dataset
-from melanoma.model import build_classifier
-from melanoma.preprocessing import get_preprocessing
+from melanoma.data.augmentation import Augmentation
+from melanoma.data.pipeline import make_dataset
+from melanoma.data.preprocessing import get_preprocessing
+from melanoma.models import training
+from melanoma.models.factory import build_classifier
 
 SEED = 3
 SIZE = 32

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
 from melanoma import config
-from melanoma.errors import UserError
-from melanoma.tune_config import TuneConfig
+from melanoma.cli.main import main
+from melanoma.util.errors import UserError
 
 BASE = """
 name = "t"
@@ -116,7 +115,7 @@ class FakeOracle:
 
 
 def test_results_table_plot_and_best_json(tmp_path):
-    from melanoma import tuning
+    from melanoma.tuning import hypermodel as tuning
 
     oracle = FakeOracle([
         FakeTrial("0", "COMPLETED", 0.7, {"head_units": 8, "dropout": 0.0, "learning_rate": 1e-3}),
@@ -149,7 +148,7 @@ def test_corrupted_tuner_directory_is_refused_and_kept(tmp_path, capsys):
 
 
 def test_changed_search_needs_restart(tmp_path):
-    from melanoma import tuning
+    from melanoma.tuning import hypermodel as tuning
 
     cfg = load(BASE + "[tune]\nmax_trials = 2\n", tmp_path)
     tuning.check_same_search(tmp_path, cfg.tune, cfg.variants[0], restart=False)
@@ -187,7 +186,7 @@ def test_distributed_flags_are_checked(tmp_path, capsys, argv, message):
 
 
 def test_mirrored_strategy_only_with_several_gpus():
-    from melanoma import tuning
+    from melanoma.tuning import hypermodel as tuning
 
     assert tuning.distribution_strategy(gpu_count=0) is None
     assert tuning.distribution_strategy(gpu_count=1) is None
@@ -198,7 +197,7 @@ def test_hypermodel_build_mixed_precision_keeps_float32_output():
     import keras
     import keras_tuner as kt
 
-    from melanoma import tuning
+    from melanoma.tuning import hypermodel as tuning
 
     cfg = config.from_dict({"seed": 3, "defaults": {"backbone": "B0", "image_size": 32,
                                                     "weights": "none"},
@@ -239,7 +238,7 @@ def test_unreadable_oracle_state_is_refused_and_kept(tmp_path, capsys, monkeypat
                                                ("hyperband", "HyperbandOracle")])
 def test_each_algorithm_makes_its_tuner(tmp_path, algorithm, oracle):
     """The tuner builds the search space once (no training) with the configured budget."""
-    from melanoma import tuning
+    from melanoma.tuning import hypermodel as tuning
 
     cfg = config.from_dict({"seed": 3, "defaults": {"backbone": "B0", "image_size": 32,
                                                     "weights": "none"},
@@ -283,7 +282,7 @@ def test_restart_with_an_escaping_project_touches_nothing_outside_out(tmp_path, 
 
 
 def test_deletions_are_confined_to_the_named_folder(tmp_path):
-    from melanoma.errors import confined
+    from melanoma.util.names import confined
 
     assert confined(tmp_path / "out" / "head", tmp_path / "out") == (tmp_path / "out" / "head")
     for escaping in (tmp_path / "out" / "..", tmp_path / "out", tmp_path / "out" / "a" / ".." / ".."):

@@ -61,7 +61,7 @@ sampling = "log"
 
 
 def tune_cmd(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.cli", "tune", "--config", str(config),
+    return [sys.executable, "-m", "melanoma.cli.main", "tune", "--config", str(config),
             "--out", str(out), *extra]
 
 
@@ -149,7 +149,7 @@ def test_killed_search_resumes_only_the_remaining_trial_with_same_results(setup,
 
 def test_run_with_tuned_head_uses_best_hyperparameters(setup, full_search, tmp_path,
                                                        monkeypatch):
-    from benchmarks.cli import main
+    from melanoma.cli.main import main
 
     best_path = full_search["out"] / "best_hyperparameters.json"
     best = json.loads(best_path.read_text())["hyperparameters"]

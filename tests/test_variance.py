@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from melanoma import metrics
-from melanoma.errors import UserError
+from melanoma.evaluation import metrics
 from melanoma.evaluation import variance as V
+from melanoma.util.errors import UserError
 
 TOL = 1e-9
 

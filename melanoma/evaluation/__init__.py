@@ -1,1 +1,1 @@
-"""Evaluation: metrics, intervals, comparisons, seed variance and the regression gate."""
+"""evaluation"""

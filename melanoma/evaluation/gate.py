@@ -41,8 +41,8 @@ import pandas as pd
 from scipy import stats
 from tabulate import tabulate
 
-from melanoma.errors import UserError
 from melanoma.evaluation import variance
+from melanoma.util.errors import UserError
 
 FORMAT = "melanoma-bench seed baseline 1"
 GATED = ("auc", "balanced_accuracy", "average_precision", "brier")

@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from melanoma import metrics
-from melanoma.errors import UserError
-from melanoma.scoring import CONFUSION, RANKING
+from melanoma.evaluation import metric_table, metrics
+from melanoma.evaluation.rows import CONFUSION, RANKING
+from melanoma.util.errors import UserError
 
 METRICS = CONFUSION + RANKING  # the metrics of the results table (counts excluded)
-LOWER_IS_BETTER = frozenset({"brier", "ece"})  # as benchmarks/regression.py
+LOWER_IS_BETTER = metric_table.LOWER_IS_BETTER
 COLUMNS = ("variant", "seed", "file", "label", "prob_malignant")
 NOT_MEASURED = "not measured: one seed"
 

@@ -1,8 +1,0 @@
-"""One module per ``melanoma-bench`` subcommand; each has ``register(subparsers)``.
-
-A subcommand parses its arguments, builds a config and calls a library function: the
-same work is equally usable from Python or a notebook.
-"""
-from . import audit, bench, check, evaluate, perf, report, run, tune
-
-COMMANDS = (run, check, evaluate, audit, report, tune, bench, perf)

@@ -1,0 +1,262 @@
+"""Grad-CAM heat maps of a classifier's class score, overlays, and how well they localise.
+
+    heat = gradcam(model, pixels_uint8, preprocessing)   # (N, H, W) float32 in [0, 1]
+    rgb = overlay(pixels_uint8[0], heat[0])              # uint8 RGB for a gallery
+
+Grad-CAM (Selvaraju et al., 2017): the gradient of the class score with respect to the feature
+map of the last convolutional block (EfficientNet's ``top_activation``), averaged over space,
+weights each channel; the ReLU of the weighted sum is the map. The score is the class's
+log-odds log(p_c / p_other), taken before the final softmax/sigmoid (the output layer's
+activation is switched off during the pass): z_c - z_other, which does not saturate. From the
+probabilities it would: a float32 p of exactly 1.0 gives no gradient and an empty map. The
+map is computed at the model's input size and then resized to the images'. The backbone may
+be nested as a sub-model (a chain input -> ... -> backbone -> head), as in other code's files.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+import numpy as np
+from PIL import Image
+
+from melanoma.reporting.galleries import overlay  # noqa: F401  (TF-free; part of this API)
+from melanoma.util.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LAYER = "top_activation"  # keras.applications EfficientNet's last conv block output
+BATCH = 16
+
+
+def _is_model(layer) -> bool:
+    import keras
+
+    return isinstance(layer, keras.Model)
+
+
+def _walk(model, path=()):
+    """(path of nested models, layer) for every non-model layer, in the models' layer order."""
+    for layer in model.layers:
+        if _is_model(layer):
+            yield from _walk(layer, path + (layer,))
+        else:
+            yield path, layer
+
+
+def _rank(layer) -> int | None:
+    try:
+        return len(layer.output.shape)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _spatial(layer) -> bool:
+    """A 4-D output with more than one position (not a 1x1 squeeze-excite tensor)."""
+    return _rank(layer) == 4 and tuple(layer.output.shape[1:3]) != (1, 1)
+
+
+def find_layer(model, name: str | None = None):
+    """(path of nested models, layer) of ``name``; by default ``top_activation`` if present,
+    else the last layer with a spatial 4-D (N, h, w, channels) output, h * w > 1."""
+    import keras
+
+    found = [(p, layer) for p, layer in _walk(model)
+             if not isinstance(layer, keras.layers.InputLayer)]
+    if name is not None or any(layer.name == DEFAULT_LAYER for _, layer in found):
+        wanted = name or DEFAULT_LAYER
+        for path, layer in found:
+            if layer.name == wanted:
+                if _rank(layer) != 4:
+                    raise UserError(f"layer {wanted!r} has no 4-D (N, h, w, c) output: Grad-CAM "
+                                    f"needs a convolutional feature map")
+                return path, layer
+        spatial = [layer.name for _, layer in found if _spatial(layer)][-5:]
+        raise UserError(f"model {model.name!r} has no layer {wanted!r}; its last 4-D layers: "
+                        f"{', '.join(spatial) or 'none'}")
+    spatial = [(p, layer) for p, layer in found if _spatial(layer)]
+    if not spatial:
+        raise UserError(f"model {model.name!r} has no spatial 4-D layer output: not a CNN")
+    return spatial[-1]
+
+
+class _Forward:
+    """Computes (feature map, model output) in one pass, for a target layer that may sit
+    inside nested sub-models: each level is a chain of layers, one of which holds the target."""
+
+    def __init__(self, model, path, layer):
+        import keras
+
+        self.model, self.path = model, path
+        holder = path[-1] if path else model
+        self.inner = keras.Model(holder.inputs, [layer.output, holder.outputs[0]])
+        self.checked = not path
+
+    def __call__(self, x):
+        refusal = (f"model {self.model.name!r}: the nested backbone is not in a plain chain "
+                   f"of layers; Grad-CAM cannot follow it")
+        try:
+            features, out = self._level(self.model, 0, x)
+        except (ValueError, TypeError) as error:
+            if self.checked:
+                raise
+            raise UserError(refusal) from error
+        if not self.checked:  # a nested backbone must sit in a plain chain: check once
+            expected = self.model(x, training=False)
+            if not np.allclose(np.asarray(out), np.asarray(expected), atol=1e-4):
+                raise UserError(refusal)
+            self.checked = True
+        return features, out
+
+    def _level(self, model, depth, x):
+        if depth == len(self.path):
+            return self.inner(x, training=False)
+        import keras
+
+        features = None
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if layer is self.path[depth]:
+                features, x = self._level(layer, depth + 1, x)
+            else:
+                x = layer(x, training=False)
+        return features, x
+
+
+@contextmanager
+def _logits(model):
+    """Switch the output layer's softmax/sigmoid off for the duration (True if it was)."""
+    import keras
+
+    last = model.layers[-1] if model.layers else None
+    activation = getattr(last, "activation", None)
+    if getattr(activation, "__name__", "") not in ("softmax", "sigmoid"):
+        yield False
+        return
+    last.activation = keras.activations.linear
+    try:
+        yield True
+    finally:
+        last.activation = activation
+
+
+def _class_log_odds(outputs, class_index: int, logits: bool):
+    """log(p_c / p_other) of (N, 2) softmax or (N, 1) sigmoid outputs, from the logits when
+    ``logits`` (exact), else from the probabilities."""
+    import tensorflow as tf
+
+    z = tf.cast(outputs, tf.float32)
+    if logits:
+        score = z[:, 0] if z.shape[-1] == 1 else z[:, 1] - z[:, 0]
+    else:
+        p = tf.concat([1.0 - z, z], axis=-1) if z.shape[-1] == 1 else z
+        score = tf.math.log(p[:, 1]) - tf.math.log(p[:, 0])
+    return score if class_index == 1 else -score
+
+
+def _resize_batch(pixels: np.ndarray, size: int, interpolation: str) -> np.ndarray:
+    from melanoma.data.decode import INTERPOLATIONS
+
+    if pixels.shape[1:3] == (size, size):
+        return pixels
+    return np.stack([np.asarray(Image.fromarray(p).resize((size, size),
+                                                          INTERPOLATIONS[interpolation]))
+                     for p in pixels])
+
+
+def _cam_batch(forward, x, class_index: int, size: int, logits: bool):
+    """Heat maps (n, size, size) in [0, 1] of one preprocessed batch."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)  # so the pass is recorded even when every weight is frozen
+        features, outputs = forward(x)
+        score = tf.reduce_sum(_class_log_odds(outputs, class_index, logits))
+    grads = tape.gradient(score, features)
+    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
+    cam = tf.image.resize(cam[..., None], (size, size), method="bilinear")[..., 0].numpy()
+    peak = cam.reshape(len(cam), -1).max(axis=1)
+    return np.where(peak[:, None, None] > 0, cam / np.maximum(peak, 1e-12)[:, None, None], 0.0)
+
+
+def gradcam(model, images_uint8, preprocessing=None, class_index: int = 1,
+            layer: str | None = None, interpolation: str = "nearest") -> np.ndarray:
+    """Grad-CAM of ``class_index`` (1 = malignant) for uint8 images (N, H, W, 3): (N, H, W)
+    float32 in [0, 1] (each map divided by its maximum; all zeros where no evidence for the
+    class). Images are resized to the model's input (PIL ``interpolation``, as the loader),
+    ``preprocessing`` (a Preprocessing; None = raw pixels) applied, and each map, computed at
+    the input size, is resized back (bilinear) to H x W."""
+    import tensorflow as tf
+
+    pixels = np.asarray(images_uint8)
+    if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+        raise UserError(f"gradcam takes uint8 images (N, H, W, 3), got {pixels.dtype} "
+                        f"{pixels.shape}")
+    if class_index not in (0, 1):
+        raise UserError(f"class_index must be 0 (benign) or 1 (malignant), got {class_index}")
+    size = int(model.input_shape[1])
+    path, target = find_layer(model, layer)
+    log.debug("Grad-CAM of %s at layer %s", model.name, "/".join(
+        [m.name for m in path] + [target.name]))
+    forward = _Forward(model, path, target)
+    maps = []
+    with _logits(model) as logits:
+        for start in range(0, len(pixels), BATCH):
+            x = _resize_batch(pixels[start:start + BATCH], size, interpolation).astype(np.float32)
+            x = preprocessing.apply(x) if preprocessing is not None else x
+            cam = _cam_batch(forward, x, class_index, size, logits)
+            cam = tf.image.resize(cam[..., None], pixels.shape[1:3], method="bilinear")[..., 0]
+            maps.append(np.clip(cam.numpy(), 0.0, 1.0).astype(np.float32))
+    return np.concatenate(maps) if maps else np.zeros((0, *pixels.shape[1:3]), np.float32)
+
+
+def mass_inside(heatmap, mask, threshold: float = 0.5) -> float:
+    """Fraction of the heat map's total mass inside the mask (mask >= threshold); NaN when the
+    map is all zeros. A map that ignored the lesion would score about the mask's area."""
+    heat = np.asarray(heatmap, np.float64)
+    total = heat.sum()
+    return float(heat[np.asarray(mask) >= threshold].sum() / total) if total > 0 else float("nan")
+
+
+def area_fraction(mask, threshold: float = 0.5) -> float:
+    """Fraction of the image covered by the mask (mask >= threshold)."""
+    return float(np.mean(np.asarray(mask) >= threshold))
+
+
+def localisation(heatmaps, masks, threshold: float = 0.5) -> dict:
+    """Mean heat-map mass inside the masks vs their mean area, over images with a non-zero map:
+    n, n_empty, mean_mass_inside, mean_area_fraction, ratio, frac_above_area (share of images
+    whose mass inside exceeds their own mask's area)."""
+    inside = np.array([mass_inside(h, m, threshold) for h, m in zip(heatmaps, masks)])
+    area = np.array([area_fraction(m, threshold) for m in masks])
+    kept = np.isfinite(inside)
+    mass, covered = inside[kept], area[kept]
+    mean_mass = float(mass.mean()) if kept.any() else float("nan")
+    mean_area = float(covered.mean()) if kept.any() else float("nan")
+    return {"n": int(kept.sum()), "n_empty": int((~kept).sum()), "mean_mass_inside": mean_mass,
+            "mean_area_fraction": mean_area,
+            "ratio": mean_mass / mean_area if kept.any() and mean_area > 0 else float("nan"),
+            "frac_above_area": float(np.mean(mass > covered)) if kept.any() else float("nan")}
+
+
+def case_heatmaps(model, preprocessing, files, data_root, interpolation: str = "nearest",
+                  class_index: int = 1, layer: str | None = None) -> dict[str, np.ndarray]:
+    """file -> Grad-CAM (model input size) for gallery ``files`` (relative to ``data_root``),
+    decoded as the model's pipeline decodes them; unreadable files are left out (logged)."""
+    from pathlib import Path
+
+    from melanoma.data.decode import load_images
+
+    files = list(dict.fromkeys(files))
+    size = int(model.input_shape[1])
+    loaded = load_images([Path(data_root) / f for f in files], [0] * len(files), size,
+                         interpolation)
+    kept = {Path(data_root) / f: f for f in files}
+    names = [kept[Path(p)] for p in loaded.files]
+    if not names:
+        return {}
+    maps = gradcam(model, loaded.pixels, preprocessing, class_index, layer, interpolation)
+    return dict(zip(names, maps))

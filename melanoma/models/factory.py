@@ -1,0 +1,69 @@
+"""Classifier factory: EfficientNet backbone -> GlobalAveragePooling -> Dense relu -> Dense softmax."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from melanoma.models.backbones import MIN_IMAGE_SIZE, Backbone, get_backbone
+from melanoma.util.errors import UserError
+
+
+def keras_models_dir() -> Path:
+    """Where keras.applications looks for weight files: $KERAS_HOME/models or ~/.keras/models."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def resolve_weights(backbone: Backbone, weights: str):
+    """Map the config's ``weights`` to keras' argument, or say what file is missing where."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        expected = keras_models_dir() / backbone.weights_file
+        if not expected.is_file():
+            raise UserError(
+                f"ImageNet weights for EfficientNet{backbone.name} are not available offline: "
+                f"place {backbone.weights_file} (from https://storage.googleapis.com/"
+                f"keras-applications/{backbone.weights_file}) at {expected}, or use weights = \"none\"")
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist (weights = \"imagenet\", \"none\" "
+                        f"or the path of a .h5/.weights.h5 file)")
+    return str(path)
+
+
+def check_image_size(backbone: Backbone, image_size: int | None) -> int:
+    """The input size to use: the given one (>= 32) or the backbone's default."""
+    size = backbone.default_size if image_size is None else int(image_size)
+    if size < MIN_IMAGE_SIZE:
+        raise UserError(f"image_size {size} is below EfficientNet's minimum of {MIN_IMAGE_SIZE}")
+    return size
+
+
+def build_classifier(backbone: str = "B6", image_size: int | None = None,
+                     weights: str = "none", head_units: int = 256, dropout: float = 0.0,
+                     freeze_backbone: bool = False, bn_momentum: float | None = None):
+    """A compiled-later keras.Model mapping (size, size, 3) pixels to 2 softmax columns.
+
+    The last Dense is float32 even under a mixed-precision policy, so probabilities are
+    exact enough for AUC. ``bn_momentum`` overrides the backbone's BatchNormalization
+    momentum (0.99): with few steps, as on CPU, moving statistics at 0.99 stay near their
+    initial values and inference collapses to one class.
+    """
+    import keras
+
+    spec = get_backbone(backbone)
+    size = check_image_size(spec, image_size)
+    base = spec.build(size, resolve_weights(spec, weights))
+    base.trainable = not freeze_backbone
+    if bn_momentum is not None:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = bn_momentum
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(base.output)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    x = keras.layers.Dense(head_units, activation="relu", name="head_dense")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", dtype="float32", name="head_softmax")(x)
+    return keras.Model(base.input, outputs, name=f"efficientnet_{spec.name.lower()}_classifier")

@@ -1,0 +1,130 @@
+"""TensorBoard scalars of every epoch per (variant, seed); an optional MLflow logger.
+
+    tensorboard --logdir reports/default/tensorboard
+
+Layout: ``<log_dir>/<variant>/seed_<seed>/{train,validation}/events.out.tfevents.*`` with the
+tags ``epoch/loss``, ``epoch/accuracy`` and ``epoch/auc`` in both runs, so TensorBoard draws
+training and validation on one chart; step = epoch number, 1-based as in training_*.png.
+Validation AUC is the exact malignant-class ROC AUC (training.ValidationMetrics); training
+AUC is Keras' 200-threshold approximation over the training batches.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+
+from melanoma.util.names import check_safe_name
+
+log = logging.getLogger(__name__)
+
+# history key -> (run, tag, description)
+SERIES = {
+    "loss": ("train", "epoch/loss", "categorical cross-entropy, training batches"),
+    "accuracy": ("train", "epoch/accuracy", "accuracy at argmax, training batches"),
+    "auc": ("train", "epoch/auc", "Keras AUC (200 thresholds, approximate), training batches"),
+    "val_loss": ("validation", "epoch/loss", "cross-entropy on the validation split"),
+    "val_accuracy": ("validation", "epoch/accuracy", "accuracy at argmax, validation split"),
+    "val_auc": ("validation", "epoch/auc", "exact malignant-class ROC AUC, validation split"),
+}
+
+
+def run_dir(log_dir: str | Path, variant: str, seed: int) -> Path:
+    """``<log_dir>/<variant>/seed_<seed>``: one TensorBoard run group per (variant, seed)."""
+    return Path(log_dir) / check_safe_name(variant, "variant name") / f"seed_{int(seed)}"
+
+
+class _Writers:
+    """One tf.summary file writer per run (train, validation), created on first use."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.writers = Path(folder), {}
+
+    def scalars(self, values: dict, step: int) -> None:
+        import tensorflow as tf
+
+        for key, value in values.items():
+            if key not in SERIES or value is None:
+                continue
+            run, tag, description = SERIES[key]
+            if run not in self.writers:
+                self.writers[run] = tf.summary.create_file_writer(str(self.folder / run))
+            with self.writers[run].as_default():
+                tf.summary.scalar(tag, float(value), step=step, description=description)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.flush()
+            writer.close()
+
+
+def write_history(log_dir: str | Path, variant: str, seed: int,
+                  history: dict[str, list[float]]) -> Path:
+    """Write every epoch of a saved history (``histories.json``'s entry) as scalars, replacing
+    the event files of an earlier write of this (variant, seed). Returns the run folder."""
+    folder = run_dir(log_dir, variant, seed)
+    for old in folder.glob("*/events.out.tfevents.*"):
+        old.unlink()
+    writers = _Writers(folder)
+    try:
+        epochs = max((len(v) for k, v in history.items() if k in SERIES), default=0)
+        for epoch in range(epochs):
+            writers.scalars({k: v[epoch] for k, v in history.items()
+                             if k in SERIES and epoch < len(v)}, step=epoch + 1)
+    finally:
+        writers.close()
+    log.info("TensorBoard: %d epoch(s) of %s seed %s in %s", epochs, variant, seed, folder)
+    return folder
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Live version for ``training.fit(extra_callbacks=...)``: the epoch's logs (after
+    ValidationMetrics has added the exact val_* values) as scalars, flushed every epoch."""
+
+    def __init__(self, log_dir: str | Path, variant: str, seed: int):
+        super().__init__()
+        self.writers = _Writers(run_dir(log_dir, variant, seed))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.writers.scalars(dict(logs or {}), step=epoch + 1)
+        for writer in self.writers.writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writers.close()
+        self.writers.writers = {}
+
+
+class MlflowLogger:
+    """The same per-epoch scalars (and the variant's spec as params) to MLflow: off unless
+    ``enabled``, and a warning, not an error, when ``mlflow`` is not installed."""
+
+    def __init__(self, enabled: bool = False, experiment: str | None = None,
+                 tracking_uri: str | None = None):
+        self.enabled, self.experiment, self.tracking_uri = enabled, experiment, tracking_uri
+
+    def _mlflow(self):
+        try:
+            import mlflow
+        except ImportError:
+            log.warning("MLflow logging is on but mlflow is not installed: nothing logged")
+            return None
+        return mlflow
+
+    def log_history(self, variant: str, seed: int, history: dict[str, list[float]],
+                    params: dict | None = None) -> bool:
+        """One MLflow run ``<variant>-seed<seed>``; True if something was logged."""
+        mlflow = self._mlflow() if self.enabled else None
+        if mlflow is None:
+            return False
+        if self.tracking_uri:
+            mlflow.set_tracking_uri(self.tracking_uri)
+        if self.experiment:
+            mlflow.set_experiment(self.experiment)
+        with mlflow.start_run(run_name=f"{variant}-seed{seed}"):
+            mlflow.log_params({"variant": variant, "seed": seed, **(params or {})})
+            for key, values in history.items():
+                for epoch, value in enumerate(values):
+                    mlflow.log_metric(key, float(value), step=epoch + 1)
+        return True

@@ -1,0 +1,211 @@
+"""Training one variant: Adam + categorical cross-entropy, exact validation metrics per epoch.
+
+Validation accuracy and AUC are computed from predicted probabilities after every epoch
+(exact malignant-class AUC, not Keras' 200-threshold AUC), so the training curves use the
+same definitions as the final table.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from melanoma.evaluation import metrics
+from melanoma.models.storage import CHECKPOINT_FILE
+from melanoma.util import atomic
+from melanoma.util.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def diverged(label: str, epoch: int, what: str) -> UserError:
+    """The one-line error of a training run that produced NaN or infinite numbers."""
+    return UserError(f"{label}: training diverged in epoch {epoch + 1} ({what}); lower "
+                     f"learning_rate or check the data and preprocessing; no model was saved")
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stop at the end of the first epoch whose training loss is NaN or infinite, before
+    that epoch is checkpointed: a diverged model is never saved nor reported."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise diverged(self.label, epoch, f"loss {float(loss)}")
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """After each epoch, predict the validation split and log exact loss, accuracy and AUC."""
+
+    def __init__(self, val_data, val_labels, label: str = ""):
+        super().__init__()
+        self.val_data, self.val_labels, self.label = val_data, np.asarray(val_labels), label
+
+    def on_epoch_end(self, epoch, logs=None):
+        raw = self.model.predict(self.val_data, verbose=0)[:, 1].astype(np.float64)
+        if not np.all(np.isfinite(raw)):
+            raise diverged(self.label, epoch, "validation probabilities are NaN")
+        p = np.clip(raw, 0, 1)
+        y, eps = self.val_labels, 1e-7
+        loss = -np.mean(y * np.log(np.clip(p, eps, 1)) + (1 - y) * np.log(np.clip(1 - p, eps, 1)))
+        scores = metrics.binary_metrics(y, p)
+        if logs is not None:
+            logs.update(val_loss=float(loss), val_accuracy=scores["accuracy"], val_auc=scores["auc"])
+
+
+class EpochPrinter(keras.callbacks.Callback):
+    """One line per epoch on stderr, with the variant's name: progress for long runs."""
+
+    KEYS = ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc")
+
+    def __init__(self, label: str, epochs: int):
+        super().__init__()
+        self.label, self.epochs, self.started = label, epochs, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = "  ".join(f"{k}={logs[k]:.4f}" for k in self.KEYS if k in (logs or {}))
+        seconds = time.perf_counter() - self.started
+        log.info("  %s epoch %d/%d  %s  (%.1f s)", self.label, epoch + 1, self.epochs, shown,
+                 seconds)
+
+
+def compile_classifier(model, learning_rate: float, jit_compile="auto"):
+    """Adam, categorical cross-entropy, accuracy and the malignant-column AUC (approximate,
+    training batches only; validation AUC is exact via ValidationMetrics)."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch, save every model and optimizer variable and the history so far in
+    one atomically written ``folder/state.npz``. Unlike ``BackupAndRestore`` this includes
+    the dropout seed-generator states, so a resumed run continues bit for bit; and it
+    restores into a pooled (already built and compiled) model by assignment."""
+
+    def __init__(self, folder: Path, history: dict[str, list[float]]):
+        super().__init__()
+        self.folder, self.history = Path(folder), {k: list(v) for k, v in history.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        arrays = {f"model_{i}": v.numpy() for i, v in enumerate(self.model.variables)}
+        arrays.update({f"optimizer_{i}": v.numpy()
+                       for i, v in enumerate(self.model.optimizer.variables)})
+        arrays["epoch"] = np.asarray(epoch + 1)
+        arrays["history"] = np.asarray(json.dumps(self.history))
+        with atomic.atomic_open(self.folder / CHECKPOINT_FILE, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+def restore_checkpoint(model, folder: Path) -> tuple[int, dict[str, list[float]]]:
+    """Assign a saved epoch state to ``model``; returns (epochs done, history so far), or
+    (0, {}) when ``folder`` holds no checkpoint."""
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        return 0, {}
+    if not model.optimizer.built:  # a fresh model's optimizer has no slots until built
+        model.optimizer.build(model.trainable_variables)
+    with np.load(path, allow_pickle=False) as state:
+        for prefix, variables in (("model", model.variables),
+                                  ("optimizer", model.optimizer.variables)):
+            saved = sorted(k for k in state.files if k.startswith(prefix + "_"))
+            if len(saved) != len(variables):
+                raise RuntimeError(f"{path}: {len(saved)} saved {prefix} variables, model has "
+                                   f"{len(variables)}")
+            for i, variable in enumerate(variables):
+                variable.assign(state[f"{prefix}_{i}"])
+        return int(state["epoch"]), json.loads(str(state["history"]))
+
+
+def _iterators_per_epoch(data) -> int:
+    """How many iterators Keras 3's fit creates per epoch over a tf.data set: two when its
+    length is known (one at the epoch's start, one spare at its end; each draws a new
+    shuffle order), else one. tests/test_resume.py fails if a Keras upgrade changes this."""
+    return 2 if int(data.cardinality()) > 0 else 1
+
+
+def class_weights(setting, labels) -> dict[int, float] | None:
+    """Keras' ``class_weight`` for a config's ``class_weight``: None for "none"; for
+    "balanced" n / (2 n_class) of ``labels`` (scikit-learn's rule); for a table
+    {benign: w0, malignant: w1} -> {0: w0, 1: w1}."""
+    if setting == "none":
+        return None
+    if setting == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        w = compute_class_weight("balanced", classes=np.array([0, 1]), y=np.asarray(labels))
+        return {0: float(w[0]), 1: float(w[1])}
+    return {0: float(setting["benign"]), 1: float(setting["malignant"])}
+
+
+def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
+        extra_callbacks=(), checkpoint_dir: Path | None = None,
+        class_weight: dict[int, float] | None = None) -> dict[str, list[float]]:
+    """Train ``epochs`` epochs; return the per-epoch history (loss, accuracy, auc, val_*).
+    With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from;
+    ``class_weight`` ({0: w0, 1: w1}) weights each training image's loss by its class."""
+    done, before = restore_checkpoint(model, checkpoint_dir) if checkpoint_dir else (0, {})
+    # the guard first: a diverged epoch is neither scored, checkpointed nor printed as done
+    callbacks = [DivergenceGuard(label), ValidationMetrics(val_data, val_labels, label)]
+    if checkpoint_dir:  # saved before the epoch's line is printed: a printed epoch is safe
+        callbacks.append(EpochCheckpoint(checkpoint_dir, before))
+    callbacks += [EpochPrinter(label, epochs), *extra_callbacks]
+    if done:
+        log.info("  %s resuming after epoch %d/%d from %s", label, done, epochs, checkpoint_dir)
+        for _ in range(done * _iterators_per_epoch(train_data)):
+            iter(train_data)  # advance the seeded reshuffle to the order of epoch ``done``
+    history = model.fit(train_data, epochs=epochs, initial_epoch=done, callbacks=callbacks,
+                        verbose=0, shuffle=False, class_weight=class_weight)
+    new = {k: [float(v) for v in values] for k, values in history.history.items()}
+    return {k: before.get(k, []) + new.get(k, []) for k in {**before, **new}}
+
+
+class ModelPool:
+    """One compiled model per architecture, reset to its initial state for each variant.
+
+    Tracing EfficientNet's training step costs ~25 s of Python per new model on 2 CPU
+    cores, far more than a small epoch. Variants that differ only in data, preprocessing,
+    learning rate or epochs share the model: every variable (weights, BatchNorm
+    statistics, dropout seed states) is restored to its snapshot taken right after the
+    seeded build, and the optimizer's slots are zeroed, which is exactly the state of a
+    fresh build with the same seed, so results do not depend on variant order.
+    """
+
+    def __init__(self):
+        self._entries: dict[str, tuple] = {}
+
+    def get(self, architecture_key: str, build, learning_rate: float, jit_compile="auto"):
+        """The model for ``architecture_key`` (built by ``build()`` once), reset and set to
+        ``learning_rate``; ``jit_compile`` (XLA) is part of the architecture key."""
+        entry = self._entries.get(architecture_key)
+        if entry is None:
+            model = compile_classifier(build(), learning_rate, jit_compile)
+            self._entries[architecture_key] = (model, [v.numpy() for v in model.variables])
+            return model
+        model, snapshot = entry
+        for variable, value in zip(model.variables, snapshot):
+            variable.assign(value)
+        for variable in model.optimizer.variables:
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+        model.optimizer.learning_rate.assign(learning_rate)
+        return model

@@ -1,0 +1,153 @@
+"""``index.html``: one self-contained page (tables, every figure as base64 PNG, the audit
+summary, provenance) that opens from disk or can be attached to a paper.
+
+Built by ``report.write_run`` from the same rows saved in results.json. Click a column
+header to sort (a few lines of inline JavaScript; the page works without it).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from melanoma.evaluation import metric_table
+from melanoma.evaluation.metric_table import is_finite
+from melanoma.util import atomic
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
+th{background:#eef;cursor:pointer}td:first-child,th:first-child{text-align:left}
+td.undef{color:#a00}figure{display:inline-block;margin:.4em;vertical-align:top}
+figure img{max-width:640px;border:1px solid #ddd}figcaption{font-size:12px}
+pre{background:#f6f6f6;padding:.6em;font-size:11px;overflow:auto;max-height:28em}
+.note{font-size:13px;color:#444}
+"""
+
+SORT_JS = """
+window.onerror=function(m){document.body.setAttribute('data-js-error',String(m));};
+document.querySelectorAll('table.sortable').forEach(function(t){
+ t.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
+  var b=t.tBodies[0],rows=Array.from(b.rows),asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
+  rows.sort(function(x,y){var a=x.cells[i].dataset.v||x.cells[i].textContent,
+   c=y.cells[i].dataset.v||y.cells[i].textContent,fa=parseFloat(a),fc=parseFloat(c);
+   var r=(isNaN(fa)||isNaN(fc))?a.localeCompare(c):fa-fc;return asc?r:-r;});
+  rows.forEach(function(r){b.appendChild(r);});});});});
+document.body.setAttribute('data-js','ok');
+"""
+
+# (column, header) of the HTML table, metric headers from the metric table; CI columns are
+# shown as "value [low, high]".
+_KEYS = metric_table.headline_keys()
+COLUMNS = (
+    ("variant", "variant"), ("test_set", "test set"), ("n_test", "n"),
+    ("auc", "AUC [95% CI]"), ("auc_delong_p", "DeLong p vs best"),
+    *((k, metric_table.column_label(k)) for k in _KEYS[1:4]), ("threshold", "threshold (val)"),
+    *((k, metric_table.column_label(k)) for k in _KEYS[4:]),
+)
+
+
+# with several seeds per variant (after AUC): seeds, seed SD and the comparison with the best
+SEED_COLUMNS = (("n_seeds", "seeds"), ("auc_sd", "AUC seed SD"),
+                ("auc_diff_vs_best", "AUC - best [95% CI]"),
+                ("within_training_noise", "within training noise"))
+
+
+def _noise(row: dict) -> str:
+    if row.get("variant") == row.get("delong_reference"):
+        return "<td>best</td>"
+    flag = row.get("within_training_noise")
+    return f"<td>{'n/a' if flag is None else ('yes' if flag else 'no')}</td>"
+
+
+def _cell(row: dict, key: str) -> str:
+    value = row.get(key)
+    if key == "within_training_noise":
+        return _noise(row)
+    if key == "auc_diff_vs_best":
+        row = {**row, "auc_diff_vs_best_ci_low": row.get("auc_diff_ci_low"),
+               "auc_diff_vs_best_ci_high": row.get("auc_diff_ci_high")}
+    if isinstance(value, str) or key in ("n_test", "n_seeds"):
+        return f"<td>{html.escape(str(value))}</td>"
+    if key == "auc_delong_p" and row.get("variant") == row.get("delong_reference"):
+        return '<td data-v="2">reference (best AUC)</td>'
+    if not is_finite(value):
+        return '<td class="undef" data-v="" title="undefined: see the undefined column">n/a</td>'
+    text = f"{value:.3g}" if key == "auc_delong_p" else f"{value:.4f}"
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if is_finite(low) and is_finite(high):
+        text += f" [{low:.3f}, {high:.3f}]"
+    return f'<td data-v="{value!r}">{text}</td>'
+
+
+def _columns(rows: list[dict]) -> tuple:
+    if not any((r.get("n_seeds") or 1) > 1 for r in rows):
+        return (*COLUMNS, ("training_variance", "training variance"))
+    return (*COLUMNS[:4], *SEED_COLUMNS, *COLUMNS[5:])  # no DeLong: the comparison instead
+
+
+def results_table(rows: list[dict]) -> str:
+    """A sortable HTML table of the rows (with the reasons for undefined values)."""
+    columns = _columns(rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns) + "<th>undefined</th>"
+    body = "".join(
+        "<tr>" + "".join(_cell(r, k) for k, _ in columns)
+        + f"<td style='text-align:left'>{html.escape(str(r.get('undefined') or ''))}</td></tr>"
+        for r in rows)
+    return (f'<div style="overflow-x:auto"><table class="sortable"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{body}</tbody></table></div>')
+
+
+def embedded_image(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def audit_section(summary: dict | None) -> str:
+    if not summary:
+        return "<p class='note'>No leakage audit in this run (evaluation.audit = false).</p>"
+    keys = ("n_by_split", "n_test", "test_with_duplicate_in_train", "test_with_exact_duplicate_in_train",
+            "test_with_duplicate_in_val", "test_with_same_lesion_in_train_or_val",
+            "test_fraction_affected", "n_test_clean", "pairs_total", "cross_split_pairs",
+            "label_conflict_pairs", "n_unreadable", "min_corr", "include_flips", "n_grouped")
+    items = "".join(f"<tr><td>{k}</td><td>{html.escape(str(summary.get(k)))}</td></tr>"
+                    for k in keys if k in summary)
+    return f"<table>{items}</table>"
+
+
+def published_table(published: list[dict] | None) -> str:
+    """Published value, reproduced mean [95% interval], seeds and the verdict."""
+    if not published:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(p['variant'])}</td><td>{html.escape(p['metric'])}</td>"
+        f"<td>{p['published']:.4f}</td>"
+        + _cell({"m": p["reproduced"], "m_ci_low": p["ci_low"], "m_ci_high": p["ci_high"]}, "m")
+        + f"<td>{p.get('n_seeds', 1)}</td><td>"
+        + ("n/a" if p["inside"] is None else ("inside" if p["inside"] else "OUTSIDE"))
+        + "</td></tr>" for p in published)
+    return ("<h2>Published vs reproduced</h2><table class='sortable'><thead><tr><th>variant</th>"
+            "<th>metric</th><th>published</th><th>reproduced [95% CI]</th><th>seeds</th>"
+            f"<th>published value</th></tr></thead><tbody>{body}</tbody></table>")
+
+
+def page(title: str, rows: list[dict], figures: list[tuple[Path, str]], audit: dict | None,
+         provenance: dict, notes: list[str], published: list[dict] | None = None) -> str:
+    """The whole page as a string."""
+    note_html = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
+    figs = "".join(embedded_image(p, c) for p, c in figures if Path(p).is_file())
+    prov = html.escape(json.dumps(atomic._nan_to_none(provenance), indent=2, default=str))
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>{note_html}<h2>Results</h2>{results_table(rows)}"
+            f"{published_table(published)}"
+            f"<h2>Leakage audit</h2>{audit_section(audit)}<h2>Figures</h2>{figs}"
+            f"<h2>Provenance</h2><pre>{prov}</pre><script>{SORT_JS}</script></body></html>")
+
+
+def write_index(path: Path, *args, **kwargs) -> Path:
+    atomic.write_text(path, page(*args, **kwargs))
+    return path

@@ -1,0 +1,296 @@
+"""Reports as pure functions of saved predictions: metrics rows, tables, plots, index.html.
+
+``write_run`` writes results.json/csv/md, predictions.csv (test), val_predictions.csv,
+clean_test.csv, the figures and index.html; with several training seeds per variant the
+rows give means over seeds, seed SDs and combined intervals (``seeds``). Every metric is recomputed from the saved
+predictions, so ``rebuild(run_dir)`` (``melanoma-bench report RUN_DIR``) rewrites every
+table, figure and the page without a model or TensorFlow.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from melanoma.evaluation.metric_table import is_finite
+from melanoma.evaluation.rows import EvalSettings
+from melanoma.reporting import figures as plots
+from melanoma.reporting import html as html_report
+from melanoma.reporting import seeds
+from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the report's API
+    PREDICTION_COLUMNS,
+    SPEC_KEYS,
+    load_run,
+    read_clean_list,
+    read_predictions,
+)
+from melanoma.util import atomic, locks
+
+
+def rows_from_predictions(predictions: pd.DataFrame, specs: dict[str, dict],
+                          val_predictions: pd.DataFrame | None = None,
+                          settings: EvalSettings | None = None,
+                          clean_files: set[str] | None = None) -> list[dict]:
+    """Results rows (full test set, then the clean subset when ``clean_files`` is given), in
+    the order variants first appear in ``predictions``; each row carries its variant's spec."""
+    settings = settings or EvalSettings()
+    rows, _ = seeds.variant_rows(seeds.with_seed(predictions, settings.seed),
+                                 seeds.with_seed(val_predictions, settings.seed), settings,
+                                 clean_files)
+    _add_specs(rows, specs)
+    return rows
+
+
+def _add_specs(rows: list[dict], specs: dict[str, dict]) -> None:
+    for row in rows:  # the published numbers get their own table
+        row.update({k: v for k, v in specs.get(row["variant"], {}).items() if k != "published"})
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if not is_finite(value) else f"{value:.{digits}f}"
+
+
+def _with_ci(row: dict, key: str) -> str:
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    ci = f" [{_fmt(low, 3)}, {_fmt(high, 3)}]" if is_finite(low) and is_finite(high) else ""
+    return _fmt(row.get(key)) + ci
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The headline table: AUC with its 95% CI and DeLong p vs the best, metrics at argmax and
+    at the validation-chosen threshold, each row's spec and whether training variance was
+    measured; over several seeds, ``seeds.markdown_seed_table``."""
+    if any((r.get("n_seeds") or 1) > 1 for r in rows):
+        return seeds.markdown_seed_table(rows)
+    headers = ["variant", "test set", "n", "AUC [95% CI]", "DeLong p vs best",
+               "accuracy @argmax [95% CI]", "sens @argmax", "spec @argmax", "threshold (val)",
+               "sens @thr", "spec @thr", "spec", "training variance"]
+    table = []
+    for row in rows:
+        p = row.get("auc_delong_p")
+        p_text = "best" if row.get("variant") == row.get("delong_reference") else (
+            f"{p:.3g}" if is_finite(p) else "n/a")
+        table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
+                      _with_ci(row, "auc"), p_text, _with_ci(row, "accuracy"),
+                      _with_ci(row, "sensitivity"), _with_ci(row, "specificity"),
+                      _fmt(row.get("threshold")), _with_ci(row, "thr_sensitivity"),
+                      _with_ci(row, "thr_specificity"), row.get("spec", ""),
+                      row.get("training_variance", seeds.NOT_MEASURED)])
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def write_predictions(path: Path, predictions: pd.DataFrame, seed: int = 0) -> None:
+    """predictions.csv: variant,seed,file,label,prob_malignant (full float precision); rows
+    without a seed get ``seed`` (the run's)."""
+    with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        seeds.with_seed(predictions, seed).loc[:, list(PREDICTION_COLUMNS)].to_csv(
+            handle, index=False, float_format="%.9g")
+
+
+def write_clean_list(path: Path, test_files, clean_files: set[str]) -> None:
+    """clean_test.csv: file,clean (1 = no near-duplicate in train/val) for every test file."""
+    files = list(dict.fromkeys(test_files))
+    frame = pd.DataFrame({"file": files, "clean": [int(f in clean_files) for f in files]})
+    with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        frame.to_csv(handle, index=False)
+
+
+def _table_header(provenance: dict, settings: EvalSettings) -> str:
+    thr = (f"{settings.threshold:g}, the threshold given (every variant)"
+           if settings.threshold is not None else f"the threshold chosen by "
+           f"{settings.threshold_rule()} (per variant), applied unchanged to test")
+    return (f"# Results: {provenance.get('config', {}).get('name', '')}\n\n"
+            f"Test split. `@argmax`: malignant iff p >= 0.5. `@thr`: malignant iff p >= "
+            f"{thr}. AUC is the exact ROC AUC of the malignant column. Intervals: stratified "
+            f"bootstrap, {settings.bootstrap_resamples} resamples, seed {settings.seed}, 95% "
+            f"percentile. DeLong p: paired test of the row's AUC against the best AUC on the "
+            f"same test set. `clean`: test images with no duplicate (and no image of the same "
+            f"lesion) in train or val.{_class_ratio(provenance)} {_SEEDS_NOTE}\n\n")
+
+
+_SEEDS_NOTE = ("Seeds: with several training seeds a row gives each metric's mean over the "
+               "seeds, the seed-to-seed SD and an interval covering both training variance and "
+               "test sampling (two-level bootstrap of seeds and test images); `within training "
+               "noise`: the interval of the AUC difference to the best mean AUC (paired over "
+               "seeds and images) covers 0; thresholded columns are means of the per-seed "
+               "values. With one seed, training variance is not measured.")
+
+
+def _class_ratio(provenance: dict) -> str:
+    """' Training images: 1483 benign, 344 malignant (4.31:1).' when the run recorded it."""
+    counts = (provenance.get("data") or {}).get("n_train_by_class")
+    if not counts or not counts.get("malignant"):
+        return ""
+    ratio = counts["benign"] / counts["malignant"]
+    return (f" Training images: {counts['benign']} benign, {counts['malignant']} malignant "
+            f"({ratio:.2f}:1).")
+
+
+def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
+                 settings: EvalSettings | None = None, extra: dict | None = None) -> None:
+    """results.json ({"rows", "clean_rows", "evaluation", ..., "provenance"}), results.csv
+    (every row, ``test_set`` says which) and results.md."""
+    settings = settings or EvalSettings()
+    full = [r for r in rows if r.get("test_set", "full") == "full"]
+    clean = [r for r in rows if r.get("test_set") == "clean"]
+    atomic.write_json(out_dir / "results.json", {
+        "rows": full, "clean_rows": clean, "evaluation": asdict(settings), **(extra or {}),
+        "provenance": provenance})
+    with atomic.atomic_open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as h:
+        pd.DataFrame(rows).to_csv(h, index=False, float_format="%.6g")
+    published = (extra or {}).get("published")
+    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings)
+                      + markdown_table(rows) + "\n" + (
+                          "\n## Published vs reproduced\n\n" + seeds.markdown_published(
+                              published) + "\n" if published else ""))
+
+
+def _curves(predictions: pd.DataFrame) -> dict[str, list[tuple[int, np.ndarray, np.ndarray]]]:
+    """{variant: [(seed, labels, probabilities), ...]} in order of appearance."""
+    out: dict[str, list] = {}
+    for (name, seed), g in predictions.groupby(["variant", "seed"], sort=False):
+        out.setdefault(name, []).append((int(seed), g["label"].to_numpy(),
+                                         g["prob_malignant"].to_numpy()))
+    return out
+
+
+def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str, dict],
+                  rows: list[dict] | None = None,
+                  seed_rows: list[dict] | None = None) -> list[tuple[Path, str]]:
+    """(path, caption) of: per variant a confusion matrix at argmax and at the threshold and
+    a reliability diagram (pooled over seeds); ROC (one thin curve per seed and their mean)
+    with AUC intervals, precision-recall, forest plot; training curves."""
+    predictions = seeds.with_seed(predictions, 0)
+    if rows is None:
+        rows = rows_from_predictions(predictions, {})
+    full = {r["variant"]: r for r in rows if r.get("test_set", "full") == "full"}
+    thresholds = {(r["variant"], r["seed"]): r.get("threshold") for r in seed_rows or ()
+                  if r.get("test_set", "full") == "full"}
+    curves, written = _curves(predictions), []
+    if curves:
+        pairs = {name: [(y, p) for _, y, p in runs] for name, runs in curves.items()}
+        written.append((plots.forest_plot(rows, out_dir / "forest_auc.png"),
+                        "AUC with 95% intervals, full and clean test sets"))
+        written.append((plots.roc_with_intervals(pairs, full, out_dir / "roc.png"),
+                        "ROC curves (legend: AUC [95% CI]; with several seeds one thin curve "
+                        "per seed and their vertical mean)"))
+        written.append((plots.precision_recall(pairs, full, out_dir / "precision_recall.png"),
+                        "Precision-recall curves"))
+    for name, runs in curves.items():
+        written += _variant_figures(out_dir, name, runs, full[name], thresholds)
+    for name, history in histories.items():
+        if history:
+            written.append((plots.training_curves(
+                history, name, out_dir / f"training_{plots.slug(name)}.png"),
+                f"{name}: training curves"))
+    return written
+
+
+def _variant_figures(out_dir: Path, name: str, runs: list, row: dict,
+                     thresholds: dict) -> list[tuple[Path, str]]:
+    """Confusion matrices and the reliability diagram of one variant, over its seeds pooled."""
+    slug, written = plots.slug(name), []
+    y, p = np.concatenate([r[1] for r in runs]), np.concatenate([r[2] for r in runs])
+    n = len(runs[0][1])
+    what = f"n={n}" if len(runs) == 1 else f"n={n} x {len(runs)} seeds, pooled"
+    written.append((plots.confusion_matrix(
+        y, p, f"{name} (test, {what}) @argmax", out_dir / f"confusion_{slug}.png"),
+        f"{name}: confusion matrix at argmax (p >= 0.5)"))
+    if len(runs) == 1:
+        t = row.get("threshold")
+        if is_finite(t):
+            written.append((plots.confusion_matrix(
+                y, p, f"{name} (test) @threshold {t:.3f} (val)",
+                out_dir / f"confusion_{slug}_threshold.png", threshold=t),
+                f"{name}: confusion matrix at the validation-chosen threshold {t:.4f}"))
+    else:
+        ts = [thresholds.get((name, seed)) for seed, _, _ in runs]
+        if all(is_finite(t) for t in ts):  # each seed's own threshold, counts pooled
+            hits = np.concatenate([(r[2] >= t).astype(float) for r, t in zip(runs, ts)])
+            written.append((plots.confusion_matrix(
+                y, hits, f"{name} (test, {what}) @each seed's threshold (val)",
+                out_dir / f"confusion_{slug}_threshold.png"),
+                f"{name}: confusion matrix at each seed's validation-chosen threshold "
+                f"(mean {np.mean(ts):.4f}), pooled over {len(runs)} seeds"))
+    written.append((plots.reliability_diagram(
+        y, p, f"{name} (test, {what})", out_dir / f"reliability_{slug}.png"),
+        f"{name}: reliability diagram"))
+    return written
+
+
+def write_run(out_dir: Path, predictions: pd.DataFrame, specs: dict[str, dict],
+              histories: dict[str, dict], provenance: dict,
+              val_predictions: pd.DataFrame | None = None, settings: EvalSettings | None = None,
+              clean_files: set[str] | None = None, audit_summary: dict | None = None,
+              ) -> list[dict]:
+    """Everything a run writes; returns the full-test rows. Saved inputs first, then figures,
+    tables last, so the presence of results.json means the report is complete."""
+    out_dir = atomic.make_folder(out_dir)
+    seed = provenance.get("seed", 0)  # for rows that come without a seed column
+    write_predictions(out_dir / "predictions.csv", predictions, seed)
+    if val_predictions is not None:
+        write_predictions(out_dir / "val_predictions.csv", val_predictions, seed)
+    if clean_files is not None:
+        write_clean_list(out_dir / "clean_test.csv", predictions["file"], clean_files)
+    atomic.write_json(out_dir / "histories.json", histories)
+    # Evaluate what was saved (9 significant digits), so `report` rebuilds identical tables.
+    predictions = read_predictions(out_dir / "predictions.csv")
+    if val_predictions is not None:
+        val_predictions = read_predictions(out_dir / "val_predictions.csv")
+    return write_report(out_dir, predictions, specs, histories, provenance, val_predictions,
+                        settings or EvalSettings(seed=provenance.get("seed", 0)), clean_files,
+                        audit_summary)
+
+
+def write_report(out_dir: Path, predictions, specs, histories, provenance, val_predictions,
+                 settings: EvalSettings, clean_files, audit_summary) -> list[dict]:
+    """Rows (per variant, and per variant and seed), figures, tables and index.html from
+    predictions (shared by run and rebuild)."""
+    seed = provenance.get("seed", settings.seed)
+    predictions = seeds.with_seed(predictions, seed)
+    rows, per_seed = seeds.variant_rows(predictions, seeds.with_seed(val_predictions, seed),
+                                        settings, clean_files)
+    _add_specs(rows, specs)
+    published = seeds.published_rows(rows, specs)
+    figures = write_figures(out_dir, predictions, histories, rows, per_seed)
+    if published:
+        figures.append((plots.published_vs_reproduced(published, out_dir / "published.png"),
+                        "Published values (x) against the reproduced mean and 95% interval"))
+    if (out_dir / "audit_pairs.png").is_file():
+        figures.append((out_dir / "audit_pairs.png", "Leakage audit: closest duplicate pairs"))
+    title = f"melanoma-bench: {provenance.get('config', {}).get('name', out_dir.name)}"
+    html_report.write_index(out_dir / "index.html", title, rows, figures, audit_summary,
+                            provenance, [_table_header(provenance, settings).split("\n\n", 1)[1]],
+                            published)
+    write_tables(out_dir, rows, provenance, settings,
+                 {"specs": specs, "audit": audit_summary, "seed_rows": per_seed,
+                  **({"published": published} if published else {})})
+    return [r for r in rows if r["test_set"] == "full"]
+
+
+def rebuild(run_dir: Path, out_dir: Path | None = None) -> list[dict]:
+    """Rewrite every table, figure and index.html of ``run_dir`` from its saved files
+    (predictions.csv, val_predictions.csv, clean_test.csv, histories.json, results.json,
+    audit_summary.json) into ``out_dir`` (default: in place). No model, no TensorFlow.
+    Every saved file is checked first (reporting.saved): a damaged one changes nothing.
+    Holds ``out_dir``'s lock, as ``run`` does."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir or run_dir)
+    locks.check_free(run_dir)  # a run still writing there: its files are not final yet
+    with locks.hold(out_dir):  # nobody else writes where this writes
+        atomic.sweep_stale(out_dir)
+        saved = load_run(run_dir)
+        if not os.path.samefile(out_dir, run_dir):  # `X --out X/../X` is in place too
+            for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
+                         "histories.json", "audit_summary.json", "audit_pairs.csv",
+                         "audit_pairs.png"):
+                if (run_dir / name).is_file():
+                    shutil.copyfile(run_dir / name, out_dir / name)
+        return write_report(out_dir, saved.predictions, saved.specs, saved.histories,
+                            saved.provenance, saved.val_predictions, saved.settings,
+                            saved.clean_files, saved.audit_summary)

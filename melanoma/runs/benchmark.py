@@ -1,0 +1,394 @@
+"""The benchmark run as steps: check -> lock -> decode -> train or load -> predict -> report.
+
+    melanoma-bench run                                # embedded data, CPU default config
+    melanoma-bench run --config paper --data-dir ~/data/melanoma
+    melanoma-bench run --config paper --shard 2/4     # one slice of the (variant, seed) jobs
+
+Each (variant, seed) is one job with its own lock (runs/jobs.py): processes started on the
+same config and models folder share the jobs, and the one that finds every model saved
+writes the report (loading the models the others trained).
+
+From Python: ``melanoma.run_benchmark("default", overrides=["defaults.epochs=1"])``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from melanoma import config as config_mod
+from melanoma.data import layout, preflight
+from melanoma.data.cache import fit_preprocessing
+from melanoma.data.preprocessing import get_preprocessing
+from melanoma.data.splits import Splits, check_split_sizes, fingerprint, limited, load_splits, resolve_data_dir
+from melanoma.evaluation.rows import EvalSettings
+from melanoma.models import storage
+from melanoma.models.backbones import get_backbone
+from melanoma.models.factory import resolve_weights
+from melanoma.models.loading import check_file
+from melanoma.models.predict import TTA_SUFFIX, predict_splits
+from melanoma.models.storage import CHECKPOINT_FILE
+from melanoma.reporting import tables as report
+from melanoma.runs import jobs as jobs_mod
+from melanoma.util import atomic, locks, provenance, tfsetup
+from melanoma.util.names import relative_name
+from melanoma.util.tfsetup import distribution_strategy
+
+log = logging.getLogger(__name__)
+
+
+def check_variants(cfg: config_mod.RunConfig) -> None:
+    """Fail before any work if a variant's weights or model file are unavailable, or a
+    model file holds code (Lambda layers, SavedModel) without trust_model_code."""
+    for variant in cfg.variants:
+        if variant.model_file:  # evaluated, not trained: the file must be there and safe
+            check_file(Path(variant.model_file).expanduser(), variant.trust_model_code)
+            continue
+        resolve_weights(get_backbone(variant.backbone), variant.weights)
+
+
+def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
+    """The columns that say exactly what a row did (printed in every report row)."""
+    return {"backbone": f"EfficientNet{get_backbone(variant.backbone).name}",
+            "image_size": variant.resolved_image_size(), "weights": variant.weights,
+            "preprocessing": variant.preprocessing, "epochs": variant.epochs,
+            "learning_rate": variant.learning_rate, "batch_size": variant.batch_size,
+            "head_units": variant.head_units, "dropout": variant.dropout,
+            "head": variant.head, "augmentation": variant.augmentation.describe(),
+            "class_weight": variant.class_weight if isinstance(variant.class_weight, str)
+            else ", ".join(f"{k} {w:g}" for k, w in variant.class_weight.items()),
+            "balanced_sampling": variant.balanced_sampling,
+            "spec": preprocessing.describe(), "note": variant.note,
+            **({"published": dict(variant.published)} if variant.published else {})}
+
+
+def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
+                  checkpoint_dir: Path | None = None):
+    """Train one variant (on a fresh or reset model from ``pool``), resuming from
+    ``checkpoint_dir`` when it holds a saved epoch; returns (model, history)."""
+    import keras
+
+    from melanoma.data.stream import make_stream_dataset
+    from melanoma.models import training
+    from melanoma.models.factory import build_classifier
+
+    def build():
+        # Seeding here, not per variant: a new global seed makes TF retrace the pooled
+        # model's step (~7 s for B0); data order and augmentation have explicit seeds.
+        keras.utils.set_random_seed(seed)
+        keras.config.set_dtype_policy("mixed_float16" if variant.mixed_precision else "float32")
+        try:
+            return build_classifier(variant.backbone, variant.resolved_image_size(),
+                                    variant.weights, variant.head_units, variant.dropout,
+                                    variant.freeze_backbone, variant.bn_momentum)
+        finally:
+            keras.config.set_dtype_policy("float32")
+
+    strategy = distribution_strategy()  # several GPUs: batch_size is the global batch
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = pool.get(variant.architecture_key(seed), build, variant.learning_rate,
+                         variant.jit_compile)
+    train, val = splits.train, splits.val
+    train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
+                                     preprocessing, variant.augmentation, shuffle=True, seed=seed,
+                                     balanced=variant.balanced_sampling)
+    val_data = make_stream_dataset(val.cache, val.index, None, variant.val_batch_size,
+                                   preprocessing)
+    weights = training.class_weights(variant.class_weight, train.labels)
+    if weights or variant.balanced_sampling:
+        log.info("%s: class weights %s; balanced sampling %s", label,
+                 weights or "none", "on" if variant.balanced_sampling else "off")
+    history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label,
+                           checkpoint_dir=checkpoint_dir, class_weight=weights)
+    return model, history
+
+
+def _load_cached(cached, variant, label: str):
+    log.info("%s: loading %s (same config; --retrain to train again)", label, cached.model_path)
+    model = storage.load(cached)
+    preprocessing = get_preprocessing(variant.preprocessing,
+                                      cached.sidecar.get("featurewise_mean"))
+    return model, preprocessing, cached.sidecar.get("history", {})
+
+
+def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool,
+                    stale_before: float | None = None):
+    """Train (or resume) one job and save it; the final epoch state is first copied to the
+    job's ``hand_over`` folders: the checkpoints of longer variants that continue from it
+    (replacing a state older than ``stale_before``: --retrain discards earlier runs')."""
+    variant, key, label = job.variant, job.key, job.label
+    preprocessing = fit_preprocessing(get_preprocessing(variant.preprocessing),
+                                      splits.train.cache, splits.train.index)
+    log.info("%s: training %d epochs on %d images (%d for validation)", label, variant.epochs,
+             len(splits.train.labels), len(splits.val.labels))
+    started = time.perf_counter()
+    checkpoints = storage.checkpoint_dir(models_dir, variant.name, key)
+    model, history = train_variant(variant, splits, preprocessing, job.seed, label, pool,
+                                   checkpoints)
+    saved = storage.save(model, models_dir, variant.name, key, {
+        "variant": asdict(variant), "seed": job.seed, "split_seed": cfg.seed,
+        "image_size": variant.resolved_image_size(),
+        "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
+        "interpolation": cfg.data.interpolation,
+        "history": history, "train_seconds": round(time.perf_counter() - started, 1),
+        "versions": provenance.package_versions()})
+    for folder in job.hand_over:  # never over a longer training's own (further) progress
+        other = jobs_mod.lock_path(models_dir, folder.name.removesuffix(".partial")
+                                   .rsplit("-", 1)[-1])
+        state = folder / CHECKPOINT_FILE
+        stale = stale_before is not None and state.exists() \
+            and state.stat().st_mtime < stale_before
+        if (stale or not state.exists()) and not locks.held_by_other(other):
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(checkpoints / CHECKPOINT_FILE, folder / CHECKPOINT_FILE)
+            log.info("%s: its %d epochs are handed over to %s (same training, longer)", label,
+                     variant.epochs, folder.name.removesuffix(".partial"))
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the final model replaces them
+    log.info("%s: saved %s", label, saved.model_path)
+    return model, preprocessing, history
+
+
+def continuations(cfg, data_key: str, models_dir: Path, retrain: bool,
+                  seed: int | None = None) -> dict[str, tuple]:
+    """{donor variant: checkpoint folders of the longer variants that continue from it} for
+    one training ``seed`` (default: the first); see ``jobs.continuation_pairs``."""
+    seed = cfg.training_seeds[0] if seed is None else seed
+    return {job.variant.name: job.hand_over
+            for job in jobs_mod.plan_jobs(cfg, data_key, models_dir, retrain)
+            if job.seed == seed and job.hand_over}
+
+
+class JobRunner:
+    """Trains jobs (``train``, called under the job's lock) and gives every job's
+    predictions for the report (``result``: from memory, else the saved model is loaded)."""
+
+    def __init__(self, cfg, found: layout.DataLayout, state: jobs_mod.JobState):
+        self.cfg, self.found, self.state = cfg, found, state
+        self.splits: dict[int, Splits] = {}
+        self.results: dict[str, tuple] = {}  # model key -> (probs, history, preprocessing)
+        self.pool, self.pool_seed = None, None
+        self.data_key, self.jobs = "", []
+
+    def splits_for(self, variant) -> Splits:
+        size = variant.resolved_image_size()
+        if size not in self.splits:
+            self.splits[size] = load_splits(self.found, size, self.cfg)
+        return self.splits[size]
+
+    def _predict(self, job, model, preprocessing) -> dict:
+        return predict_splits(model, self.splits_for(job.variant), preprocessing,
+                              job.variant.val_batch_size, self.cfg.evaluation.tta)
+
+    def train(self, job) -> None:
+        from melanoma.models.training import ModelPool
+
+        if self.pool_seed != job.seed:  # one seed's models at a time in memory
+            self.pool, self.pool_seed = ModelPool(), job.seed
+        models_dir = self.state.models_dir
+        folder = storage.checkpoint_dir(models_dir, job.variant.name, job.key)
+        state_file = folder / CHECKPOINT_FILE
+        if self.state.retrain and state_file.exists() \
+                and state_file.stat().st_mtime < self.state.since:
+            shutil.rmtree(folder, ignore_errors=True)  # --retrain: not an earlier run's epochs
+        model, preprocessing, history = _train_and_save(
+            job, self.splits_for(job.variant), self.cfg, models_dir, self.pool,
+            self.state.since if self.state.retrain else None)
+        self.results[job.key] = (self._predict(job, model, preprocessing), history,
+                                 preprocessing)
+
+    def result(self, job) -> tuple[dict, dict, object]:
+        if job.key not in self.results:
+            expect = {"preprocessing": job.variant.preprocessing,
+                      "image_size": job.variant.resolved_image_size()}
+            cached = storage.find(self.state.models_dir, job.key, expect)
+            model, preprocessing, history = _load_cached(cached, job.variant, job.label)
+            self.results[job.key] = (self._predict(job, model, preprocessing), history,
+                                     preprocessing)
+        return self.results[job.key]
+
+
+@dataclass
+class Collected:
+    """What the variants produced, gathered for the report."""
+
+    frames: list = field(default_factory=list)
+    val_frames: list = field(default_factory=list)
+    specs: dict = field(default_factory=dict)
+    histories: dict = field(default_factory=dict)
+    keys: dict = field(default_factory=dict)
+    data_key: str = ""
+
+    def add_model_file(self, result, variant, seed: int) -> None:
+        self.frames.append(result.predictions.assign(seed=seed))
+        self.specs[variant.name], self.histories[variant.name] = result.spec, result.history
+        self.keys[variant.name] = result.spec["sha256"] or variant.model_file
+
+    def add_trained(self, variant, seed: int, splits: Splits, root: Path, probs: dict,
+                    tta: bool) -> None:
+        for suffix in ("", TTA_SUFFIX) if tta else ("",):
+            name = variant.name + suffix
+            if suffix:
+                self.specs[name] = {**self.specs[variant.name], "spec": self.specs[variant.name]
+                                    ["spec"] + " | TTA: mean over identity, h, v, h+v flips"}
+            for split, target in (("test", self.frames), ("val", self.val_frames)):
+                images = getattr(splits, split)
+                target.append(pd.DataFrame({
+                    "variant": name, "seed": seed,
+                    "file": [relative_name(f, root) for f in images.files],
+                    "label": images.labels, "prob_malignant": probs[split + suffix]}))
+
+
+def plan_id(cfg, models_dir: Path) -> str:
+    """Processes with the same config and models folder share the jobs and the output folder."""
+    text = json.dumps([cfg.to_dict(), str(Path(models_dir).resolve())], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
+                  out_dir: Path | None = None, models_dir: Path = Path("models"),
+                  retrain: bool = False, strict: bool = False,
+                  shard: tuple[int, int] | None = None) -> list[dict]:
+    """Train or load every (variant, seed) job of ``cfg`` and write the report; returns the
+    rows, or [] when other processes still train some jobs (the last one writes the report).
+    ``strict``: any pre-flight warning about the data is an error, before any training.
+    ``shard`` (I, N): train only the jobs with index % N == I - 1."""
+    started, since = time.perf_counter(), time.time()
+    check_variants(cfg)
+    hardware = tfsetup.configure()  # the device line comes first
+    found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
+    checked = preflight.check(found, strict)
+    log.info(checked.summary())
+    if any(not v.model_file for v in cfg.variants):  # model-file rows need no models/
+        check_split_sizes(found, cfg.data.val_fraction)
+    out_dir, models_dir = Path(out_dir or Path("reports") / cfg.name), Path(models_dir)
+    plan = plan_id(cfg, models_dir)
+    # another run on the same output folder fails fast; a process of the same plan joins
+    held = locks.acquire_or_join(out_dir, plan)
+    try:
+        atomic.sweep_stale(out_dir)
+        state = jobs_mod.JobState(models_dir, retrain, since)
+        runner = _work(cfg, found, state, shard)
+        if runner is None:
+            return []
+        if held is None:  # joined: the report is written under the folder's lock
+            held = locks.wait_acquire(out_dir, plan)
+        return _report(cfg, found, checked, out_dir, runner, hardware, started)
+    finally:
+        if held is not None:
+            locks.release(held)
+
+
+def _work(cfg, found: layout.DataLayout, state, shard) -> JobRunner | None:
+    """Train this process's share of the jobs; the runner when every model is saved (the
+    report can be written), else None."""
+    log.info("data: %s (train %d, test %d files)", found.root, len(found.train), len(found.test))
+    data_key = fingerprint(found.train.files + found.test.files)
+    runner = JobRunner(cfg, found, state)
+    runner.data_key = data_key
+    runner.jobs = jobs_mod.plan_jobs(cfg, data_key, state.models_dir, state.retrain)
+    mine = jobs_mod.shard_of(runner.jobs, shard)
+    if shard is not None:
+        log.info("shard %d/%d: %d of %d jobs", *shard, len(mine), len(runner.jobs))
+    jobs_mod.work_through(mine, state, runner.train)
+    missing = jobs_mod.unsaved(runner.jobs, state)
+    if missing:
+        log.info("report: %d of %d models are not saved yet (%s); the process that saves the "
+                 "last one writes the report, or run `melanoma-bench run` again to load them "
+                 "all and report", len(missing), len({j.key for j in runner.jobs}),
+                 ", ".join(j.label.split("] ", 1)[-1] for j in missing[:5]))
+        return None
+    return runner
+
+
+def _collect(cfg, found: layout.DataLayout, runner: JobRunner) -> Collected:
+    """Every row's predictions in config order (variant by variant, seed by seed)."""
+    from melanoma.evaluation.model_files import evaluate_row
+
+    collected = Collected(data_key=runner.data_key)
+    seeds = cfg.training_seeds
+    by_variant: dict[str, list] = {}
+    for job in runner.jobs:
+        by_variant.setdefault(job.variant.name, []).append(job)
+    for i, variant in enumerate(cfg.variants, 1):
+        if variant.model_file:
+            label = f"[{i}/{len(cfg.variants)}] {variant.name}"
+            collected.add_model_file(evaluate_row(variant, found, cfg.data.interpolation, label),
+                                     variant, seeds[0])
+            continue
+        keys = {}
+        for job in by_variant[variant.name]:
+            probs, history, preprocessing = runner.result(job)
+            name = variant.name if len(seeds) == 1 else f"{variant.name} seed {job.seed}"
+            collected.histories[name], keys[job.seed] = history, job.key
+            collected.specs[variant.name] = variant_spec(variant, preprocessing)
+            collected.add_trained(variant, job.seed, runner.splits_for(variant), found.root,
+                                  probs, cfg.evaluation.tta)
+        collected.keys[variant.name] = keys[seeds[0]] if len(seeds) == 1 else keys
+    return collected
+
+
+def _provenance(cfg, found, checked, first: Splits | None, collected: Collected, hardware: dict,
+                started: float) -> dict:
+    skipped = first.skipped if first else ()
+    extra = {"data": {"root": str(found.root), "fingerprint": collected.data_key,
+                      "limit": cfg.data.limit,
+                      "n_train": len(first.train.labels) if first else None,
+                      "n_train_by_class": ({"benign": int((first.train.labels == 0).sum()),
+                                            "malignant": int((first.train.labels == 1).sum())}
+                                           if first else None),
+                      "n_val": len(first.val.labels) if first else None,
+                      "skipped_images": len(skipped), "skipped": [list(s) for s in skipped],
+                      "preflight": checked.to_dict()},
+             "seeds": list(cfg.training_seeds), "overrides": list(cfg.overrides),
+             "model_keys": collected.keys, "wall_seconds": round(time.perf_counter() - started, 1)}
+    info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
+    info["hardware"] = hardware
+    return info
+
+
+def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, out_dir: Path,
+            runner: JobRunner, hardware: dict, started: float) -> list[dict]:
+    """Predictions of every job (loading the models other processes trained), the audit and
+    every table, figure and page."""
+    collected = _collect(cfg, found, runner)
+    trained = [v for v in cfg.variants if not v.model_file]  # the first trained size's splits
+    first = runner.splits_for(trained[0]) if trained else None
+    info = _provenance(cfg, found, checked, first, collected, hardware, started)
+    clean, audit_summary = (leakage_audit(first, found.root, out_dir, cfg)
+                            if cfg.evaluation.audit and first else (None, None))
+    settings = EvalSettings(seed=cfg.seed, bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
+                            target_sensitivity=cfg.evaluation.target_sensitivity)
+    rows = report.write_run(out_dir, pd.concat(collected.frames, ignore_index=True),
+                            collected.specs, collected.histories, info,
+                            pd.concat(collected.val_frames, ignore_index=True)
+                            if collected.val_frames else None, settings, clean, audit_summary)
+    log.info("wrote %s/ (index.html, results.json/csv/md, predictions.csv, plots) in %.0f s",
+             out_dir, time.perf_counter() - started)
+    return rows
+
+
+def leakage_audit(splits: Splits, root: Path, out_dir: Path, cfg) -> tuple[set[str], dict]:
+    """Near-duplicate audit over the run's own train/val/test images (audit_* files in
+    ``out_dir``); returns the clean test files (relative names) and the summary."""
+    from melanoma.evaluation import audit
+
+    started = time.perf_counter()
+    items = audit.items_from_splits(*((s.files, s.labels) for s in
+                                      (splits.train, splits.val, splits.test)))
+    pairs, summary = audit.run_audit(items, out_dir, cfg.evaluation.audit_min_corr,
+                                     include_flips=cfg.evaluation.audit_include_flips,
+                                     groups=audit.groups_for(items, root))
+    clean = {relative_name(Path(f), root) for f in audit.clean_test_files(pairs, items)}
+    log.info("audit: %d of %d test images have a duplicate (%d) or the same lesion in "
+             "train/val; %d clean (%.1f s)", summary["n_test"] - len(clean), summary["n_test"],
+             summary["test_with_duplicate_in_train_or_val"], len(clean),
+             time.perf_counter() - started)
+    return clean, summary

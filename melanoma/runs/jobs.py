@@ -1,0 +1,194 @@
+"""Training jobs: one per (variant, seed), each under its own lock file in the models folder,
+so several processes on one config and models folder share the work.
+
+    jobs = plan_jobs(cfg, data_key, models_dir, retrain=False)
+    mine = shard_of(jobs, (1, 2))                      # --shard 1/2: jobs 0, 2, 4, ...
+    work_through(jobs, mine, JobState(models_dir), train_one)
+
+A job is trained by whichever process first takes ``models/.job-<key>.lock``; a job whose
+lock a live process holds is skipped and tried again after the others (and one that
+continues a shorter variant's training waits while that shorter job is being trained: the
+hand-over saves its epochs). Jobs are ordered seed by seed, variants in config order, so
+the shorter variant of a continuation always comes first. Two variants with the same model
+key are one model: trained once, loaded for the other row.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from melanoma.models import storage
+from melanoma.util import locks
+from melanoma.util.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (variant, seed) training: its model key, its place in the job list and the
+    continuation links (``donor_key``: the shorter job it continues from; ``hand_over``:
+    checkpoint folders of longer jobs that continue from this one)."""
+
+    index: int
+    variant: object  # config.VariantConfig
+    seed: int
+    key: str
+    label: str
+    donor_key: str | None = None
+    hand_over: tuple[Path, ...] = ()
+
+
+def job_key(variant, data_key: str, cfg, seed: int) -> str:
+    """The model key of ``variant`` trained with ``seed`` on the config's split."""
+    return variant.model_key(data_key, seed, cfg.data.val_fraction, cfg.data.interpolation,
+                             split_seed=cfg.seed)
+
+
+def continuation_pairs(cfg, data_key: str, seed: int) -> list[tuple]:
+    """(donor, longer) variant pairs: a variant that differs from an EARLIER one only by more
+    epochs continues from the longest such earlier one (same seed, data order and
+    augmentation, so its first epochs are bit for bit the shorter training)."""
+    def ckey(v):
+        return v.continuation_key(data_key, seed, cfg.data.val_fraction,
+                                  cfg.data.interpolation, split_seed=cfg.seed)
+
+    trained = [v for v in cfg.variants if not v.model_file]
+    pairs = []
+    for i, longer in enumerate(trained):
+        donors = [d for d in trained[:i] if d.epochs < longer.epochs and ckey(d) == ckey(longer)]
+        if donors:
+            pairs.append((max(donors, key=lambda d: d.epochs), longer))
+    return pairs
+
+
+def plan_jobs(cfg, data_key: str, models_dir: Path, retrain: bool) -> list[Job]:
+    """Every (variant, seed) job of ``cfg``, seed by seed. Hand-over folders are planned only
+    for longer jobs that are not saved yet (or all, with ``retrain``)."""
+    trained = [v for v in cfg.variants if not v.model_file]
+    seeds = cfg.training_seeds
+    n = len(trained) * len(seeds)
+    jobs = []
+    for seed in seeds:
+        donor_of, hand_over = {}, {}
+        for donor, longer in continuation_pairs(cfg, data_key, seed):
+            longer_key = job_key(longer, data_key, cfg, seed)
+            donor_of[longer.name] = job_key(donor, data_key, cfg, seed)
+            if retrain or storage.find(models_dir, longer_key) is None:
+                hand_over.setdefault(donor.name, []).append(
+                    storage.checkpoint_dir(models_dir, longer.name, longer_key))
+        for variant in trained:
+            index = len(jobs)
+            label = f"[{index + 1}/{n}] {variant.name}" + (f" seed {seed}" if len(seeds) > 1
+                                                           else "")
+            jobs.append(Job(index, variant, seed, job_key(variant, data_key, cfg, seed), label,
+                            donor_of.get(variant.name),
+                            tuple(hand_over.get(variant.name, ()))))
+    return jobs
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> (I, N) with 1 <= I <= N, else a UserError; None stays None."""
+    if text is None:
+        return None
+    head, sep, tail = str(text).partition("/")
+    if sep and head.strip().isdigit() and tail.strip().isdigit():
+        i, n = int(head), int(tail)
+        if 1 <= i <= n:
+            return i, n
+    raise UserError(f"--shard expects I/N with 1 <= I <= N (e.g. 1/4), got {text!r}")
+
+
+def shard_of(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
+    """The jobs of shard I of N: those with index % N == I - 1 (all without a shard)."""
+    if shard is None:
+        return list(jobs)
+    i, n = shard
+    return [job for job in jobs if job.index % n == i - 1]
+
+
+def lock_path(models_dir: Path, key: str) -> Path:
+    return Path(models_dir) / f".job-{key}.lock"
+
+
+@dataclass
+class JobState:
+    """What this process knows of the models folder. With ``retrain``, a model counts as
+    saved only when it was written after ``since`` (by this run or a process sharing it)."""
+
+    models_dir: Path
+    retrain: bool = False
+    since: float = 0.0
+
+    def saved(self, key: str) -> bool:
+        found = storage.find(self.models_dir, key)
+        if found is None:
+            return False
+        if not self.retrain:
+            return True
+        return found.model_path.with_suffix(".json").stat().st_mtime >= self.since
+
+    def locked_by_other(self, key: str) -> dict | None:
+        return locks.held_by_other(lock_path(self.models_dir, key))
+
+
+def _attempt(job: Job, state: JobState, train, done: set[str], defer_on_donor: bool) -> bool:
+    """Train ``job`` under its lock unless it is saved; False when it must wait (its lock,
+    or its donor's, is held by another live process)."""
+    if job.key in done or state.saved(job.key):
+        done.add(job.key)
+        return True
+    if defer_on_donor and job.donor_key and not state.saved(job.donor_key) \
+            and state.locked_by_other(job.donor_key):
+        return False
+    path = lock_path(state.models_dir, job.key)
+    if not locks.try_lock(path):
+        return False
+    try:
+        if not state.saved(job.key):  # another process may have finished it meanwhile
+            train(job)
+        done.add(job.key)
+    finally:
+        locks.release(path)
+    return True
+
+
+def wait_for_donor(job: Job, state: JobState, poll: float = 2.0) -> None:
+    """Block while the job this one continues from is being trained by a live process."""
+    announced = False
+    while job.donor_key and not state.saved(job.donor_key) \
+            and (holder := state.locked_by_other(job.donor_key)):
+        if not announced:
+            log.info("%s: waiting for its shorter twin (pid %s on %s) to hand over its epochs",
+                     job.label, holder.get("pid"), holder.get("host"))
+            announced = True
+        time.sleep(poll)
+
+
+def work_through(mine: list[Job], state: JobState, train) -> list[Job]:
+    """Train every job of ``mine`` that no process has saved, via ``train(job)``; returns the
+    jobs left to other live processes (their lock was held to the end)."""
+    done: set[str] = set()
+    deferred = [job for job in mine if not _attempt(job, state, train, done, True)]
+    left = []
+    for job in deferred:  # a second chance once the others are done
+        wait_for_donor(job, state)
+        if not _attempt(job, state, train, done, False):
+            holder = state.locked_by_other(job.key) or {}
+            log.info("%s: being trained by pid %s on %s; that process saves it", job.label,
+                     holder.get("pid"), holder.get("host"))
+            left.append(job)
+    return left
+
+
+def unsaved(jobs: list[Job], state: JobState) -> list[Job]:
+    """The jobs whose model is not saved yet (empty: the report can be written)."""
+    missing, seen = [], set()
+    for job in jobs:
+        if job.key not in seen:
+            seen.add(job.key)
+            if not state.saved(job.key):
+                missing.append(job)
+    return missing

@@ -1,0 +1,321 @@
+"""Head tuning with keras-tuner: the HyperModel, the tuner factory, results and distribution.
+
+    melanoma-bench tune --config benchmarks/configs/tune.toml --out reports/tune
+
+The HyperModel searches the head (units, dropout), the learning rate and optionally whether
+the backbone is frozen, on top of one config variant. The objective is ``val_auc``, the
+exact malignant-class AUC that ``training.ValidationMetrics`` writes into the epoch logs
+(keras-tuner reads the History and its own callbacks after ours, so it sees that value).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from melanoma.config import VariantConfig
+from melanoma.config.tune import TuneConfig
+from melanoma.util import atomic
+from melanoma.util.errors import UserError
+from melanoma.util.tfsetup import distribution_strategy  # noqa: F401 - tune's API
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE = "val_auc"
+SEARCHED = ("head_units", "dropout", "learning_rate", "freeze_backbone")
+
+
+def rss_mb() -> float | None:
+    """Resident memory of this process in MB (Linux /proc), None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _default(r, base_value):
+    """The range's default, else the base variant's value when inside the range, else min."""
+    if r.default is not None:
+        return r.default
+    return base_value if r.min <= base_value <= r.max else r.min
+
+
+class HeadHyperModel(kt.HyperModel):
+    """EfficientNet classifier whose head and learning rate are hyperparameters.
+
+    ``build`` reseeds Keras (the tuner clears the session before each build, which resets
+    the seed), sets the dtype policy, and compiles with ``jit_compile`` from the config.
+    ``fit`` adds the exact validation metrics before keras-tuner's callbacks.
+    """
+
+    def __init__(self, variant: VariantConfig, tune: TuneConfig, make_train=None,
+                 val_data=None, val_labels=None):
+        super().__init__(name="melanoma_head")
+        if tune.seed is None:
+            raise ValueError("TuneConfig.seed must be resolved (parse_tune does it)")
+        self.variant, self.tune = variant, tune
+        # A fresh training dataset per trial: a reused one reshuffles on each iteration, so
+        # a trial's score would depend on how many trials this process ran before it.
+        self.make_train, self.val_data, self.val_labels = make_train, val_data, val_labels
+
+    def build(self, hp):
+        from melanoma.models.factory import build_classifier
+        from melanoma.models.training import compile_classifier
+
+        t, v = self.tune, self.variant
+        units = hp.Int("head_units", int(t.head_units.min), int(t.head_units.max),
+                       step=int(t.head_units.step) if t.head_units.step else None,
+                       sampling=t.head_units.sampling,
+                       default=int(_default(t.head_units, v.head_units)))
+        dropout = hp.Float("dropout", t.dropout.min, t.dropout.max, step=t.dropout.step,
+                           sampling=t.dropout.sampling, default=_default(t.dropout, v.dropout))
+        learning_rate = hp.Float("learning_rate", t.learning_rate.min, t.learning_rate.max,
+                                 step=t.learning_rate.step, sampling=t.learning_rate.sampling,
+                                 default=_default(t.learning_rate, v.learning_rate))
+        frozen = (hp.Boolean("freeze_backbone", default=v.freeze_backbone)
+                  if t.tune_freeze_backbone else v.freeze_backbone)
+        keras.utils.set_random_seed(t.seed)
+        keras.config.set_dtype_policy("mixed_float16" if t.mixed_precision else "float32")
+        model = build_classifier(v.backbone, v.resolved_image_size(), v.weights, units,
+                                 dropout, frozen, v.bn_momentum)
+        return compile_classifier(model, learning_rate, jit_compile=t.jit_compile)
+
+    def fit(self, hp, model, *args, callbacks=(), **kwargs):
+        from melanoma.models.training import EpochPrinter, ValidationMetrics
+
+        trial = getattr(self, "current_trial", "?")
+        ours = [ValidationMetrics(self.val_data, self.val_labels),
+                EpochPrinter(f"trial {trial}", kwargs.get("epochs", self.tune.epochs))]
+        data = args or (self.make_train(),)
+        history = model.fit(*data, callbacks=[*ours, *callbacks], verbose=0, shuffle=False,
+                            **kwargs)
+        history.set_model(None)  # the tuner keeps the results, not the model
+        memory = rss_mb()
+        log.info("  trial %s done: %s=%.4f%s", trial, OBJECTIVE, max(history.history[OBJECTIVE]),
+                 f"  rss={memory:.0f} MB" if memory else "")
+        return history
+
+
+class ProcessBudgetSpent(Exception):
+    """This process ran its ``trials_per_process``; trials remain for the next process."""
+
+
+class _TrialLabel:
+    """Mixin: tell the HyperModel which trial runs (progress lines), and stop the search
+    loop cleanly after ``trials_per_process`` trials (None: no limit).
+
+    TensorFlow keeps ~300 MB per traced EfficientNet in the process (measured: B0 at 32 px,
+    even after clear_session, gc and malloc_trim), so long searches run a few trials per
+    process and resume in a fresh one.
+    """
+
+    trials_per_process: int | None = None
+    _trials_done = 0
+
+    def pre_create_trial(self):
+        if self.trials_per_process is not None and self._trials_done >= self.trials_per_process:
+            raise ProcessBudgetSpent()
+        super().pre_create_trial()
+
+    def on_trial_begin(self, trial):
+        self.hypermodel.current_trial = trial.trial_id
+        super().on_trial_begin(trial)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        self._trials_done += 1
+
+
+def _tuner_class(algorithm: str):
+    base = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
+            "hyperband": kt.Hyperband}[algorithm]
+    return type(base.__name__, (_TrialLabel, base), {})
+
+
+def make_tuner(hypermodel: HeadHyperModel, directory: Path, overwrite: bool = False,
+               strategy=None, trials_per_process: int | None = None):
+    """The configured keras-tuner tuner over ``directory/<project>`` (resumes unless
+    ``overwrite``)."""
+    t = hypermodel.tune
+    objective = kt.Objective(OBJECTIVE, direction="max")
+    common = dict(objective=objective, seed=t.seed, directory=str(directory),
+                  project_name=t.project, overwrite=overwrite, distribution_strategy=strategy)
+    if t.algorithm == "hyperband":
+        budget = dict(max_epochs=t.epochs, factor=t.hyperband_factor,
+                      hyperband_iterations=t.hyperband_iterations)
+    else:
+        budget = dict(max_trials=t.max_trials)
+    tuner = _tuner_class(t.algorithm)(hypermodel, **budget, **common)
+    tuner.trials_per_process = trials_per_process
+    return tuner
+
+
+# ---- distributed tuning: keras-tuner's chief/worker mode ---------------------------------
+
+def parse_oracle(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port), or a UserError."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--oracle must be HOST:PORT (e.g. 127.0.0.1:8000), got {address!r}")
+    return host, int(port)
+
+
+def set_distributed_env(role: str, address: str, worker_id: str | None = None) -> str:
+    """Set the KERASTUNER_* variables for ``role``; returns the tuner id."""
+    host, port = parse_oracle(address)
+    tuner_id = "chief" if role == "chief" else (
+        worker_id or f"tuner-{socket.gethostname()}-{os.getpid()}")
+    if role != "chief" and "chief" in tuner_id:
+        raise UserError(f"--worker-id {tuner_id!r}: a worker id must not contain 'chief'")
+    os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host,
+                      KERASTUNER_ORACLE_PORT=str(port))
+    return tuner_id
+
+
+def clear_distributed_env() -> None:
+    for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        os.environ.pop(key, None)
+
+
+def wait_for_chief(address: str, timeout_s: float) -> None:
+    """Block until the chief's oracle answers at ``address``; UserError after ``timeout_s``.
+
+    keras-tuner's own client waits up to an hour per call; bound that as well.
+    """
+    import grpc
+    from keras_tuner.src.distribute import oracle_client
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        raise UserError(f"cannot reach the tuning chief at {address} after {timeout_s:g} s: "
+                        f"start `melanoma-bench tune --role chief --oracle {address}` first, "
+                        f"or check the address and firewall (--connect-timeout to wait "
+                        f"longer)") from None
+    finally:
+        channel.close()
+    oracle_client.TIMEOUT = max(float(timeout_s), 30.0)
+
+
+# ---- the tuner directory -------------------------------------------------------------------
+
+def check_project_dir(project_dir: Path) -> None:
+    """Refuse a corrupted keras-tuner directory with one clear line; never delete anything."""
+    files = [project_dir / "oracle.json", *sorted(project_dir.glob("tuner*.json")),
+             *sorted(project_dir.glob("chief.json")),
+             *sorted(project_dir.glob("trial_*/trial.json"))]
+    for path in files:
+        if not path.exists():
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(
+                f"tuner directory {project_dir} is corrupted: {path.relative_to(project_dir)} "
+                f"is unreadable ({type(error).__name__}: {str(error).splitlines()[0]}). Nothing "
+                f"was deleted: finished trials stay in trial_*/trial.json. Repair or move that "
+                f"file, or rerun with --restart to start the search over (deletes {project_dir})"
+            ) from None
+
+
+def check_same_search(out_dir: Path, tune: TuneConfig, variant: VariantConfig,
+                      restart: bool) -> None:
+    """A rerun resumes only the same search; a changed [tune] table needs --restart."""
+    path = out_dir / "search.json"
+    current = {"tune": tune.digest(), "variant": variant.model_key("", 0, 0.0, "")}
+    if path.exists() and not restart:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            saved = None
+        if saved != current:
+            raise UserError(f"{out_dir} holds a search with a different [tune] table or base "
+                            f"variant: use another --out, or --restart to start over")
+    atomic.write_json(path, current)
+
+
+# ---- results ---------------------------------------------------------------------------
+
+def trial_rows(oracle) -> list[dict]:
+    """One flat row per trial (id, status, objective, hyperparameters), in start order."""
+    rows = []
+    for trial_id in sorted(oracle.trials, key=lambda i: (len(i), i)):
+        trial = oracle.trials[trial_id]
+        score = trial.score if trial.score is not None else None
+        row = {"trial": trial_id, "status": trial.status,
+               OBJECTIVE: None if score is None or np.isnan(score) else float(score),
+               "best_epoch": trial.best_step}
+        row.update({k: _plain(v) for k, v in trial.hyperparameters.values.items()})
+        rows.append(row)
+    return rows
+
+
+def tuning_plot(path: Path, rows: list[dict], names: list[str], objective: str) -> Path:
+    """One panel per hyperparameter: the objective of each completed trial against it."""
+    from matplotlib.figure import Figure
+
+    from melanoma.reporting.figures import save_figure
+
+    done = [r for r in rows if r.get(objective) is not None]
+    fig = Figure(figsize=(3.6 * max(len(names), 1), 3.2))
+    for i, name in enumerate(names, 1):
+        ax = fig.add_subplot(1, max(len(names), 1), i)
+        xs = [float(r[name]) for r in done if r.get(name) is not None]
+        ys = [r[objective] for r in done if r.get(name) is not None]
+        ax.scatter(xs, ys, color="tab:blue")
+        for x, y, r in zip(xs, ys, [r for r in done if r.get(name) is not None]):
+            ax.annotate(str(r["trial"]), (x, y), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        if name == "learning_rate" and xs and min(xs) > 0:
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(objective if i == 1 else "")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{objective} (exact malignant-class AUC) per trial")
+    return save_figure(fig, path)
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def best_hyperparameters(oracle) -> dict | None:
+    """The best completed trial's id, objective and hyperparameters (None if none finished)."""
+    done = [t for t in oracle.get_best_trials(1) if t.status == "COMPLETED"]
+    if not done:
+        return None
+    trial = done[0]
+    values = {k: _plain(v) for k, v in trial.hyperparameters.values.items()
+              if not k.startswith("tuner/")}
+    return {"trial": trial.trial_id, OBJECTIVE: float(trial.score), "hyperparameters": values}
+
+
+def write_results(out_dir: Path, oracle, info: dict) -> dict:
+    """trials.json/csv/md, objective_vs_hyperparameters.png and best_hyperparameters.json."""
+    import pandas as pd
+    from tabulate import tabulate
+
+    rows = trial_rows(oracle)
+    best = best_hyperparameters(oracle)
+    atomic.write_json(out_dir / "trials.json", {"trials": rows, "best": best, "provenance": info})
+    frame = pd.DataFrame(rows)
+    with atomic.atomic_open(out_dir / "trials.csv", "w", newline="", encoding="utf-8") as handle:
+        frame.to_csv(handle, index=False, float_format="%.9g")
+    atomic.write_text(out_dir / "trials.md", tabulate(frame, headers="keys", tablefmt="github",
+                                                      showindex=False, floatfmt=".4g") + "\n")
+    if best is not None:
+        atomic.write_json(out_dir / "best_hyperparameters.json",
+                          {**best, "provenance": info})
+        tuning_plot(out_dir / "objective_vs_hyperparameters.png", rows,
+                    [k for k in SEARCHED if k in frame.columns], OBJECTIVE)
+    return {"rows": rows, "best": best}
