@@ -2,8 +2,9 @@
 
     PYTHONPATH=$PWD python benchmarks/simulate_gate.py --out reports/simulate_gate.md
     PYTHONPATH=$PWD python benchmarks/simulate_gate.py --quick      # about a tenth of the runs
+    PYTHONPATH=$PWD python benchmarks/simulate_gate.py --parts BC --tau 0.5   # larger seed spread
 
-Three parts, every number from melanoma.evaluation.model_files's own functions:
+Three parts, every number from melanoma.evaluation's own functions (variance, gate):
 A. per-seed metric values drawn directly (2 variants x the 4 gated metrics = 8 checks,
    5 baseline and 5 new seeds): the false-alarm rate when nothing changed (normal, heavy
    tailed, occasional failed seeds, correlated metrics), and the power against a drop of
@@ -107,24 +108,24 @@ def simulated_predictions(rng, y, difficulty, seeds, variant, separation, tau=0.
     return pd.concat(frames, ignore_index=True)
 
 
-def _run_b(rng, drop: float, failed: float) -> bool:
+def _run_b(rng, drop: float, failed: float, tau: float) -> bool:
     y = np.r_[np.ones(100, int), np.zeros(100, int)]
     difficulty = rng.normal(0, 1, len(y))  # one test set, used by baseline and new run
 
     def run(seeds, drop_first):
         return pd.concat([simulated_predictions(rng, y, difficulty, seeds, v,
                                                 0.85 - (drop_first if v == "v0" else 0.0),
-                                                failed=failed) for v in ("v0", "v1")])
+                                                tau=tau, failed=failed) for v in ("v0", "v1")])
 
     baseline = gate.seed_baseline(run(range(5), 0.0))
     return not gate.check(baseline, run(range(100, 105), drop)).passed
 
 
-def part_b(rng, runs: int) -> list[str]:
+def part_b(rng, runs: int, tau: float) -> list[str]:
     y = np.r_[np.ones(100, int), np.zeros(100, int)]
-    probe = simulated_predictions(rng, y, rng.normal(0, 1, 200), range(400), "v", 0.85)
+    probe = simulated_predictions(rng, y, rng.normal(0, 1, 200), range(400), "v", 0.85, tau)
     seed_sd = float(variance.per_seed_metrics(probe)["auc"].std())
-    base_auc = population_auc(0.85)
+    base_auc = population_auc(0.85, tau)
     lines = ["## B. Whole predictions, 200 test images, 5 baseline + 5 new seeds", "",
              (f"Model: population AUC {base_auc:.3f}; seed-to-seed SD of AUC {seed_sd:.3f} "
               f"(400 seeds scored on one 200-image test set)."), "",
@@ -133,9 +134,9 @@ def part_b(rng, runs: int) -> list[str]:
                                 ("separation 0.85 -> 0.80", 0.05, 0.0),
                                 ("separation 0.85 -> 0.75", 0.10, 0.0),
                                 ("separation 0.85 -> 0.65", 0.20, 0.0)):
-        rate = float(np.mean([_run_b(rng, drop, failed) for _ in range(runs)]))
+        rate = float(np.mean([_run_b(rng, drop, failed, tau) for _ in range(runs)]))
         if drop:
-            auc = population_auc(0.85 - drop)
+            auc = population_auc(0.85 - drop, tau)
             label += (f" (AUC {base_auc:.3f} -> {auc:.3f}, "
                       f"{(base_auc - auc) / seed_sd:.1f} seed-SDs)")
         lines.append(f"| {label} | {ci(rate, runs)} |")
@@ -149,16 +150,21 @@ def population_auc(separation, tau=0.15, noise_sd=0.5, draws=1_000_000, seed=0) 
                                                                       + 2 * noise_sd ** 2))))
 
 
-def part_c(rng, runs: int, n_resamples: int) -> list[str]:
-    truth = population_auc(0.85)
+def part_c(rng, runs: int, n_resamples: int, tau: float) -> list[str]:
+    truth = population_auc(0.85, tau)
+    probe = simulated_predictions(rng, np.r_[np.ones(100, int), np.zeros(100, int)],
+                                  rng.normal(0, 1, 200), range(400), "v", 0.85, tau)
+    seed_sd = float(variance.per_seed_metrics(probe)["auc"].std())
     lines = ["## C. Coverage of the nominal 95% AUC interval (200 test images per run)", "",
-             f"Target: mean over seeds of the population AUC = {truth:.4f}.", "",
+             (f"Target: mean over seeds of the population AUC = {truth:.4f}; seed-to-seed SD "
+              f"of AUC on one test set {seed_sd:.3f}."), "",
              "| interval | seeds | coverage | mean width |", "| --- | --- | --- | --- |"]
     for n_seeds in (1, 3, 5, 10):
         hits, widths = 0, []
         for _ in range(runs):
             y = np.r_[np.ones(100, int), np.zeros(100, int)]
-            pred = simulated_predictions(rng, y, rng.normal(0, 1, 200), range(n_seeds), "v", 0.85)
+            pred = simulated_predictions(rng, y, rng.normal(0, 1, 200), range(n_seeds), "v",
+                                         0.85, tau)
             row = variance.summarise(pred, ["auc"], n_resamples, seed=int(rng.integers(1e9)))[0]
             hits += row["auc_ci_low"] <= truth <= row["auc_ci_high"]
             widths.append(row["auc_ci_high"] - row["auc_ci_low"])
@@ -174,15 +180,21 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the tables here")
     parser.add_argument("--quick", action="store_true", help="about a tenth of the runs")
     parser.add_argument("--seed", type=int, default=20261126)
+    parser.add_argument("--parts", default="ABC", help="which parts to run (default ABC)")
+    parser.add_argument("--tau", type=float, default=0.15,
+                        help="seed-to-seed SD of the class-separation multiplier (B and C)")
     args = parser.parse_args(argv)
     scale = 0.1 if args.quick else 1.0
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    lines = [(f"# Gate and interval simulations (seed {args.seed}, rule: "
+    lines = [(f"# Gate and interval simulations (seed {args.seed}, tau {args.tau:g}, rule: "
               f"{gate.RULE.format(alpha=gate.FAMILY_ALPHA)})"), ""]
-    lines += part_a(rng, int(4000 * scale))
-    lines += part_b(rng, int(400 * scale))
-    lines += part_c(rng, int(400 * scale), 500)
+    if "A" in args.parts:
+        lines += part_a(rng, int(4000 * scale))
+    if "B" in args.parts:
+        lines += part_b(rng, int(400 * scale), args.tau)
+    if "C" in args.parts:
+        lines += part_c(rng, int(400 * scale), 500, args.tau)
     lines.append(f"({time.perf_counter() - started:.0f} s)")
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)

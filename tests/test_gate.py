@@ -1,4 +1,4 @@
-"""Tests for melanoma.evaluation.model_files.gate: the one-sided tests against scipy's own t-tests, Holm
+"""Tests for melanoma.evaluation.gate: the one-sided tests against scipy's own t-tests, Holm
 against a plain loop, the verdicts on whole predictions, and the false-alarm rate and power
 of the rule on simulated seeds (fixed random streams; the bounds state their margins)."""
 import math

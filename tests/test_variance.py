@@ -1,4 +1,4 @@
-"""Tests for melanoma.evaluation.model_files.variance against a plain-loop reimplementation written here.
+"""Tests for melanoma.evaluation.variance against a plain-loop reimplementation written here.
 
 The reference draws the same random numbers (its own code, the same numpy calls in the same
 order) and scores every replicate with ``metrics.binary_metrics`` (scikit-learn) one at a
@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from melanoma.evaluation import metrics
 from melanoma.evaluation import variance as V
@@ -49,8 +50,10 @@ def naive_draws(y, n_resamples, n_seeds, rng):
 def naive_replicates(y, probs, idx, draws, names):
     """{name: replicates}, one replicate at a time: every seed scored on the replicate's
     images, averaged over the drawn seeds; the departure from the all-seed mean scaled by
-    sqrt(S/(S-1))."""
+    sqrt(S/(S-1)) * t(S-1, 0.975) / z(0.975)."""
     n_seeds = len(probs)
+    if n_seeds > 1:
+        scale = math.sqrt(n_seeds / (n_seeds - 1)) * stats.t.ppf(0.975, n_seeds - 1) / 1.959963984540054
     out = {name: [] for name in names}
     for rows, drawn in zip(idx, draws):
         scored = [metrics.binary_metrics(y[rows], p[rows]) for p in probs]
@@ -59,7 +62,7 @@ def naive_replicates(y, probs, idx, draws, names):
             everyone = sum(per_seed) / n_seeds
             if n_seeds > 1:
                 mean_drawn = sum(per_seed[d] for d in drawn) / n_seeds
-                everyone += math.sqrt(n_seeds / (n_seeds - 1)) * (mean_drawn - everyone)
+                everyone += scale * (mean_drawn - everyone)
             out[name].append(everyone)
     return {name: np.array(v) for name, v in out.items()}
 
@@ -191,7 +194,11 @@ def test_seed_average_by_hand():
     values = np.array([[1.0, 10.0], [3.0, 20.0]])  # 2 seeds x 2 replicates
     draws = np.array([[0, 0], [0, 1]])
     # replicate 0: everyone 2, drawn 1 -> 2 + sqrt(2) * (1 - 2); replicate 1: drawn == everyone
-    assert V.seed_average(values, draws) == pytest.approx([2 - math.sqrt(2), 15.0], abs=1e-12)
+    plain = V.seed_average(values, draws, alpha=None)
+    assert plain == pytest.approx([2 - math.sqrt(2), 15.0], abs=1e-12)
+    # with the Student-t factor for 1 degree of freedom: t(1, 0.975) = 12.706
+    assert V.seed_average(values, draws) == pytest.approx(
+        [2 - math.sqrt(2) * 12.706204736 / 1.959963985, 15.0], abs=1e-8)
 
 
 @pytest.mark.parametrize("mutate, message", [
