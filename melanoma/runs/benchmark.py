@@ -13,8 +13,6 @@ From Python: ``melanoma.run_benchmark("default", overrides=["defaults.epochs=1"]
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import shutil
 import time
@@ -245,13 +243,6 @@ class Collected:
                     "label": images.labels, "prob_malignant": probs[split + suffix]}))
 
 
-def plan_id(cfg, models_dir: Path) -> str:
-    """Processes with the same config and models folder share the jobs and the output folder."""
-    text = json.dumps([cfg.to_dict(), str(Path(models_dir).resolve())], sort_keys=True,
-                      default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
                   out_dir: Path | None = None, models_dir: Path = Path("models"),
                   retrain: bool = False, strict: bool = False,
@@ -269,7 +260,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     if any(not v.model_file for v in cfg.variants):  # model-file rows need no models/
         check_split_sizes(found, cfg.data.val_fraction)
     out_dir, models_dir = Path(out_dir or Path("reports") / cfg.name), Path(models_dir)
-    plan = plan_id(cfg, models_dir)
+    plan = jobs_mod.plan_id(cfg, models_dir)
     created = not models_dir.exists()
     if any(not v.model_file for v in cfg.variants):
         atomic.make_folder(models_dir)  # a file or an unwritable place: one line, now
@@ -277,7 +268,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     try:
         held = locks.acquire_or_join(out_dir, plan)
     except BaseException:
-        _remove_if_empty(models_dir, created)
+        jobs_mod.remove_if_empty(models_dir, created)
         raise
     try:
         atomic.sweep_stale(out_dir)
@@ -291,16 +282,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     finally:
         if held is not None:
             locks.release(held)
-        _remove_if_empty(models_dir, created)
-
-
-def _remove_if_empty(folder: Path, created: bool) -> None:
-    """A models folder this run created and left empty (it failed before saving) goes."""
-    if created:
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
+        jobs_mod.remove_if_empty(models_dir, created)
 
 
 def _work(cfg, found: layout.DataLayout, state, shard) -> JobRunner | None:

@@ -14,6 +14,8 @@ key are one model: trained once, loaded for the other row.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -198,3 +200,19 @@ def unsaved(jobs: list[Job], state: JobState) -> list[Job]:
             if not state.saved(job.key):
                 missing.append(job)
     return missing
+
+
+def plan_id(cfg, models_dir: Path) -> str:
+    """Processes with the same config and models folder share the jobs and the output folder."""
+    text = json.dumps([cfg.to_dict(), str(Path(models_dir).resolve())], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def remove_if_empty(folder: Path, created: bool) -> None:
+    """A models folder this run created and left empty (it failed before saving) goes."""
+    if created:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
