@@ -15,7 +15,13 @@ figures, HTML; never imports TensorFlow), ``tuning`` (keras-tuner), ``runs`` (th
 run), ``util`` (atomic writes, locks, names, logging, provenance), ``cli`` (the console
 script).
 """
-from melanoma.api import RunResult, evaluate_models, load_config, rebuild_report, run_benchmark, tune_head
+from melanoma.util import tfsetup as _tfsetup
+
+if _tfsetup.deterministic_requested():  # MELANOMA_DETERMINISTIC=1: before TensorFlow loads
+    _tfsetup.use_deterministic_mode()
+
+# after the deterministic-mode switch:
+from melanoma.api import RunResult, evaluate_models, load_config, rebuild_report, run_benchmark, tune_head  # noqa: E402,E501
 
 __all__ = ["RunResult", "evaluate_models", "load_config", "rebuild_report", "run_benchmark",
            "tune_head"]

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="melanoma-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="fixed threads and CPU kernels (same as MELANOMA_DETERMINISTIC=1): "
+                             "bitwise-repeatable on one machine; see docs/determinism.md")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-q", "--quiet", action="store_true",
                           help="only warnings and errors on stderr (the table still goes to stdout)")
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     tfsetup.quiet_tensorflow_logs()
     args = build_parser().parse_args(argv)
     logs.setup(-1 if args.quiet else args.verbose)
+    if args.deterministic:
+        tfsetup.use_deterministic_mode()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:

@@ -12,8 +12,38 @@ import tempfile
 from contextlib import contextmanager
 
 from melanoma.util import provenance
+from melanoma.util.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+# Deterministic mode (docs/determinism.md): the CPU-dependent choices that make two machines of
+# the same kind and versions train differently, fixed. Environment variables are read when
+# TensorFlow is imported and when oneDNN generates its first kernel, so they are set before.
+MODE_VARIABLE = "MELANOMA_DETERMINISTIC"
+KERNEL_ENV = {"TF_ENABLE_ONEDNN_OPTS": "0",  # the same TF kernels whatever the CPU's default
+              "ONEDNN_MAX_CPU_ISA": "AVX2"}  # the same sgemm code on every AVX2-or-newer CPU
+THREADS = 2  # intra- and inter-op: a fixed count, not the core count (block sizes depend on it)
+
+
+def deterministic_requested() -> bool:
+    return os.environ.get(MODE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def use_deterministic_mode() -> None:
+    """Switch the process into deterministic mode; call before TensorFlow is imported (the CLI's
+    ``--deterministic`` and ``MELANOMA_DETERMINISTIC=1`` do). A variable the user set keeps
+    its value (and is recorded). Raises UserError when TensorFlow is already imported with
+    other kernel settings: the mode could not take effect."""
+    if "tensorflow" in sys.modules:
+        unset = [k for k in KERNEL_ENV if k not in os.environ]
+        if unset:
+            raise UserError("deterministic mode must be chosen before TensorFlow is imported "
+                            f"({', '.join(unset)} unset): set {MODE_VARIABLE}=1 in the "
+                            "environment or call use_deterministic_mode() first")
+    for key, value in KERNEL_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ[MODE_VARIABLE] = "1"
 
 
 def quiet_tensorflow_logs() -> None:
@@ -55,21 +85,57 @@ def import_tensorflow():
 
 
 def configure(deterministic: bool | None = None) -> dict:
-    """Import and configure TensorFlow; returns the hardware (CPU, GPUs) for provenance.
+    """Import and configure TensorFlow; returns the hardware (CPU, GPUs) and the kernel
+    settings for provenance.
 
     ``deterministic``: enable op determinism (default: on CPU yes, on GPU no, where it costs
-    speed and turns automatic XLA off)."""
+    speed and turns automatic XLA off; always in deterministic mode, which also fixes the
+    thread counts and the oneDNN settings, see ``use_deterministic_mode``)."""
+    mode = deterministic_requested()
+    if mode:
+        use_deterministic_mode()
     tf = import_tensorflow()
+    if mode:
+        _fix_threads(tf)
     tf.get_logger().setLevel("ERROR")  # retracing notices for each new model are noise here
     with quiet_stderr():  # "failed call to cuInit" on a machine without a GPU
         hardware = provenance.devices()
     log.info("device: %s", provenance.describe_device(hardware))
     if deterministic is None:
-        deterministic = not hardware["gpus"]
+        deterministic = mode or not hardware["gpus"]
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     hardware["op_determinism"] = bool(deterministic)
+    hardware["kernels"] = kernel_settings(tf, mode)
     return hardware
+
+
+def _fix_threads(tf) -> None:
+    threading = tf.config.threading
+    if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) \
+            == (THREADS, THREADS):
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(THREADS)
+        threading.set_inter_op_parallelism_threads(THREADS)
+    except RuntimeError as error:  # TensorFlow's runtime already started in this process
+        raise UserError("deterministic mode must be chosen before TensorFlow runs its first op "
+                        f"({error})") from None
+
+
+def kernel_settings(tf, mode: bool) -> dict:
+    """What decides which CPU kernels ran (they change the numbers): recorded in results.json."""
+    threading = tf.config.threading
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        onednn = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # a build without the probe
+        onednn = None
+    return {"deterministic_mode": mode,
+            **{key: os.environ.get(key) for key in KERNEL_ENV},
+            "onednn_enabled": onednn,
+            "intra_op_threads": threading.get_intra_op_parallelism_threads() or "default",
+            "inter_op_threads": threading.get_inter_op_parallelism_threads() or "default"}
 
 
 def distribution_strategy(gpu_count: int | None = None):
