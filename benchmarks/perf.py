@@ -29,7 +29,8 @@ from melanoma.util import atomic, provenance
 # Same JPEGs for both sides of P1; 300 px like the public data set's images.
 PERF_DATA = synthetic.SyntheticSpec(n_train_per_class=100, n_test_per_class=250,
                                     image_size=300, seed=4321)
-P1_SIZE, P1_BATCH = 224, 32
+P1_SIZE, P1_BATCH = 224, 32  # the target (>= 4x) is judged at 224 px
+P1_SIZES = (224, 528)  # 528 px (the paper's B6 size) is reported beside it
 P2_SIZE, P2_BATCH = 64, 32  # the default main job's model (B0 at 64 px)
 AUGMENTATION = Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal_flip=True,
                             vertical_flip=True)
@@ -54,7 +55,9 @@ class Figure:
 
     @property
     def verdict(self) -> str:
-        return "skipped" if self.holds is None else ("holds" if self.holds else "MISSED")
+        if self.holds is None:
+            return "reported" if self.value is not None else "skipped"
+        return "holds" if self.holds else "MISSED"
 
 
 def alternate(sides: dict, rounds: int = ROUNDS) -> dict[str, list[float]]:
@@ -117,28 +120,30 @@ def pipeline_epoch_rate(pixels, labels, batch: int, epochs: int = 3):
     return measure
 
 
-def p1_input_pipeline(root: Path) -> Figure:
+def p1_input_pipeline(root: Path, size: int = P1_SIZE) -> Figure:
     """Our pipeline vs flow_from_directory: same JPEGs, size, batch and augmentation."""
     from melanoma.data import layout
     from melanoma.data.decode import load_images
 
     found = layout.discover(root)
     started = time.perf_counter()
-    decoded = load_images(found.train.files, found.train.labels, P1_SIZE, "nearest")
+    decoded = load_images(found.train.files, found.train.labels, size, "nearest")
     decode_seconds = time.perf_counter() - started
     ours = pipeline_epoch_rate(decoded.pixels, decoded.labels, P1_BATCH)
-    legacy, n_legacy = legacy_epoch_rate(root / "train", P1_SIZE, P1_BATCH)
+    legacy, n_legacy = legacy_epoch_rate(root / "train", size, P1_BATCH)
     ours(), legacy()  # warm-up epoch each: tracing, thread pools, file cache
     rates = alternate({"ours": ours, "legacy": legacy})
     mine, theirs = statistics.median(rates["ours"]), statistics.median(rates["legacy"])
     n = len(decoded.labels)
     first_epoch = n / (decode_seconds + n / mine)
+    judged = size == P1_SIZE
     return Figure(
-        "P1", "input pipeline throughput vs tf_keras ImageDataGenerator.flow_from_directory "
-        f"({n} JPEGs {PERF_DATA.image_size}px -> {P1_SIZE}px, batch {P1_BATCH}, rotation, shear, "
+        "P1" if judged else f"P1 at {size} px",
+        "input pipeline throughput vs tf_keras ImageDataGenerator.flow_from_directory "
+        f"({n} JPEGs {PERF_DATA.image_size}px -> {size}px, batch {P1_BATCH}, rotation, shear, "
         "both flips, samplewise; steady-state epochs: ours decodes once into a uint8 cache, "
         "that decode is excluded and reported separately)",
-        mine / theirs, "x", ">= 4", mine / theirs >= 4,
+        mine / theirs, "x", ">= 4" if judged else "reported", mine / theirs >= 4 if judged else None,
         {"ours_images_per_s": mine, "legacy_images_per_s": theirs, "rounds": rates,
          "legacy_images": n_legacy, "decode_once_seconds": decode_seconds,
          "first_epoch_incl_decode_ratio": first_epoch / theirs})
@@ -313,8 +318,9 @@ def gpu_b6(batch: int = 16, steps: int = 10) -> list[Figure]:
 
 # Suite --------------------------------------------------------------------------------
 
-def run_perf(out_dir: Path = Path("reports/perf"), main_job: bool = True) -> list[Figure]:
-    """Run P1-P4 (P4 optional) and the GPU figures; write perf.json and perf.md."""
+def run_perf(out_dir: Path = Path("reports/perf"), main_job: bool = True,
+             only_p1: bool = False) -> list[Figure]:
+    """Run P1-P4 (P4 optional) and the GPU figures, or P1 alone; write perf.json and perf.md."""
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
@@ -325,9 +331,14 @@ def run_perf(out_dir: Path = Path("reports/perf"), main_job: bool = True) -> lis
     found = layout.discover(root)
     figures = []
     load_before = os.getloadavg()
-    log("P1: input pipeline vs flow_from_directory ...")
-    figures.append(p1_input_pipeline(root))
-    log(f"  {figures[-1].value:.2f}x")
+    for size in P1_SIZES:
+        log(f"P1: input pipeline vs flow_from_directory at {size} px ...")
+        figures.append(p1_input_pipeline(root, size))
+        log(f"  {figures[-1].value:.2f}x")
+    if only_p1:
+        write_report(out_dir, figures, {"load_average_before": load_before,
+                                        "load_average_after": os.getloadavg()})
+        return figures
     train = load_images(found.train.files, found.train.labels, P2_SIZE, "nearest")
     test = load_images(found.test.files, found.test.labels, P2_SIZE, "nearest")
     model = build_small_model()
@@ -396,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/perf"))
     parser.add_argument("--skip-main-job", action="store_true",
                         help="skip P4 (runs the default main job as a child process)")
+    parser.add_argument("--only-p1", action="store_true",
+                        help="only P1, at 224 px (judged) and 528 px (reported)")
     args = parser.parse_args(argv)
     try:
         import tf_keras  # noqa: F401 - P1's baseline is the original ImageDataGenerator
@@ -403,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks.perf: error: P1 compares with tf_keras' ImageDataGenerator: "
               "pip install -e '.[perf]' (or `tox -e perf`)", file=sys.stderr)
         return 2
-    figures = run_perf(args.out, main_job=not args.skip_main_job)
+    figures = run_perf(args.out, main_job=not args.skip_main_job, only_p1=args.only_p1)
     print((args.out / "perf.md").read_text(encoding="utf-8"))
     return 1 if any(f.holds is False for f in figures) else 0
 
