@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.data import layout, legacy
-from melanoma.data.decode import LoadedImages, load_images
+from melanoma.data.cache import DecodedCache, fit_preprocessing, open_or_build
 from melanoma.data.preprocessing import PREPROCESSING, Preprocessing, get_preprocessing
 from melanoma.models.loading import LoadedModel, load
 from melanoma.reporting import tables as report
@@ -61,13 +61,16 @@ class EvalOptions:
 class EvalData:
     """The test files (and training and validation files, when there are any) of a data folder.
 
-    Decoded images are cached per (split, size, interpolation), so several models of the
-    same input size decode the data once."""
+    Images are decoded once per (split, size, interpolation) into the on-disk decoded-image
+    cache that ``run`` uses (``cache_dir``, default beside the generated data; a later
+    evaluate or run of the same files decodes nothing) and read from it a batch at a time, so
+    memory does not grow with the number of test images."""
 
     root: Path
     test: layout.Split
     train: layout.Split | None = None
     val: layout.Split | None = None  # --val-dir: where the threshold is chosen
+    cache_dir: str | None = None  # the decoded-image cache (None: the default folder)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -90,11 +93,12 @@ class EvalData:
         found = layout.discover(folder)
         return cls(found.root, found.test, found.train, val)
 
-    def images(self, split: str, size: int, interpolation: str) -> LoadedImages:
+    def images(self, split: str, size: int, interpolation: str) -> DecodedCache:
         key = (split, size, interpolation)
         if key not in self._cache:
             files = getattr(self, split)
-            self._cache[key] = load_images(files.files, files.labels, size, interpolation)
+            self._cache[key] = open_or_build(files.files, files.labels, size, interpolation,
+                                             self.cache_dir)
         return self._cache[key]
 
     def relative(self, path: Path) -> str:
@@ -154,7 +158,7 @@ def resolve_mean(loaded: LoadedModel, preprocessing: Preprocessing, options: Eva
                         f"training images) or a --data-dir with a train/ split to compute it")
     train = data.images("train", loaded.image_size, interpolation)
     if loaded.sidecar is not None:
-        fitted, how = preprocessing.fit(train.pixels), "as run fits it"
+        fitted, how = fit_preprocessing(preprocessing, train), "as run fits it"
     else:
         fitted, how = legacy.fit(train.pixels, preprocessing)
     return fitted, (f"computed from the {len(train.labels)} images of the train/ split of "
@@ -208,15 +212,15 @@ def predict_split(prep: Prepared, data: EvalData, split: str, name: str
     """predictions.csv lines of one split (``variant,seed,file,label,prob_malignant``; the
     seed is the training seed a run's sidecar records, else 0) and its
     skipped files; a model trained by run is fed by run's own pipeline."""
-    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.stream import make_stream_dataset
 
     images = data.images(split, prep.loaded.image_size, prep.interpolation)
     if len(images.labels) == 0:
         raise UserError(f"no readable {split} images in "
                         f"{data.root if split == 'test' else 'the --val-dir'}")
     if prep.loaded.sidecar is not None:  # trained by run: the very same pipeline as run
-        probs = prep.loaded.predict(make_dataset(images.pixels, None, prep.batch_size,
-                                                 prep.preprocessing))
+        probs = prep.loaded.predict(make_stream_dataset(
+            images, np.arange(len(images)), None, prep.batch_size, prep.preprocessing))
     else:
         probs = prep.loaded.predict_batches(legacy.batches(images.pixels, prep.preprocessing,
                                                            prep.batch_size))
