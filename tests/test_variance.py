@@ -216,7 +216,7 @@ def test_bad_predictions_are_user_errors(mutate, message):
 
 def test_bad_settings_and_unpaired_test_sets_are_user_errors():
     pred = make_predictions()
-    with pytest.raises(UserError, match="unknown metric"):
+    with pytest.raises(UserError, match="Unknown metric"):
         V.summarise(pred, ["auroc"])
     with pytest.raises(UserError, match="n_resamples"):
         V.compare(pred, "a", "b", n_resamples=0)

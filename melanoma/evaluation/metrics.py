@@ -259,6 +259,21 @@ def _resample_metrics(y, p, idx, names, threshold) -> dict[str, np.ndarray]:
     return {name: out[name] for name in names}
 
 
+def check_bootstrap_settings(names, n_resamples, alpha, known=METRIC_NAMES,
+                             error: type[Exception] = ValueError) -> list[str]:
+    """The metric names (all in ``known``), resample count and alpha of a bootstrap, checked;
+    ``error``: the exception to raise (a library caller's ValueError, a user's UserError)."""
+    names = list(names)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise error(f"Unknown metric names {unknown}; choose from {list(known)}.")
+    if int(n_resamples) != n_resamples or n_resamples < 1:
+        raise error(f"n_resamples must be a positive integer, got {n_resamples!r}.")
+    if not 0.0 < alpha < 1.0:
+        raise error(f"alpha must lie strictly between 0 and 1, got {alpha!r}.")
+    return names
+
+
 def bootstrap_ci(y, p, metric_names=None, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0,
                  threshold=None) -> dict[str, tuple[float, float]]:
     """Stratified percentile bootstrap CIs {name: (low, high)}; class counts are kept; undefined metrics give NaNs.
@@ -266,14 +281,8 @@ def bootstrap_ci(y, p, metric_names=None, n_resamples: int = 1000, alpha: float 
     All resample indices are drawn at once from numpy's default_rng(seed); metrics are vectorised across resamples.
     """
     y, p = validate_predictions(y, p)
-    names = list(METRIC_NAMES if metric_names is None else metric_names)
-    unknown = [name for name in names if name not in METRIC_NAMES]
-    if unknown:
-        raise ValueError(f"Unknown metric names {unknown}; choose from {list(METRIC_NAMES)}.")
-    if int(n_resamples) != n_resamples or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}.")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}.")
+    names = check_bootstrap_settings(METRIC_NAMES if metric_names is None else metric_names,
+                                     n_resamples, alpha)
     t = _resolve_threshold(threshold)
     idx = _stratified_indices(y, int(n_resamples), np.random.default_rng(seed))
     values = {name: np.empty(len(idx)) for name in names}

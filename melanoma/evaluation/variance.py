@@ -185,23 +185,11 @@ def _interval(replicates: np.ndarray, alpha: float, bounds=(-math.inf, math.inf)
     return float(low), float(high)
 
 
-def _check_settings(names, n_resamples, alpha) -> list[str]:
-    names = list(names)
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise UserError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
-    if int(n_resamples) != n_resamples or n_resamples < 1:
-        raise UserError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    if not 0.0 < alpha < 1.0:
-        raise UserError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
-    return names
-
-
 def variant_summary(m: SeedMatrix, names=METRICS, n_resamples: int = 1000,
                     alpha: float = 0.05, seed: int = 0) -> dict:
     """One row: per metric the mean over seeds, the seed SD (None with one seed) and the
     hierarchical-bootstrap interval ``<metric>_ci_low/high``."""
-    names = _check_settings(names, n_resamples, alpha)
+    names = metrics.check_bootstrap_settings(names, n_resamples, alpha, METRICS, UserError)
     rng = np.random.default_rng(seed)
     # images first, so that with one seed the interval equals metrics.bootstrap_ci(seed=seed)
     idx = metrics._stratified_indices(m.y, int(n_resamples), rng)
@@ -249,7 +237,7 @@ def compare(predictions: pd.DataFrame, a: str, b: str, metric: str = "auc",
     """Difference a - b of the metric's mean over seeds, with a paired hierarchical bootstrap:
     the same image resample for both variants in every replicate, and the same seed draws
     when both variants were trained on the same seeds (else independent seed draws)."""
-    _check_settings([metric], n_resamples, alpha)
+    metrics.check_bootstrap_settings([metric], n_resamples, alpha, METRICS, UserError)
     ma, mb = seed_matrix(predictions, a), seed_matrix(predictions, b)
     _check_same_images(ma, mb)
     paired = ma.seeds == mb.seeds
@@ -280,7 +268,7 @@ def compare_to_best(predictions: pd.DataFrame, metric: str = "auc", n_resamples:
                     alpha: float = 0.05, seed: int = 0) -> list[Comparison]:
     """Every other variant against the one with the best mean ``metric`` (for the table's
     "within training noise" column); empty with fewer than two variants."""
-    _check_settings([metric], n_resamples, alpha)
+    metrics.check_bootstrap_settings([metric], n_resamples, alpha, METRICS, UserError)
     variants = _variants(predictions)
     means = {v: _seed_mean(seed_matrix(predictions, v), metric) for v in variants}
     finite = {v: x for v, x in means.items() if math.isfinite(x)}
