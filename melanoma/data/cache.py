@@ -164,20 +164,11 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 def fit_preprocessing(preprocessing, cache: DecodedCache, indices=None, chunk: int | None = None):
-    """``preprocessing.fit(pixels[indices])`` computed from the cache in chunks (same mean,
-    bit for bit: the scale and division below are the ones ``Preprocessing.fit`` uses)."""
-    from dataclasses import replace
-
-    from melanoma.data.preprocessing import Rescale
-
+    """``preprocessing.fit(pixels[indices])`` computed from the cache in chunks (the same
+    mean bit for bit: exact integer sums, then ``Preprocessing.with_channel_mean``)."""
     if not preprocessing.needs_fit:
         return preprocessing
-    scale = np.float64(1.0)
-    for step in preprocessing.steps:
-        if isinstance(step, Rescale):
-            scale *= step.scale
-    mean = cache.channel_mean(indices, chunk) * scale
-    return replace(preprocessing, mean=tuple(float(m) for m in mean))
+    return preprocessing.with_channel_mean(cache.channel_mean(indices, chunk))
 
 
 def folder_name(image_size: int, interpolation: str, key: str) -> str:

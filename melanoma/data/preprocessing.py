@@ -79,12 +79,19 @@ class Preprocessing:
         steps that precede centring; a no-op for variants that need no fitting."""
         if not self.needs_fit:
             return self
+        sums = pixels.reshape(-1, 3).astype(np.float64).sum(axis=0)
+        return self.with_channel_mean(sums / max(len(pixels.reshape(-1, 3)), 1))
+
+    def with_channel_mean(self, channel_mean) -> Preprocessing:
+        """A copy centred on ``channel_mean`` (float64, per channel, in [0, 255]) after the
+        steps that precede centring (the rescale); a no-op for variants that need no fitting."""
+        if not self.needs_fit:
+            return self
         scale = np.float64(1.0)
         for step in self.steps:
             if isinstance(step, Rescale):
                 scale *= step.scale
-        sums = pixels.reshape(-1, 3).astype(np.float64).sum(axis=0)
-        mean = sums / max(len(pixels.reshape(-1, 3)), 1) * scale
+        mean = np.asarray(channel_mean, np.float64) * scale
         return replace(self, mean=tuple(float(m) for m in mean))
 
     def apply(self, x):
