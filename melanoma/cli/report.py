@@ -3,10 +3,13 @@ from its saved predictions and results alone (no model, no TensorFlow).
 
     melanoma-bench report reports/default            # in place
     melanoma-bench report reports/default --out /tmp/copy
+    melanoma-bench report reports/default --wide     # print every column
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+from melanoma.cli import options
 
 
 def register(commands) -> None:
@@ -15,12 +18,13 @@ def register(commands) -> None:
                         help="output folder of `melanoma-bench run`")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the rebuilt report here (default: RUN_DIR itself)")
+    options.add_wide(parser)
     parser.set_defaults(handler=main)
 
 
 def main(args) -> int:
-    from melanoma.reporting.tables import markdown_table, rebuild
+    from melanoma.reporting.tables import rebuild
 
     rows = rebuild(args.run_dir, args.out)
-    print(markdown_table(rows))
+    options.print_table(rows, args.wide)
     return 0

@@ -19,9 +19,9 @@ from tabulate import tabulate
 
 from melanoma.evaluation.metric_table import is_finite
 from melanoma.evaluation.rows import EvalSettings
+from melanoma.reporting import compact, seeds
 from melanoma.reporting import figures as plots
 from melanoma.reporting import html as html_report
-from melanoma.reporting import seeds
 from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the report's API
     PREDICTION_COLUMNS,
     SPEC_KEYS,
@@ -63,13 +63,14 @@ def _with_ci(row: dict, key: str) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """The headline table: AUC with its 95% CI and DeLong p vs the best, metrics at argmax and
-    at the validation-chosen threshold, each row's spec and whether training variance was
-    measured; over several seeds, ``seeds.markdown_seed_table``."""
+    at the validation-chosen threshold, each row's preprocessing and whether training variance
+    was measured; over several seeds, ``seeds.markdown_seed_table``. The wide table
+    (``--wide``); the short one is ``compact.text_table``."""
     if any((r.get("n_seeds") or 1) > 1 for r in rows):
         return seeds.markdown_seed_table(rows)
     headers = ["variant", "test set", "n", "AUC [95% CI]", "DeLong p vs best",
                "accuracy @argmax [95% CI]", "sens @argmax", "spec @argmax", "threshold (val)",
-               "sens @thr", "spec @thr", "spec", "training variance"]
+               "sens @thr", "spec @thr", "preprocessing", "training variance"]
     table = []
     for row in rows:
         p = row.get("auc_delong_p")
@@ -145,7 +146,8 @@ def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
         pd.DataFrame(rows).to_csv(h, index=False, float_format="%.6g")
     published = (extra or {}).get("published")
     atomic.write_text(out_dir / "results.md", _table_header(provenance, settings)
-                      + markdown_table(rows) + "\n" + (
+                      + compact.text_table(rows) + "\n\n" + compact.footer(rows, terminal=False)
+                      + "\n\n## Every column\n\n" + markdown_table(rows) + "\n" + (
                           "\n## Published vs reproduced\n\n" + seeds.markdown_published(
                               published) + "\n" if published else ""))
 
