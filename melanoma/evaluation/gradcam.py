@@ -260,3 +260,21 @@ def case_heatmaps(model, preprocessing, files, data_root, interpolation: str = "
         return {}
     maps = gradcam(model, loaded.pixels, preprocessing, class_index, layer, interpolation)
     return dict(zip(names, maps))
+
+
+def saved_model_heatmaps(models_dir, key: str, files, data_root) -> dict[str, np.ndarray] | None:
+    """file -> Grad-CAM (malignant) by the model ``run`` saved under config key ``key`` in
+    ``models_dir``, its images decoded and preprocessed as its sidecar says (preprocessing,
+    featurewise mean, interpolation); None when no such model is saved. TensorFlow is
+    imported only when the model exists."""
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.models import storage
+
+    saved = storage.find(models_dir, key)
+    if saved is None:
+        return None
+    model = storage.load(saved)
+    meta = saved.sidecar
+    preprocessing = get_preprocessing(meta["preprocessing"], meta.get("featurewise_mean"))
+    return case_heatmaps(model, preprocessing, files, data_root,
+                         meta.get("interpolation", "nearest"))

@@ -1,0 +1,123 @@
+"""The error galleries of a report: per variant the most confident missed melanomas and false
+alarms (and a sample of detected melanomas), from the saved predictions and the data folder,
+with Grad-CAM overlays where the variant's saved model is found.
+
+    figures, fragment = gallery_section(out_dir, predictions, per_seed_rows, provenance,
+                                        GallerySettings(k=6, data_root=None, models_dir=...))
+
+Writes ``gallery_<variant>.png`` per variant; ``fragment`` is the page's section (it says
+which variants have heat maps and why the others have none). TensorFlow is imported only
+when a saved model is found (``evaluation.gradcam.saved_model_heatmaps``).
+"""
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from melanoma.evaluation.metric_table import is_finite
+from melanoma.reporting import galleries
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GallerySettings:
+    """How many cases, where the images are (None: the run's data folder from its
+    provenance) and where the saved models are (None: no Grad-CAM)."""
+
+    k: int = 6
+    data_root: Path | None = None
+    models_dir: Path | None = None
+    gradcam: bool = True
+
+
+def _first_seed(predictions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Each variant's predictions of its first seed, and that seed."""
+    seeds = {name: int(g["seed"].iloc[0]) for name, g in predictions.groupby("variant", sort=False)}
+    keep = predictions["seed"].to_numpy() == predictions["variant"].map(seeds).to_numpy()
+    return predictions[keep], seeds
+
+
+def _thresholds(per_seed: list[dict], seeds: dict[str, int]) -> dict[str, float]:
+    """The validation-chosen threshold of each variant's shown seed (0.5 where none)."""
+    out = {}
+    for row in per_seed:
+        if (row.get("test_set", "full") == "full" and seeds.get(row["variant"]) == row.get("seed")
+                and is_finite(row.get("threshold"))):
+            out[row["variant"]] = float(row["threshold"])
+    return out
+
+
+def _model_key(model_keys: dict, variant: str, seed: int) -> str | None:
+    key = (model_keys or {}).get(variant)
+    if isinstance(key, dict):  # several seeds: {seed: key} (JSON made the seeds strings)
+        key = key.get(str(seed), key.get(seed))
+    return key if isinstance(key, str) else None
+
+
+def heat_maps(cases: pd.DataFrame, root: Path, settings: GallerySettings, model_keys: dict,
+              seeds: dict[str, int]) -> tuple[dict, dict[str, str]]:
+    """(variant -> file -> heat map, variant -> why it has none)."""
+    maps, missing = {}, {}
+    for variant, part in cases.groupby("variant", sort=False):
+        key = _model_key(model_keys, variant, seeds[variant])
+        if not settings.gradcam:
+            missing[variant] = "Grad-CAM off (report.gradcam = false)"
+        elif settings.models_dir is None or not Path(settings.models_dir).is_dir():
+            missing[variant] = "no models folder"
+        elif key is None:
+            missing[variant] = ("no saved model recorded for it: ensembles, TTA rows and "
+                                "evaluated files have none")
+        else:
+            from melanoma.evaluation.gradcam import saved_model_heatmaps
+
+            found = saved_model_heatmaps(settings.models_dir, key, list(part["file"]), root)
+            if found is None:
+                missing[variant] = f"no saved model with key {key} in {settings.models_dir}"
+            else:
+                maps[variant] = found
+    return maps, missing
+
+
+def _status(k: int, several_seeds: bool, maps: dict, missing: dict, root: Path) -> str:
+    lines = [f"Per variant the {k} missed melanomas with the lowest probability, the {k} "
+             f"benign images with the highest, and {k} detected melanomas drawn at random; "
+             f"malignant iff p &ge; the variant's validation-chosen threshold. Images from "
+             f"{html.escape(str(root))}."]
+    if several_seeds:
+        lines.append("Several seeds: each variant's first seed is shown.")
+    if maps:
+        lines.append("Grad-CAM (malignant class, last convolutional block; red: most weight) "
+                     f"from the saved models of: {html.escape(', '.join(maps))}.")
+    for variant, why in missing.items():
+        lines.append(f"{html.escape(variant)}: no heat maps ({html.escape(why)}).")
+    return "".join(f"<p class='note'>{line}</p>" for line in lines)
+
+
+def gallery_section(out_dir: Path, predictions: pd.DataFrame, per_seed: list[dict],
+                    provenance: dict, settings: GallerySettings
+                    ) -> tuple[list[tuple[Path, str]], str]:
+    """(written gallery PNGs with captions, the page's HTML section); nothing when k is 0."""
+    if settings.k == 0:
+        return [], ""
+    head = "<h2>Error galleries</h2>"
+    root = settings.data_root or (provenance.get("data") or {}).get("root")
+    if not root or not Path(root).is_dir():
+        return [], (f"{head}<p class='note'>No galleries: the images are not at "
+                    f"{html.escape(str(root or 'an unrecorded folder'))} (rebuild with "
+                    f"<code>melanoma-bench report RUN_DIR --data-dir DIR</code>).</p>")
+    shown, seeds = _first_seed(predictions)
+    cases = galleries.select_cases(shown, settings.k, _thresholds(per_seed, seeds))
+    thumbs = galleries.load_thumbnails(cases["file"], root)
+    maps, missing = heat_maps(cases, Path(root), settings, provenance.get("model_keys") or {},
+                              seeds)
+    overlays = {v: galleries.overlays_for(thumbs, m) for v, m in maps.items()}
+    written = galleries.write_galleries(out_dir, cases, thumbs, overlays)
+    log.info("galleries: %d variants, Grad-CAM for %d", len(written), len(maps))
+    several = bool((predictions.groupby("variant")["seed"].nunique() > 1).any())
+    return written, (head + _status(settings.k, several, maps, missing, Path(root))
+                     + galleries.gallery_html(cases, thumbs, overlays, heading=3))
