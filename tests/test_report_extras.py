@@ -176,6 +176,7 @@ def test_gradcam_overlays_from_a_saved_model(tmp_path):
                                                   name="top_activation"),
                               keras.layers.GlobalAveragePooling2D(),
                               keras.layers.Dense(2, activation="softmax")])
+    (tmp_path / "models").mkdir()
     storage.save(model, tmp_path / "models", "a", "k123",
                  {"preprocessing": "samplewise", "image_size": 32, "interpolation": "nearest"})
     _saved_run(tmp_path / "run", root=root, model_keys={"a": "k123", "b": "k999"})

@@ -124,8 +124,8 @@ def test_seed_columns_appear_once_seeds_exist():
             {**base, "variant": "c", "within_training_noise": False}]
     lines = _table_lines(compact.text_table(rows))
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header[3:7] == ["AUC mean [95% CI]", "seeds", "AUC seed SD", "within noise"]
-    assert [line.split("|")[7].strip() for line in lines[2:]] == ["best", "yes", "no"]
+    assert header[2:6] == ["AUC mean [95% CI]", "seeds", "AUC seed SD", "within noise"]
+    assert [line.split("|")[6].strip() for line in lines[2:]] == ["best", "yes", "no"]
     assert "not measured" not in compact.footer(rows)
 
 

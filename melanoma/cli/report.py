@@ -25,8 +25,8 @@ def register(commands) -> None:
                         help="where the run's images are now, for the error galleries "
                              "(default: the data folder the run recorded)")
     parser.add_argument("--models-dir", type=Path, default=None,
-                        help="saved models for Grad-CAM on the gallery images (default: the "
-                             "folder the run recorded, else models/ if it exists)")
+                        help="saved models (run's --models-dir) for Grad-CAM on the gallery "
+                             "images (default: the folder the run recorded, if any)")
     parser.add_argument("--gallery-cases", type=int, default=None, metavar="K",
                         help="gallery images per variant and kind (default: the config's "
                              "report.gallery_cases, 6; 0: no galleries)")
@@ -58,9 +58,7 @@ def main(args) -> int:
     if args.gallery_cases is not None and args.gallery_cases < 0:
         raise UserError(f"--gallery-cases must be >= 0, got {args.gallery_cases}")
     report_options = ReportOptions(
-        data_root=args.data_dir, models_dir=args.models_dir,
-        models_fallback=Path("models") if Path("models").is_dir() else None,
-        gallery_cases=args.gallery_cases,
+        data_root=args.data_dir, models_dir=args.models_dir, gallery_cases=args.gallery_cases,
         ensembles=tuple(parse_ensemble(e) for e in args.ensemble))
     rows = rebuild(args.run_dir, args.out, report_options)
     options.print_table(rows, args.wide)

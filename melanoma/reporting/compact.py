@@ -81,10 +81,11 @@ def text_table(rows: list[dict], wide: bool = False) -> str:
 
 
 def footer(rows: list[dict], terminal: bool = True) -> str:
-    """One line under the short table: what the columns are (and, in a terminal, how to
-    see the rest)."""
+    """Two short lines under the short table: what the columns are (and, in a terminal,
+    how to see the rest)."""
     at = "the validation threshold" if any(is_finite(r.get("threshold")) for r in rows) \
         else "argmax (no validation threshold)"
-    seeds = "" if multi_seed(rows) else " Training variance: not measured (one seed)."
-    more = " --wide: every column (also in results.md and index.html)." if terminal else ""
-    return f"sens/spec at {at}; ECE: expected calibration error (10 bins).{seeds}{more}"
+    seeds = "" if multi_seed(rows) else "Training variance: not measured (one seed). "
+    more = "--wide: every column (also in results.md and index.html)." if terminal else ""
+    return (f"sens/spec: at {at}. ECE: expected calibration error (10 bins).\n"
+            f"{seeds}{more}").rstrip()

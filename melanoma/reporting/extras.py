@@ -20,8 +20,7 @@ class ReportOptions:
     """Per report (not per run): where the images and saved models are, and overrides."""
 
     data_root: Path | None = None  # None: the run's data folder (provenance data.root)
-    models_dir: Path | None = None  # None: provenance models_dir if recorded, else the fallback
-    models_fallback: Path | None = None  # `report` from the run's folder: ./models if present
+    models_dir: Path | None = None  # None: provenance models_dir if recorded, else no Grad-CAM
     gallery_cases: int | None = None  # None: the config's report.gallery_cases
     ensembles: tuple = field(default_factory=tuple)  # more [[ensembles]] entries (dicts)
 
@@ -52,7 +51,7 @@ def add_ensembles(test, val, specs: dict, provenance: dict, options: ReportOptio
 def gallery_settings(provenance: dict, options: ReportOptions) -> GallerySettings:
     """The config's [report] table (defaults for runs without one) and the options."""
     report = parse_report(_config(provenance).get("report"), None, [])[0]
-    models = options.models_dir or provenance.get("models_dir") or options.models_fallback
+    models = options.models_dir or provenance.get("models_dir")
     return GallerySettings(
         k=report.gallery_cases if options.gallery_cases is None else options.gallery_cases,
         data_root=options.data_root, models_dir=Path(models) if models else None,
