@@ -89,7 +89,10 @@ class _Forward:
 
         self.model, self.path = model, path
         holder = path[-1] if path else model
-        self.inner = keras.Model(holder.inputs, [layer.output, holder.outputs[0]])
+        if isinstance(holder, keras.Sequential):
+            self.inner = _chain(holder, layer)
+        else:
+            self.inner = keras.Model(holder.inputs, [layer.output, holder.outputs[0]])
         self.checked = not path
 
     def __call__(self, x):
@@ -122,6 +125,19 @@ class _Forward:
             else:
                 x = layer(x, training=False)
         return features, x
+
+
+def _chain(sequential, target):
+    """(features, output) of a Sequential as a new graph: a reloaded Sequential may hold a
+    second call of its layers, whose ``layer.output`` the model's output does not use."""
+    import keras
+
+    x = inputs = keras.Input(tuple(sequential.inputs[0].shape[1:]))
+    features = None
+    for layer in sequential.layers:
+        x = layer(x)
+        features = x if layer is target else features
+    return keras.Model(inputs, [features, x])
 
 
 @contextmanager
