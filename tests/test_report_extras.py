@@ -149,7 +149,7 @@ def test_galleries_from_saved_predictions_without_models(tmp_path):
     section = page.split("<h2>Error galleries</h2>")[1].split("<h2>")[0]
     for v in "abc":
         assert (tmp_path / "run" / f"gallery_{v}.png").is_file()
-        assert f"{v}: no heat maps (no models folder)" in section
+    assert "No heat maps (no models folder): a, b, c." in section
     assert section.count('<figure class="thumb"') == 3 * 3 * 3  # 3 kinds x 3 cases x 3 variants
     assert "Grad-CAM:" not in section and "Malignant, p=" in section
     assert main(["report", str(tmp_path / "run"), "--gallery-cases", "0"]) == 0
@@ -186,5 +186,6 @@ def test_gradcam_overlays_from_a_saved_model(tmp_path):
     a_part = section.split("<section")[1]
     assert a_part.count('alt="Grad-CAM: ') == a_part.count('<figure class="thumb"') == 6
     assert "from the saved models of: a." in section
-    assert "b: no heat maps (no saved model with key k999" in section
-    assert "c: no heat maps (no saved model recorded" in section
+    assert "No heat maps (no saved model with key k999" in section
+    assert "No heat maps (no saved model recorded for it: ensembles, TTA rows and evaluated " \
+        "files have none): c." in section

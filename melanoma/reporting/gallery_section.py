@@ -93,9 +93,26 @@ def _status(k: int, several_seeds: bool, maps: dict, missing: dict, root: Path) 
     if maps:
         lines.append("Grad-CAM (malignant class, last convolutional block; red: most weight) "
                      f"from the saved models of: {html.escape(', '.join(maps))}.")
+    reasons: dict[str, list[str]] = {}
     for variant, why in missing.items():
-        lines.append(f"{html.escape(variant)}: no heat maps ({html.escape(why)}).")
+        reasons.setdefault(why, []).append(variant)
+    for why, names in reasons.items():
+        lines.append(f"No heat maps ({html.escape(why)}): {html.escape(', '.join(names))}.")
     return "".join(f"<p class='note'>{line}</p>" for line in lines)
+
+
+def _folded(cases: pd.DataFrame, thumbs: dict, overlays: dict) -> str:
+    """Each variant's gallery in a <details>, the first one open."""
+    parts = []
+    for i, (variant, part) in enumerate(cases.groupby("variant", sort=False)):
+        counts = part["kind"].value_counts()
+        summary = (f"{html.escape(str(variant))}: {counts.get('false_negative', 0)} missed "
+                   f"melanomas, {counts.get('false_positive', 0)} false alarms, "
+                   f"{counts.get('true_positive', 0)} detected"
+                   + (", with Grad-CAM" if overlays.get(variant) else ""))
+        parts.append(f"<details{' open' if i == 0 else ''}><summary>{summary}</summary>"
+                     f"{galleries.gallery_html(part, thumbs, overlays, heading=3)}</details>")
+    return "".join(parts)
 
 
 def gallery_section(out_dir: Path, predictions: pd.DataFrame, per_seed: list[dict],
@@ -120,4 +137,4 @@ def gallery_section(out_dir: Path, predictions: pd.DataFrame, per_seed: list[dic
     log.info("galleries: %d variants, Grad-CAM for %d", len(written), len(maps))
     several = bool((predictions.groupby("variant")["seed"].nunique() > 1).any())
     return written, (head + _status(settings.k, several, maps, missing, Path(root))
-                     + galleries.gallery_html(cases, thumbs, overlays, heading=3))
+                     + _folded(cases, thumbs, overlays))

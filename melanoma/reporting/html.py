@@ -231,8 +231,8 @@ def page(title: str, rows: list[dict], figures: list[tuple[Path, str]], audit: d
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title><style>{CSS}{GALLERY_CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>{note_html}<h2>Results</h2>{results_section(rows)}"
-            f"{published_table(published)}{galleries}"
-            f"<h2>Leakage audit</h2>{audit_section(audit)}<h2>Figures</h2>{figs}"
+            f"{published_table(published)}<h2>Figures</h2>{figs}{galleries}"
+            f"<h2>Leakage audit</h2>{audit_section(audit)}"
             f"<h2>Provenance</h2><details><summary>config, versions, data and hardware "
             f"(JSON)</summary><pre>{prov}</pre></details><script>{SORT_JS}</script>"
             f"</body></html>")
