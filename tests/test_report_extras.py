@@ -189,3 +189,12 @@ def test_gradcam_overlays_from_a_saved_model(tmp_path):
     assert "No heat maps (no saved model with key k999" in section
     assert "No heat maps (no saved model recorded for it: ensembles, TTA rows and evaluated " \
         "files have none): c." in section
+
+
+def test_the_default_config_ships_one_ensemble_of_its_own_variants():
+    cfg = config.load("default")
+    names = {v.name for v in cfg.variants}
+    assert [e.method for e in cfg.ensembles] == ["mean"]
+    assert set(cfg.ensembles[0].members) <= names and cfg.ensembles[0].name not in names
+    picked = config.select_variants(cfg, ["efficient_net_b0_native"])
+    assert picked.ensembles == cfg.ensembles  # skipped at report time (members absent)

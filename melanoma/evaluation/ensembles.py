@@ -116,7 +116,7 @@ def _entry(entry) -> dict:
 def with_ensembles(predictions: pd.DataFrame | None, ensembles) -> pd.DataFrame | None:
     """``predictions`` (with a ``seed`` column) plus each ensemble's rows, seed by seed: the
     members trained with one seed make that seed's ensemble. An ensemble whose members are
-    not all there (``run --variant`` picked others) is left out, with a warning."""
+    not all there (``run --variant`` picked others) is left out (logged)."""
     entries = [_entry(e) for e in ensembles or ()]
     if predictions is None or predictions.empty or not entries:
         return predictions
@@ -126,8 +126,8 @@ def with_ensembles(predictions: pd.DataFrame | None, ensembles) -> pd.DataFrame 
         for entry in entries:
             absent = [m for m in entry["members"] if m not in present]
             if absent:
-                log.warning("ensemble %s left out (seed %s): no predictions of %s",
-                            entry["name"], seed, ", ".join(absent))
+                log.info("ensemble %s left out (seed %s): no predictions of %s",
+                         entry["name"], seed, ", ".join(absent))
                 continue
             usable.append(entry)
             present.add(entry["name"])

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from melanoma.evaluation.metric_table import is_finite
@@ -62,7 +63,7 @@ def _model_key(model_keys: dict, variant: str, seed: int) -> str | None:
 def heat_maps(cases: pd.DataFrame, root: Path, settings: GallerySettings, model_keys: dict,
               seeds: dict[str, int]) -> tuple[dict, dict[str, str]]:
     """(variant -> file -> heat map, variant -> why it has none)."""
-    maps, missing = {}, {}
+    maps, missing, by_key = {}, {}, {}  # by_key: one model under two names is loaded once
     for variant, part in cases.groupby("variant", sort=False):
         key = _model_key(model_keys, variant, seeds[variant])
         if not settings.gradcam:
@@ -75,11 +76,15 @@ def heat_maps(cases: pd.DataFrame, root: Path, settings: GallerySettings, model_
         else:
             from melanoma.evaluation.gradcam import saved_model_heatmaps
 
-            found = saved_model_heatmaps(settings.models_dir, key, list(part["file"]), root)
+            files = list(part["file"])
+            found = by_key.get(key)
+            if found is None or not set(files) <= set(found):
+                found = saved_model_heatmaps(settings.models_dir, key, files, root)
+                by_key[key] = found
             if found is None:
                 missing[variant] = f"no saved model with key {key} in {settings.models_dir}"
             else:
-                maps[variant] = found
+                maps[variant] = {f: found[f] for f in files if f in found}
     return maps, missing
 
 
@@ -91,8 +96,14 @@ def _status(k: int, several_seeds: bool, maps: dict, missing: dict, root: Path) 
     if several_seeds:
         lines.append("Several seeds: each variant's first seed is shown.")
     if maps:
-        lines.append("Grad-CAM (malignant class, last convolutional block; red: most weight) "
-                     f"from the saved models of: {html.escape(', '.join(maps))}.")
+        lines.append("Grad-CAM (malignant class, last convolutional block; red: most weight; "
+                     "each image above its overlay) from the saved models of: "
+                     f"{html.escape(', '.join(maps))}.")
+    for variant, files in maps.items():
+        empty = sum(1 for m in files.values() if not np.any(m > 0))
+        if empty:
+            lines.append(f"{html.escape(variant)}: {empty} of {len(files)} maps are empty (no "
+                         f"evidence for malignant at that block: the overlay is uniformly blue).")
     reasons: dict[str, list[str]] = {}
     for variant, why in missing.items():
         reasons.setdefault(why, []).append(variant)

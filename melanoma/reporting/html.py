@@ -220,19 +220,37 @@ def published_table(published: list[dict] | None) -> str:
             f"<th>published value</th></tr></thead><tbody>{body}</tbody></table>")
 
 
+SUMMARY_FIGURES = ("forest_auc.png", "roc.png", "precision_recall.png", "published.png")
+
+
+def figures_html(figures: list[tuple[Path, str]]) -> tuple[str, str, str]:
+    """(summary figures, per-variant figures in a closed <details>, the audit's figure)."""
+    shown = [(Path(p), c) for p, c in figures if Path(p).is_file()]
+    summary = "".join(embedded_image(p, c) for p, c in shown if p.name in SUMMARY_FIGURES)
+    audit = "".join(embedded_image(p, c) for p, c in shown if p.name == "audit_pairs.png")
+    rest = [(p, c) for p, c in shown if p.name not in SUMMARY_FIGURES + ("audit_pairs.png",)]
+    folded = (f"<details><summary>Per variant: confusion matrices, reliability diagrams, "
+              f"training curves ({len(rest)} figures)</summary>"
+              f"{''.join(embedded_image(p, c) for p, c in rest)}</details>") if rest else ""
+    return summary, folded, audit
+
+
 def page(title: str, rows: list[dict], figures: list[tuple[Path, str]], audit: dict | None,
          provenance: dict, notes: list[str], published: list[dict] | None = None,
          galleries: str = "") -> str:
-    """The whole page as a string; ``galleries``: an HTML fragment (the error galleries)."""
+    """The whole page as a string; ``galleries``: an HTML fragment (the error galleries).
+    Order: notes, results, summary figures, galleries, per-variant figures, audit,
+    provenance."""
     note_html = "".join(f"<p class='note'>{inline_markdown(n)}</p>" for n in notes)
-    figs = "".join(embedded_image(p, c) for p, c in figures if Path(p).is_file())
+    summary, folded, audit_figure = figures_html(figures)
     prov = html.escape(json.dumps(atomic._nan_to_none(provenance), indent=2, default=str))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title><style>{CSS}{GALLERY_CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>{note_html}<h2>Results</h2>{results_section(rows)}"
-            f"{published_table(published)}<h2>Figures</h2>{figs}{galleries}"
-            f"<h2>Leakage audit</h2>{audit_section(audit)}"
+            f"{published_table(published)}<h2>Figures</h2>{summary}{galleries}"
+            f"{'<h2>Per-variant figures</h2>' + folded if folded else ''}"
+            f"<h2>Leakage audit</h2>{audit_section(audit)}{audit_figure}"
             f"<h2>Provenance</h2><details><summary>config, versions, data and hardware "
             f"(JSON)</summary><pre>{prov}</pre></details><script>{SORT_JS}</script>"
             f"</body></html>")
