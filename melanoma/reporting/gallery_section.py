@@ -99,11 +99,13 @@ def _status(k: int, several_seeds: bool, maps: dict, missing: dict, root: Path) 
         lines.append("Grad-CAM (malignant class, last convolutional block; red: most weight; "
                      "each image above its overlay) from the saved models of: "
                      f"{html.escape(', '.join(maps))}.")
-    for variant, files in maps.items():
-        empty = sum(1 for m in files.values() if not np.any(m > 0))
-        if empty:
-            lines.append(f"{html.escape(variant)}: {empty} of {len(files)} maps are empty (no "
-                         f"evidence for malignant at that block: the overlay is uniformly blue).")
+    empty = {v: (sum(1 for m in files.values() if not np.any(m > 0)), len(files))
+             for v, files in maps.items()}
+    if any(n for n, _ in empty.values()):
+        counts = ", ".join(f"{html.escape(v)} {n} of {total}" for v, (n, total) in empty.items())
+        lines.append(f"Empty maps (uniformly blue overlay): {counts}. Grad-CAM keeps only "
+                     f"positive evidence for the malignant class; a model whose malignant "
+                     f"log-odds is negative for every image (all p &lt; 0.5) can have none.")
     reasons: dict[str, list[str]] = {}
     for variant, why in missing.items():
         reasons.setdefault(why, []).append(variant)
