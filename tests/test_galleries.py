@@ -121,7 +121,7 @@ def test_gallery_html_escapes_names_and_embeds_images(image_folder):
     fragment = galleries.gallery_html(cases, thumbs, overlays)
     assert "m_<1>" not in fragment and "b&1" not in fragment and "<h3>v<1>" not in fragment
     assert "m_&lt;1&gt;.jpg" in fragment and "b&amp;1.jpg" in fragment
-    assert "Benign, p=0.900" in fragment and "Malignant, p=0.100" in fragment
+    assert "Benign, p=0.9000" in fragment and "Malignant, p=0.1000" in fragment
     assert fragment.count("image not available") == 1  # broken.jpg
     uris = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', fragment)
     assert len(uris) == 3  # two thumbnails and one overlay

@@ -64,3 +64,47 @@ def test_index_html_renders_in_headless_chromium(tmp_path):
     assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # text, table lines, plots
     if os.environ.get("MELANOMA_SCREENSHOT_DIR"):  # keep it to look at
         shutil.copy(shot, os.environ["MELANOMA_SCREENSHOT_DIR"])
+
+
+MEASURE = """<script>
+function measure(){var d=document.documentElement,b=document.body;
+ b.setAttribute('data-scroll-width',String(d.scrollWidth));
+ b.setAttribute('data-inner-width',String(window.innerWidth));}
+measure();window.addEventListener('load',measure);
+</script></body>"""
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_page_does_not_scroll_sideways(width, tmp_path):
+    """The default run's shape (five long variant names, clean rows, audit, galleries with
+    images): at 1280 and 1920 px the page is no wider than the window (only the wide table's
+    own box scrolls). The measurement is written onto <body> by a script added to a copy."""
+    from test_report_extras import _images
+    from test_report_readable import AUDIT, LONG
+
+    binary = chromium()
+    root = tmp_path / "data"
+    test = predictions(200, LONG)
+    _images(root, test["file"])
+    out = tmp_path / "run"
+    report.write_run(out, test, {n: {"spec": "x / 255 then x - mean(image) " * 3} for n in LONG},
+                     {}, {"config": {"name": "browser"}, "seed": 1, "data": {"root": str(root)}},
+                     predictions(80, LONG, seed=1), EvalSettings(seed=1, bootstrap_resamples=100),
+                     set(test["file"].unique()[::2]), AUDIT)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "<h2>Error galleries</h2>" in page
+    measured = out / "measured.html"
+    measured.write_text(page.replace("</body>", MEASURE), encoding="utf-8")
+    dom = browse(binary, tmp_path, f"--window-size={width},1000", "--virtual-time-budget=5000",
+                 "--dump-dom", measured.resolve().as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    scroll = int(re.search(r'data-scroll-width="(\d+)"', body).group(1))
+    inner = int(re.search(r'data-inner-width="(\d+)"', body).group(1))
+    assert inner == width and 'data-js="ok"' in body, body
+    assert scroll <= inner, (scroll, inner)
+    if os.environ.get("MELANOMA_SCREENSHOT_DIR"):  # keep one to look at
+        shot = tmp_path / f"index_{width}.png"
+        browse(binary, tmp_path, f"--screenshot={shot}", f"--window-size={width},3000",
+               "--hide-scrollbars", (out / "index.html").resolve().as_uri())
+        shutil.copy(shot, os.environ["MELANOMA_SCREENSHOT_DIR"])

@@ -53,6 +53,7 @@ def register(commands) -> None:
     parser.add_argument("--trust-model-code", action="store_true",
                         help="allow files that contain code (Lambda layers, SavedModels); "
                              "only for files whose origin you trust")
+    cli_options.add_wide(parser)
     parser.set_defaults(handler=main)
 
 
@@ -86,17 +87,16 @@ def options_from(args):
 
 def main(args) -> int:
     from melanoma.evaluation import model_files
-    from melanoma.reporting.tables import markdown_table
 
     options = options_from(args)
     data_dir = cli_options.data_dir_from(args, required=True)
     config = {k: str(v) if isinstance(v, Path) else v
-              for k, v in vars(args).items() if k not in ("handler", "models")}
+              for k, v in vars(args).items() if k not in ("handler", "models", "wide")}
     config.update(name=f"evaluate ({args.out.name})")
     rows, failures = model_files.evaluate_models(args.models, data_dir, args.out, options,
                                                  args.name, config, args.debug)
     if rows:
-        print(markdown_table(rows))
+        cli_options.print_table(rows, args.wide)
     if failures:
         log.error("melanoma-bench: %d of %d models failed%s", len(failures), len(args.models),
                   "" if rows else "; nothing written")

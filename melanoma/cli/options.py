@@ -58,3 +58,18 @@ def config_from(args):
 
     return api.load_config(args.config, args.overrides, seed=args.seed,
                            limit=getattr(args, "limit", None))
+
+
+def add_wide(parser) -> None:
+    parser.add_argument("--wide", action="store_true",
+                        help="print every column of the results table (default: the short "
+                             "table; results.md and index.html hold both)")
+
+
+def print_table(rows: list[dict], wide: bool = False) -> None:
+    """The results table on stdout: the short one with its one-line key, or every column."""
+    from melanoma.reporting.compact import footer, text_table
+
+    print(text_table(rows, wide))
+    if not wide:
+        print(footer(rows))

@@ -31,12 +31,12 @@ def register(commands) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="treat data pre-flight warnings (unreadable, tiny, huge, hidden, "
                              "non-image files, ...) as errors (exit 2)")
+    options.add_wide(parser)
     parser.set_defaults(handler=main)
 
 
 def main(args) -> int:
     from melanoma import config
-    from melanoma.reporting.tables import markdown_table
     from melanoma.runs.benchmark import run_benchmark
     from melanoma.runs.jobs import parse_shard
 
@@ -46,5 +46,5 @@ def main(args) -> int:
                          models_dir=args.models_dir, retrain=args.retrain, strict=args.strict,
                          shard=shard)
     if rows:  # [] when other processes still train: the last of them writes the report
-        print(markdown_table(rows))
+        options.print_table(rows, args.wide)
     return 0

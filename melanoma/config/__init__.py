@@ -29,6 +29,7 @@ from melanoma.config.checks import (
     unit_interval_open_right,
 )
 from melanoma.config.overrides import apply as apply_overrides
+from melanoma.config.report import EnsembleConfig, ReportConfig, parse_report
 from melanoma.config.tune import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
 from melanoma.config.yaml_files import load_yaml
 from melanoma.data.augmentation import Augmentation
@@ -181,6 +182,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tune: TuneConfig | None = None  # the [tune] table (melanoma-bench tune)
+    report: ReportConfig = field(default_factory=ReportConfig)  # [report]: galleries, Grad-CAM
+    ensembles: tuple[EnsembleConfig, ...] = ()  # [[ensembles]]: rows from saved predictions
     source: str = ""  # the file it was read from
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE items applied on top of the file
 
@@ -327,6 +330,7 @@ def from_dict(raw: dict, source: str = "", overrides=()) -> RunConfig:
     data = _data(_table(raw.pop("data", None), "config: data"))
     evaluation = _evaluation(_table(raw.pop("evaluation", None), "config: evaluation"))
     tune_table = raw.pop("tune", None)
+    report, ensembles = parse_report(raw.pop("report", None), raw.pop("ensembles", None), names)
     name = raw.pop("name", Path(source).stem or "run")
     check_safe_name(name, "config: name")  # it names the default output folder
     top = _build(RunConfig, {**raw, "name": name, "variants": rows, "data": data,
@@ -334,7 +338,7 @@ def from_dict(raw: dict, source: str = "", overrides=()) -> RunConfig:
     if top.seeds is not None:
         top = dataclasses.replace(top, seeds=tuple(top.seeds))
     return dataclasses.replace(top, tune=parse_tune(tune_table, names, top.seed), source=source,
-                               overrides=tuple(overrides))
+                               overrides=tuple(overrides), report=report, ensembles=ensembles)
 
 
 def select_variants(cfg: RunConfig, names: list[str] | None) -> RunConfig:

@@ -103,3 +103,41 @@ def add_ensembles(predictions: pd.DataFrame, ensembles: list[dict]) -> pd.DataFr
                                            entry["members"], entry.get("method", "mean"),
                                            entry["name"]))
     return pd.concat(blocks, ignore_index=True)
+
+
+def _entry(entry) -> dict:
+    """A config EnsembleConfig or a dict (results.json's config) as {name, members, method}."""
+    if not isinstance(entry, dict):
+        entry = {"name": entry.name, "members": entry.members, "method": entry.method}
+    return {"name": entry["name"], "members": list(entry["members"]),
+            "method": entry.get("method", "mean")}
+
+
+def with_ensembles(predictions: pd.DataFrame | None, ensembles) -> pd.DataFrame | None:
+    """``predictions`` (with a ``seed`` column) plus each ensemble's rows, seed by seed: the
+    members trained with one seed make that seed's ensemble. An ensemble whose members are
+    not all there (``run --variant`` picked others) is left out (logged)."""
+    entries = [_entry(e) for e in ensembles or ()]
+    if predictions is None or predictions.empty or not entries:
+        return predictions
+    blocks = [predictions]
+    for seed, group in predictions.groupby("seed", sort=False):
+        present, usable = set(group["variant"]), []
+        for entry in entries:
+            absent = [m for m in entry["members"] if m not in present]
+            if absent:
+                log.info("ensemble %s left out (seed %s): no predictions of %s",
+                         entry["name"], seed, ", ".join(absent))
+                continue
+            usable.append(entry)
+            present.add(entry["name"])
+        combined = add_ensembles(group.drop(columns="seed"), usable)
+        blocks.append(combined.iloc[len(group):].assign(seed=seed))
+    return pd.concat(blocks, ignore_index=True).loc[:, list(predictions.columns)]
+
+
+def describe(entry) -> str:
+    """What an ensemble row did, for its preprocessing cell: ``mean of p(malignant) of a, b``."""
+    entry = _entry(entry)
+    how = "geometric mean" if entry["method"] == "geometric" else "mean"
+    return f"ensemble: {how} of p(malignant) of {', '.join(entry['members'])} (no training)"

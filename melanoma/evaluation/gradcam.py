@@ -89,7 +89,10 @@ class _Forward:
 
         self.model, self.path = model, path
         holder = path[-1] if path else model
-        self.inner = keras.Model(holder.inputs, [layer.output, holder.outputs[0]])
+        if isinstance(holder, keras.Sequential):
+            self.inner = _chain(holder, layer)
+        else:
+            self.inner = keras.Model(holder.inputs, [layer.output, holder.outputs[0]])
         self.checked = not path
 
     def __call__(self, x):
@@ -122,6 +125,19 @@ class _Forward:
             else:
                 x = layer(x, training=False)
         return features, x
+
+
+def _chain(sequential, target):
+    """(features, output) of a Sequential as a new graph: a reloaded Sequential may hold a
+    second call of its layers, whose ``layer.output`` the model's output does not use."""
+    import keras
+
+    x = inputs = keras.Input(tuple(sequential.inputs[0].shape[1:]))
+    features = None
+    for layer in sequential.layers:
+        x = layer(x)
+        features = x if layer is target else features
+    return keras.Model(inputs, [features, x])
 
 
 @contextmanager
@@ -260,3 +276,21 @@ def case_heatmaps(model, preprocessing, files, data_root, interpolation: str = "
         return {}
     maps = gradcam(model, loaded.pixels, preprocessing, class_index, layer, interpolation)
     return dict(zip(names, maps))
+
+
+def saved_model_heatmaps(models_dir, key: str, files, data_root) -> dict[str, np.ndarray] | None:
+    """file -> Grad-CAM (malignant) by the model ``run`` saved under config key ``key`` in
+    ``models_dir``, its images decoded and preprocessed as its sidecar says (preprocessing,
+    featurewise mean, interpolation); None when no such model is saved. TensorFlow is
+    imported only when the model exists."""
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.models import storage
+
+    saved = storage.find(models_dir, key)
+    if saved is None:
+        return None
+    model = storage.load(saved)
+    meta = saved.sidecar
+    preprocessing = get_preprocessing(meta["preprocessing"], meta.get("featurewise_mean"))
+    return case_heatmaps(model, preprocessing, files, data_root,
+                         meta.get("interpolation", "nearest"))

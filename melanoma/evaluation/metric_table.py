@@ -78,3 +78,15 @@ def headline_keys() -> tuple[str, ...]:
     trio = ("accuracy", "sensitivity", "specificity")
     first = ("auc", *trio, *(THRESHOLD_PREFIX + k for k in trio))
     return first + tuple(k for k in SCORED if k not in first)
+
+
+# The short table (terminal, results.md, the page's first table): ranking, the operating
+# point and calibration. The operating-point metrics are read at the validation threshold.
+COMPACT = ("auc", "sensitivity", "specificity", "ece")
+
+
+def compact_keys(at_threshold: bool = True) -> tuple[str, ...]:
+    """The short table's metric columns: AUC, sensitivity and specificity at the validation
+    threshold (at argmax when ``at_threshold`` is False: no row has a threshold) and ECE."""
+    return tuple(THRESHOLD_PREFIX + k if at_threshold and BY_NAME[k].operating_point else k
+                 for k in COMPACT)

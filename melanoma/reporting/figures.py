@@ -94,6 +94,12 @@ def _legend_auc(row: dict) -> str:
     return f"{row['variant']}: AUC{mean} {row['auc']:.3f}{interval}"
 
 
+def _legend_below(ax) -> None:
+    """The legend under the axes (long variant names never cover the curves)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
+
+
 def _runs(value) -> list[tuple[np.ndarray, np.ndarray]]:
     """A variant's curves: one (labels, probabilities) pair, or a list of them (one a seed)."""
     return [value] if isinstance(value, tuple) else list(value)
@@ -128,8 +134,7 @@ def roc_with_intervals(curves: dict, rows: dict[str, dict], path: Path) -> Path:
     ax.set_xlabel("1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity (true positive rate)")
     ax.set_title("ROC, malignant class (test split; 95% bootstrap CI)", fontsize=9)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right")
+    _legend_below(ax)
     return save_figure(fig, path)
 
 
@@ -150,7 +155,8 @@ def precision_recall(curves: dict, rows: dict[str, dict], path: Path) -> Path:
             precision, recall, _ = precision_recall_curve(y, p)
             ax.step(recall, precision, where="post", color=colour,
                     linewidth=1.4 if len(runs) == 1 else 0.7, alpha=1 if len(runs) == 1 else 0.5,
-                    label=f"{name}: AP {rows[name]['average_precision']:.3f}" if i == 0 else None)
+                    label=(f"{rows[name]['variant']}: AP {rows[name]['average_precision']:.3f}"
+                           if i == 0 else None))
             prevalence = float(np.mean(y))
     if prevalence is not None:
         ax.axhline(prevalence, linestyle=":", color="grey", linewidth=1, label="prevalence")
@@ -159,8 +165,7 @@ def precision_recall(curves: dict, rows: dict[str, dict], path: Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title("Precision-recall, malignant class (test split)", fontsize=9)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower left")
+    _legend_below(ax)
     return save_figure(fig, path)
 
 
@@ -179,9 +184,9 @@ def forest_plot(rows: list[dict], path: Path, metric: str = "auc") -> Path:
         ax.plot([row[metric]], [y], "o", color=colour)
     ax.set_yticks(range(len(shown)))
     ax.set_yticklabels([f"{r['variant']} ({r.get('test_set', 'full')}, n={r.get('n_test')})"
-                        for r in reversed(shown)], fontsize=7)
+                        for r in reversed(shown)], fontsize=9)
     ax.set_xlabel(f"{metric.upper() if metric == 'auc' else metric} with 95% bootstrap interval")
-    ax.set_title(f"Forest plot: {metric} per variant and test set", fontsize=9)
+    ax.set_title(f"Forest plot: {metric} per variant and test set", fontsize=10)
     ax.grid(axis="x", linestyle=":", linewidth=0.6)
     return save_figure(fig, path)
 
@@ -202,7 +207,7 @@ def published_vs_reproduced(published: list[dict], path: Path) -> Path:
                 color="tab:red" if item.get("inside") is False else "black")
     ax.set_yticks(range(len(published)))
     ax.set_yticklabels([f"{p['variant']} {p['metric']} ({p.get('n_seeds', 1)} seed(s))"
-                        for p in reversed(published)], fontsize=7)
+                        for p in reversed(published)], fontsize=9)
     ax.set_xlabel("value (o: reproduced mean with 95% interval; x: published)")
     ax.set_title("Published vs reproduced", fontsize=9)
     ax.grid(axis="x", linestyle=":", linewidth=0.6)

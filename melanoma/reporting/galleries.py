@@ -141,7 +141,7 @@ def overlays_for(thumbnails: dict, heatmaps: dict, alpha: float = 0.45) -> dict:
 
 def caption(row) -> str:
     """``name.jpg`` / ``Malignant, p=0.973`` for one selected case."""
-    return f"{Path(str(row.file)).name}\n{CLASS_NAMES[int(row.label)]}, p={row.prob_malignant:.3f}"
+    return f"{Path(str(row.file)).name}\n{CLASS_NAMES[int(row.label)]}, p={row.prob_malignant:.4f}"
 
 
 def _cell(ax, image, text: str, font: float) -> None:
@@ -184,7 +184,7 @@ def gallery_figure(cases: pd.DataFrame, thumbnails: dict, path: Path,
                 if c == 0:
                     ax.set_ylabel(sources[1] + SHORT[kind], fontsize=8.5, weight="bold")
             r += 1
-    threshold = f" (malignant iff p ≥ {cases['threshold'].iloc[0]:.3f})" if len(cases) else ""
+    threshold = f" (malignant iff p ≥ {cases['threshold'].iloc[0]:.4f})" if len(cases) else ""
     fig.suptitle(title or f"{variants[0] if variants else ''}: most confident errors{threshold}",
                  fontsize=10, y=1 - 0.08 / height)
     return plots.save_figure(fig, Path(path))
@@ -223,7 +223,7 @@ def _figure_html(row, thumbnails: dict, overlays: dict) -> str:
     if not images:
         images.append('<div class="missing">image not available</div>')
     return (f'<figure class="thumb" title="{name}">{"".join(images)}<figcaption>{name}<br>'
-            f"{CLASS_NAMES[int(row.label)]}, p={row.prob_malignant:.3f}</figcaption></figure>")
+            f"{CLASS_NAMES[int(row.label)]}, p={row.prob_malignant:.4f}</figcaption></figure>")
 
 
 def gallery_html(cases: pd.DataFrame, thumbnails: dict, overlays: dict | None = None,
@@ -236,7 +236,7 @@ def gallery_html(cases: pd.DataFrame, thumbnails: dict, overlays: dict | None = 
         mine = overlays.get(variant, {})
         threshold = float(part["threshold"].iloc[0])
         parts.append(f'<section class="gallery"><h{heading}>{html.escape(str(variant))} '
-                     f"<small>(malignant iff p &ge; {threshold:.3f})</small></h{heading}>")
+                     f"<small>(malignant iff p &ge; {threshold:.4f})</small></h{heading}>")
         for kind, heading_text in KINDS.items():
             rows = part[part["kind"] == kind]
             parts.append(f"<h{heading + 1}>{html.escape(heading_text)} ({len(rows)})"

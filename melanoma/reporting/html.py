@@ -9,21 +9,31 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 
 from melanoma.evaluation import metric_table
 from melanoma.evaluation.metric_table import is_finite
+from melanoma.reporting import compact
+from melanoma.reporting.galleries import GALLERY_CSS
 from melanoma.util import atomic
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
+body{font-family:system-ui,sans-serif;margin:1.5em auto;padding:0 1.5em;color:#222;
+ max-width:1400px;overflow-wrap:anywhere}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
 th{background:#eef;cursor:pointer}td:first-child,th:first-child{text-align:left}
-td.undef{color:#a00}figure{display:inline-block;margin:.4em;vertical-align:top}
-figure img{max-width:640px;border:1px solid #ddd}figcaption{font-size:12px}
-pre{background:#f6f6f6;padding:.6em;font-size:11px;overflow:auto;max-height:28em}
-.note{font-size:13px;color:#444}
+td.undef{color:#a00}figure{display:inline-block;margin:.4em;vertical-align:top;max-width:100%}
+figure img{max-width:100%;height:auto;border:1px solid #ddd}figcaption{font-size:13px}
+pre{background:#f6f6f6;padding:.6em;font-size:11px;overflow:auto;max-height:28em;
+ white-space:pre-wrap}
+.note{font-size:14px;color:#444;max-width:70em}code{background:#f3f3f3;padding:0 .2em}
+.scroll{overflow-x:auto;max-width:100%}
+.scroll table{margin:0}.scroll td:first-child,.scroll th:first-child{position:sticky;left:0;
+ background:#fff;z-index:1}.scroll th:first-child{background:#eef}
+details{margin:.3em 0 1.2em}summary{cursor:pointer;font-size:14px}
+table.audit td:first-child{white-space:normal;max-width:32em}
 """
 
 SORT_JS = """
@@ -84,20 +94,55 @@ def _cell(row: dict, key: str) -> str:
 
 def _columns(rows: list[dict]) -> tuple:
     if not any((r.get("n_seeds") or 1) > 1 for r in rows):
-        return (*COLUMNS, ("training_variance", "training variance"))
-    return (*COLUMNS[:4], *SEED_COLUMNS, *COLUMNS[5:])  # no DeLong: the comparison instead
+        return (*COLUMNS, ("training_variance", "training variance"), ("spec", "preprocessing"))
+    # no DeLong: the comparison instead
+    return (*COLUMNS[:4], *SEED_COLUMNS, *COLUMNS[5:], ("spec", "preprocessing"))
+
+
+def _table(head: str, body: str, wrapper: str = "") -> str:
+    table = (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+             f"</table>")
+    return f'<div class="{wrapper}">{table}</div>' if wrapper else table
 
 
 def results_table(rows: list[dict]) -> str:
-    """A sortable HTML table of the rows (with the reasons for undefined values)."""
+    """Every column as a sortable HTML table (with the reasons for undefined values), in a
+    box that scrolls sideways on its own with the variant column frozen."""
     columns = _columns(rows)
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns) + "<th>undefined</th>"
     body = "".join(
         "<tr>" + "".join(_cell(r, k) for k, _ in columns)
         + f"<td style='text-align:left'>{html.escape(str(r.get('undefined') or ''))}</td></tr>"
         for r in rows)
-    return (f'<div style="overflow-x:auto"><table class="sortable"><thead><tr>{head}</tr>'
-            f'</thead><tbody>{body}</tbody></table></div>')
+    return _table(head, body, "scroll")
+
+
+def compact_table(rows: list[dict]) -> str:
+    """The short table (``compact.columns``: the terminal's), sortable; an undefined value
+    says why in its tooltip."""
+    columns = compact.columns(rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for key, _ in columns:
+            value, text = row.get(key), html.escape(compact.cell(row, key))
+            if text == "n/a":
+                why = html.escape(str(row.get("undefined") or "undefined"), quote=True)
+                cells.append(f'<td class="undef" data-v="" title="{why}">n/a</td>')
+            else:
+                sort = f' data-v="{value!r}"' if is_finite(value) else ""
+                cells.append(f"<td{sort}>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return _table(head, "".join(body), "scroll")
+
+
+def results_section(rows: list[dict]) -> str:
+    """The short table, then every column behind a <details> (closed)."""
+    return (f"{compact_table(rows)}<p class='note'>{html.escape(compact.footer(rows, False))}"
+            f"</p><details><summary>Every column ({len(_columns(rows)) + 1}): intervals of "
+            f"every metric, DeLong p, metrics at argmax and at the threshold, preprocessing"
+            f"</summary>{results_table(rows)}</details>")
 
 
 def embedded_image(path: Path, caption: str) -> str:
@@ -106,16 +151,57 @@ def embedded_image(path: Path, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+AUDIT_ROWS = (  # summary key -> what it counts, in reading order
+    ("n_by_split", "images per split"),
+    ("n_test", "readable test images"),
+    ("test_with_duplicate_in_train", "test images with an exact or near duplicate in train"),
+    ("test_with_exact_duplicate_in_train", "... of which exact duplicates"),
+    ("test_with_duplicate_in_val", "test images with a duplicate in val"),
+    ("test_with_same_lesion_in_train_or_val", "test images of a lesion also in train or val"),
+    ("test_fraction_affected", "share of test images affected (any of the above)"),
+    ("n_test_clean", "clean test images (the 'clean' rows)"),
+    ("pairs_total", "duplicate pairs found, all splits"),
+    ("cross_split_pairs", "pairs across two splits"),
+    ("label_conflict_pairs", "pairs whose two images have different labels"),
+    ("n_unreadable", "unreadable images"),
+    ("min_corr", "match threshold (band-pass correlation)"),
+    ("include_flips", "flipped and rotated copies searched"),
+    ("n_grouped", "images grouped by lesion id"),
+)
+
+
+def audit_value(key: str, value) -> str:
+    """A summary value as text: ``train 340, val 60, test 200``, yes/no, a percentage."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {audit_value(k, v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "n/a"
+    if key == "test_fraction_affected" and is_finite(value):
+        return f"{value:.1%}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def audit_section(summary: dict | None) -> str:
+    """One sentence, then the audit's counts as a two-column table of plain words."""
     if not summary:
         return "<p class='note'>No leakage audit in this run (evaluation.audit = false).</p>"
-    keys = ("n_by_split", "n_test", "test_with_duplicate_in_train", "test_with_exact_duplicate_in_train",
-            "test_with_duplicate_in_val", "test_with_same_lesion_in_train_or_val",
-            "test_fraction_affected", "n_test_clean", "pairs_total", "cross_split_pairs",
-            "label_conflict_pairs", "n_unreadable", "min_corr", "include_flips", "n_grouped")
-    items = "".join(f"<tr><td>{k}</td><td>{html.escape(str(summary.get(k)))}</td></tr>"
-                    for k in keys if k in summary)
-    return f"<table>{items}</table>"
+    n, clean = summary.get("n_test"), summary.get("n_test_clean")
+    lead = ""
+    if isinstance(n, int) and isinstance(clean, int) and n:
+        lead = (f"<p class='note'>{n - clean} of {n} test images ({(n - clean) / n:.1%}) have "
+                f"a duplicate or the same lesion in train or val; the other {clean} form the "
+                f"clean test set.</p>")
+    items = "".join(f"<tr><td>{html.escape(label)}</td>"
+                    f"<td>{html.escape(audit_value(key, summary[key]))}</td></tr>"
+                    for key, label in AUDIT_ROWS if key in summary)
+    return f"{lead}<table class='audit'>{items}</table>"
+
+
+def inline_markdown(text: str) -> str:
+    """Escaped text with ``code`` spans as <code> (the notes are shared with results.md)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def published_table(published: list[dict] | None) -> str:
@@ -134,18 +220,40 @@ def published_table(published: list[dict] | None) -> str:
             f"<th>published value</th></tr></thead><tbody>{body}</tbody></table>")
 
 
+SUMMARY_FIGURES = ("forest_auc.png", "roc.png", "precision_recall.png", "published.png")
+
+
+def figures_html(figures: list[tuple[Path, str]]) -> tuple[str, str, str]:
+    """(summary figures, per-variant figures in a closed <details>, the audit's figure)."""
+    shown = [(Path(p), c) for p, c in figures if Path(p).is_file()]
+    summary = "".join(embedded_image(p, c) for p, c in shown if p.name in SUMMARY_FIGURES)
+    audit = "".join(embedded_image(p, c) for p, c in shown if p.name == "audit_pairs.png")
+    rest = [(p, c) for p, c in shown if p.name not in SUMMARY_FIGURES + ("audit_pairs.png",)]
+    folded = (f"<details><summary>Per variant: confusion matrices, reliability diagrams, "
+              f"training curves ({len(rest)} figures)</summary>"
+              f"{''.join(embedded_image(p, c) for p, c in rest)}</details>") if rest else ""
+    return summary, folded, audit
+
+
 def page(title: str, rows: list[dict], figures: list[tuple[Path, str]], audit: dict | None,
-         provenance: dict, notes: list[str], published: list[dict] | None = None) -> str:
-    """The whole page as a string."""
-    note_html = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
-    figs = "".join(embedded_image(p, c) for p, c in figures if Path(p).is_file())
+         provenance: dict, notes: list[str], published: list[dict] | None = None,
+         galleries: str = "") -> str:
+    """The whole page as a string; ``galleries``: an HTML fragment (the error galleries).
+    Order: notes, results, summary figures, galleries, per-variant figures, audit,
+    provenance."""
+    note_html = "".join(f"<p class='note'>{inline_markdown(n)}</p>" for n in notes)
+    summary, folded, audit_figure = figures_html(figures)
     prov = html.escape(json.dumps(atomic._nan_to_none(provenance), indent=2, default=str))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1>{note_html}<h2>Results</h2>{results_table(rows)}"
-            f"{published_table(published)}"
-            f"<h2>Leakage audit</h2>{audit_section(audit)}<h2>Figures</h2>{figs}"
-            f"<h2>Provenance</h2><pre>{prov}</pre><script>{SORT_JS}</script></body></html>")
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(title)}</title><style>{CSS}{GALLERY_CSS}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>{note_html}<h2>Results</h2>{results_section(rows)}"
+            f"{published_table(published)}<h2>Figures</h2>{summary}{galleries}"
+            f"{'<h2>Per-variant figures</h2>' + folded if folded else ''}"
+            f"<h2>Leakage audit</h2>{audit_section(audit)}{audit_figure}"
+            f"<h2>Provenance</h2><details><summary>config, versions, data and hardware "
+            f"(JSON)</summary><pre>{prov}</pre></details><script>{SORT_JS}</script>"
+            f"</body></html>")
 
 
 def write_index(path: Path, *args, **kwargs) -> Path:

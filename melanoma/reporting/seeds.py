@@ -179,7 +179,7 @@ def markdown_seed_table(rows: list[dict]) -> str:
     headers = ["variant", "test set", "n", "seeds", "AUC mean [95% CI]", "AUC seed SD",
                "AUC - best [95% CI]", "within training noise", "accuracy @argmax",
                "accuracy SD", "sens @argmax", "spec @argmax", "threshold (val, mean)",
-               "sens @thr", "spec @thr", "spec"]
+               "sens @thr", "spec @thr", "preprocessing"]
     table = []
     for row in rows:
         diff = "best" if row.get("variant") == row.get("delong_reference") else \

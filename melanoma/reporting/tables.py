@@ -19,9 +19,10 @@ from tabulate import tabulate
 
 from melanoma.evaluation.metric_table import is_finite
 from melanoma.evaluation.rows import EvalSettings
+from melanoma.reporting import compact, extras, same_model, seeds
 from melanoma.reporting import figures as plots
 from melanoma.reporting import html as html_report
-from melanoma.reporting import seeds
+from melanoma.reporting.gallery_section import gallery_section
 from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the report's API
     PREDICTION_COLUMNS,
     SPEC_KEYS,
@@ -63,13 +64,14 @@ def _with_ci(row: dict, key: str) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """The headline table: AUC with its 95% CI and DeLong p vs the best, metrics at argmax and
-    at the validation-chosen threshold, each row's spec and whether training variance was
-    measured; over several seeds, ``seeds.markdown_seed_table``."""
+    at the validation-chosen threshold, each row's preprocessing and whether training variance
+    was measured; over several seeds, ``seeds.markdown_seed_table``. The wide table
+    (``--wide``); the short one is ``compact.text_table``."""
     if any((r.get("n_seeds") or 1) > 1 for r in rows):
         return seeds.markdown_seed_table(rows)
     headers = ["variant", "test set", "n", "AUC [95% CI]", "DeLong p vs best",
                "accuracy @argmax [95% CI]", "sens @argmax", "spec @argmax", "threshold (val)",
-               "sens @thr", "spec @thr", "spec", "training variance"]
+               "sens @thr", "spec @thr", "preprocessing", "training variance"]
     table = []
     for row in rows:
         p = row.get("auc_delong_p")
@@ -145,7 +147,8 @@ def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
         pd.DataFrame(rows).to_csv(h, index=False, float_format="%.6g")
     published = (extra or {}).get("published")
     atomic.write_text(out_dir / "results.md", _table_header(provenance, settings)
-                      + markdown_table(rows) + "\n" + (
+                      + compact.text_table(rows) + "\n\n" + compact.footer(rows, terminal=False)
+                      + "\n\n## Every column\n\n" + markdown_table(rows) + "\n" + (
                           "\n## Published vs reproduced\n\n" + seeds.markdown_published(
                               published) + "\n" if published else ""))
 
@@ -160,11 +163,13 @@ def _curves(predictions: pd.DataFrame) -> dict[str, list[tuple[int, np.ndarray, 
 
 
 def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str, dict],
-                  rows: list[dict] | None = None,
-                  seed_rows: list[dict] | None = None) -> list[tuple[Path, str]]:
+                  rows: list[dict] | None = None, seed_rows: list[dict] | None = None,
+                  model_keys: dict | None = None) -> list[tuple[Path, str]]:
     """(path, caption) of: per variant a confusion matrix at argmax and at the threshold and
     a reliability diagram (pooled over seeds); ROC (one thin curve per seed and their mean)
-    with AUC intervals, precision-recall, forest plot; training curves."""
+    with AUC intervals, precision-recall, forest plot; training curves. Variants with
+    identical predictions (one model under two names) are one curve in ROC and
+    precision-recall, labelled with every name."""
     predictions = seeds.with_seed(predictions, 0)
     if rows is None:
         rows = rows_from_predictions(predictions, {})
@@ -173,13 +178,20 @@ def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str,
                   if r.get("test_set", "full") == "full"}
     curves, written = _curves(predictions), []
     if curves:
-        pairs = {name: [(y, p) for _, y, p in runs] for name, runs in curves.items()}
+        groups = same_model.same_models(predictions)
+        hidden = {n for names in groups.values() for n in names[1:]}
+        labelled = {name: {**row, "variant": same_model.group_label(
+            groups[name], model_keys).replace(" = ", "\n= ")} if name in groups else row
+            for name, row in full.items()}
+        pairs = {name: [(y, p) for _, y, p in runs] for name, runs in curves.items()
+                 if name not in hidden}
         written.append((plots.forest_plot(rows, out_dir / "forest_auc.png"),
                         "AUC with 95% intervals, full and clean test sets"))
-        written.append((plots.roc_with_intervals(pairs, full, out_dir / "roc.png"),
+        written.append((plots.roc_with_intervals(pairs, labelled, out_dir / "roc.png"),
                         "ROC curves (legend: AUC [95% CI]; with several seeds one thin curve "
                         "per seed and their vertical mean)"))
-        written.append((plots.precision_recall(pairs, full, out_dir / "precision_recall.png"),
+        written.append((plots.precision_recall(pairs, labelled,
+                                               out_dir / "precision_recall.png"),
                         "Precision-recall curves"))
     for name, runs in curves.items():
         written += _variant_figures(out_dir, name, runs, full[name], thresholds)
@@ -228,7 +240,7 @@ def write_run(out_dir: Path, predictions: pd.DataFrame, specs: dict[str, dict],
               histories: dict[str, dict], provenance: dict,
               val_predictions: pd.DataFrame | None = None, settings: EvalSettings | None = None,
               clean_files: set[str] | None = None, audit_summary: dict | None = None,
-              ) -> list[dict]:
+              options: extras.ReportOptions | None = None) -> list[dict]:
     """Everything a run writes; returns the full-test rows. Saved inputs first, then figures,
     tables last, so the presence of results.json means the report is complete."""
     out_dir = atomic.make_folder(out_dir)
@@ -245,41 +257,50 @@ def write_run(out_dir: Path, predictions: pd.DataFrame, specs: dict[str, dict],
         val_predictions = read_predictions(out_dir / "val_predictions.csv")
     return write_report(out_dir, predictions, specs, histories, provenance, val_predictions,
                         settings or EvalSettings(seed=provenance.get("seed", 0)), clean_files,
-                        audit_summary)
+                        audit_summary, options)
 
 
 def write_report(out_dir: Path, predictions, specs, histories, provenance, val_predictions,
-                 settings: EvalSettings, clean_files, audit_summary) -> list[dict]:
-    """Rows (per variant, and per variant and seed), figures, tables and index.html from
-    predictions (shared by run and rebuild)."""
+                 settings: EvalSettings, clean_files, audit_summary,
+                 options: extras.ReportOptions | None = None) -> list[dict]:
+    """Rows (per variant and ensemble, and per variant and seed), figures, error galleries,
+    tables and index.html from predictions (shared by run and rebuild)."""
+    options = options or extras.ReportOptions()
     seed = provenance.get("seed", settings.seed)
-    predictions = seeds.with_seed(predictions, seed)
-    rows, per_seed = seeds.variant_rows(predictions, seeds.with_seed(val_predictions, seed),
-                                        settings, clean_files)
+    predictions, val_predictions, specs = extras.add_ensembles(
+        seeds.with_seed(predictions, seed), seeds.with_seed(val_predictions, seed), specs,
+        provenance, options)
+    rows, per_seed = seeds.variant_rows(predictions, val_predictions, settings, clean_files)
     _add_specs(rows, specs)
     published = seeds.published_rows(rows, specs)
-    figures = write_figures(out_dir, predictions, histories, rows, per_seed)
+    model_keys = provenance.get("model_keys")
+    figures = write_figures(out_dir, predictions, histories, rows, per_seed, model_keys)
     if published:
         figures.append((plots.published_vs_reproduced(published, out_dir / "published.png"),
                         "Published values (x) against the reproduced mean and 95% interval"))
     if (out_dir / "audit_pairs.png").is_file():
         figures.append((out_dir / "audit_pairs.png", "Leakage audit: closest duplicate pairs"))
+    _, gallery_html = gallery_section(out_dir, predictions, per_seed, provenance,
+                                      extras.gallery_settings(provenance, options))
     title = f"melanoma-bench: {provenance.get('config', {}).get('name', out_dir.name)}"
+    notes = [_table_header(provenance, settings).split("\n\n", 1)[1],
+             *same_model.notes(same_model.same_models(predictions), model_keys)]
     html_report.write_index(out_dir / "index.html", title, rows, figures, audit_summary,
-                            provenance, [_table_header(provenance, settings).split("\n\n", 1)[1]],
-                            published)
+                            provenance, notes, published, gallery_html)
     write_tables(out_dir, rows, provenance, settings,
                  {"specs": specs, "audit": audit_summary, "seed_rows": per_seed,
                   **({"published": published} if published else {})})
     return [r for r in rows if r["test_set"] == "full"]
 
 
-def rebuild(run_dir: Path, out_dir: Path | None = None) -> list[dict]:
+def rebuild(run_dir: Path, out_dir: Path | None = None,
+            options: extras.ReportOptions | None = None) -> list[dict]:
     """Rewrite every table, figure and index.html of ``run_dir`` from its saved files
     (predictions.csv, val_predictions.csv, clean_test.csv, histories.json, results.json,
     audit_summary.json) into ``out_dir`` (default: in place). No model, no TensorFlow.
     Every saved file is checked first (reporting.saved): a damaged one changes nothing.
-    Holds ``out_dir``'s lock, as ``run`` does."""
+    Holds ``out_dir``'s lock, as ``run`` does. ``options``: images and saved models for the
+    error galleries and Grad-CAM, and more ensembles (``ReportOptions``)."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir or run_dir)
     locks.check_free(run_dir)  # a run still writing there: its files are not final yet
@@ -294,4 +315,4 @@ def rebuild(run_dir: Path, out_dir: Path | None = None) -> list[dict]:
                     shutil.copyfile(run_dir / name, out_dir / name)
         return write_report(out_dir, saved.predictions, saved.specs, saved.histories,
                             saved.provenance, saved.val_predictions, saved.settings,
-                            saved.clean_files, saved.audit_summary)
+                            saved.clean_files, saved.audit_summary, options)
