@@ -289,6 +289,9 @@ def saved_model_heatmaps(models_dir, key: str, files, data_root) -> dict[str, np
     saved = storage.find(models_dir, key)
     if saved is None:
         return None
+    from melanoma.util import tfsetup
+
+    tfsetup.import_tensorflow()  # TensorFlow's C++ start-up lines kept off the terminal
     model = storage.load(saved)
     meta = saved.sidecar
     preprocessing = get_preprocessing(meta["preprocessing"], meta.get("featurewise_mean"))
