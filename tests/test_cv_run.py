@@ -138,7 +138,7 @@ def test_rerun_loads_every_model_and_writes_the_same_outputs(cv_run, tmp_path, c
     args = [*cv_run["args"][:3], "--out", str(out2), "--models-dir", str(cv_run["models"])]
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "training" not in err and err.count(": loading") == 4
+    assert ": training" not in err and err.count(": loading") == 4
     for name in ("predictions.csv", "val_predictions.csv", "cv_val_predictions.csv"):
         assert (out2 / name).read_bytes() == (cv_run["out"] / name).read_bytes(), name
     assert read_scalars(out2 / "tensorboard" / "sw" / "seed-7" / "fold-2") == read_scalars(
