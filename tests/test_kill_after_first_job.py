@@ -108,3 +108,31 @@ def test_sigkill_after_the_first_saved_model_then_rerun_resumes_without_retraini
         assert (out / name).read_bytes() == (tmp_path / "out-one" / name).read_bytes(), name
     assert not list(models.glob(".job-*.lock")) and not (out / locks.LOCK_NAME).exists()
     assert not list(models.glob("*.partial")) and len(list(models.glob("*.keras"))) == 4
+
+
+def test_a_saved_jobs_lock_left_by_a_dead_process_is_removed_not_retrained(tmp_path):
+    """Fast check of what the slow test found: a SIGKILL between saving a model and releasing
+    its job lock left the lock file behind; a later process removes it without training."""
+    import json
+
+    from melanoma.runs import jobs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "v-k1.keras").write_text("model")
+    (models / "v-k1.json").write_text(json.dumps({"preprocessing": "samplewise",
+                                                  "config_key": "k1"}))
+    lock = jobs.lock_path(models, "k1")
+    lock.write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    other_host = jobs.lock_path(models, "k2")
+    other_host.write_text(json.dumps({"pid": dead.pid, "host": "elsewhere"}))
+    (models / "w-k2.keras").write_text("model")
+    (models / "w-k2.json").write_text(json.dumps({"preprocessing": "samplewise",
+                                                  "config_key": "k2"}))
+    trained = []
+    plan = [jobs.Job(0, None, 0, "k1", "job 0"), jobs.Job(1, None, 0, "k2", "job 1")]
+    assert jobs.work_through(plan, jobs.JobState(models), trained.append) == []
+    assert trained == [] and not lock.exists()
+    assert other_host.exists()  # another host's process cannot be checked: left alone

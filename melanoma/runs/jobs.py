@@ -176,11 +176,19 @@ class JobState:
         return locks.held_by_other(lock_path(self.models_dir, key))
 
 
+def clear_stale_lock(path: Path) -> None:
+    """Remove a saved job's lock left by a process killed between saving the model and
+    releasing the lock (a dead holder on this host; another host's lock is left alone)."""
+    if path.exists() and locks.try_lock(path):
+        locks.release(path)
+
+
 def _attempt(job: Job, state: JobState, train, done: set[str], defer_on_donor: bool) -> bool:
     """Train ``job`` under its lock unless it is saved; False when it must wait (its lock,
     or its donor's, is held by another live process)."""
     if job.key in done or state.saved(job.key):
         done.add(job.key)
+        clear_stale_lock(lock_path(state.models_dir, job.key))
         return True
     if defer_on_donor and job.donor_key and not state.saved(job.donor_key) \
             and state.locked_by_other(job.donor_key):
