@@ -224,3 +224,30 @@ def test_damaged_fold_predictions_are_one_line(tmp_path):
 
 def test_mean_row_name():
     assert mean_name("b0_samplewise", 5) == "b0_samplewise (5-fold mean)"
+
+
+def test_fold_plan_groups_by_the_manifests_lesion_ids(tmp_path):
+    """manifest.csv (as `melanoma-bench import` writes it) -> StratifiedGroupKFold."""
+    from melanoma.data import layout
+    from melanoma.runs.cv import fold_plan, train_group_ids
+
+    files, labels, lines = [], [], ["file,group_id"]
+    for i in range(24):
+        label = int(i % 3 == 0)
+        path = tmp_path / "train" / ("Malignant" if label else "Benign") / f"img{i}.jpg"
+        files.append(path)
+        labels.append(label)
+        lines.append(f"{path.relative_to(tmp_path).as_posix()},{'' if i == 5 else f'L{i // 2}'}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    found = layout.DataLayout(tmp_path, layout.Split(tuple(files), tuple(labels)),
+                              layout.Split((), ()))
+    ids = train_group_ids(found)
+    assert ids[0] == "L0" and ids[1] == "L0" and ids[5] == "" and ids[23] == "L11"
+    cfg = config.from_dict(dict(BASE), overrides=["data.cv_folds=3"])
+    plan = fold_plan(cfg, found)
+    assert plan.grouped and plan.k == 3
+    for lesion in set(ids.tolist()) - {""}:
+        assert len(set(plan.numbers[ids == lesion].tolist())) == 1
+    assert np.array_equal(plan.numbers, fold_plan(cfg, found).numbers)
+    (tmp_path / "manifest.csv").unlink()
+    assert not fold_plan(cfg, found).grouped

@@ -143,3 +143,14 @@ def test_rerun_loads_every_model_and_writes_the_same_outputs(cv_run, tmp_path, c
         assert (out2 / name).read_bytes() == (cv_run["out"] / name).read_bytes(), name
     assert read_scalars(out2 / "tensorboard" / "sw" / "seed-7" / "fold-2") == read_scalars(
         cv_run["out"] / "tensorboard" / "sw" / "seed-7" / "fold-2")
+
+
+def test_report_rebuilds_the_fold_table_without_a_model(cv_run, tmp_path):
+    from melanoma import api
+
+    api.rebuild_report(cv_run["out"], tmp_path / "rebuilt")
+    saved = [json.loads((d / "results.json").read_text())["cross_validation"]
+             for d in (cv_run["out"], tmp_path / "rebuilt")]
+    assert saved[0] == saved[1]
+    md = (tmp_path / "rebuilt" / "results.md").read_text()
+    assert md.count("## Cross-validation") == 1 and "sw (3-fold mean)" in md
