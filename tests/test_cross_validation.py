@@ -251,3 +251,20 @@ def test_fold_plan_groups_by_the_manifests_lesion_ids(tmp_path):
     assert np.array_equal(plan.numbers, fold_plan(cfg, found).numbers)
     (tmp_path / "manifest.csv").unlink()
     assert not fold_plan(cfg, found).grouped
+
+
+def test_run_with_too_many_folds_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys,
+                                                                           monkeypatch):
+    from melanoma.cli.main import main
+
+    monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "c.toml").write_text(
+        'name = "few"\n[data]\ncv_folds = 12\n[data.synthetic]\nn_train_per_class = 10\n'
+        'n_test_per_class = 2\nimage_size = 40\n[[variants]]\nname = "v"\n')
+    code = main(["run", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "out"),
+                 "--models-dir", str(tmp_path / "models")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == ("melanoma-bench: error: data.cv_folds = 12 needs at least 12 Benign "
+                       "images in train/, found 10: use cv_folds <= 10")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "models").exists()

@@ -221,6 +221,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     log.info(checked.summary())
     if any(not v.model_file for v in cfg.variants):  # model-file rows need no models/
         check_split_sizes(found, cfg.data.val_fraction)
+    folds = cv.fold_plan(cfg, found)  # a bad data.cv_folds fails here, before any folder
     out_dir, models_dir = Path(out_dir or Path("reports") / cfg.name), Path(models_dir)
     plan = jobs_mod.plan_id(cfg, models_dir)
     created = not models_dir.exists()
@@ -235,7 +236,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     try:
         atomic.sweep_stale(out_dir)
         state = jobs_mod.JobState(models_dir, retrain, since)
-        runner = _work(cfg, found, state, shard)
+        runner = _work(cfg, found, state, shard, folds)
         if runner is None:
             return []
         if held is None:  # joined: the report is written under the folder's lock
@@ -247,13 +248,13 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         jobs_mod.remove_if_empty(models_dir, created)
 
 
-def _work(cfg, found: layout.DataLayout, state, shard) -> JobRunner | None:
+def _work(cfg, found: layout.DataLayout, state, shard, folds=None) -> JobRunner | None:
     """Train this process's share of the jobs; the runner when every model is saved (the
     report can be written), else None."""
     log.info("data: %s (train %d, test %d files)", found.root, len(found.train), len(found.test))
     data_key = fingerprint(found.train.files + found.test.files)
     runner = JobRunner(cfg, found, state)
-    runner.data_key, runner.folds = data_key, cv.fold_plan(cfg, found)
+    runner.data_key, runner.folds = data_key, folds
     runner.jobs = jobs_mod.plan_jobs(cfg, data_key, state.models_dir, state.retrain,
                                      runner.folds)
     mine = jobs_mod.shard_of(runner.jobs, shard)
