@@ -100,9 +100,9 @@ def evaluate_models(model_files, data_dir, out_dir="reports/evaluate", **options
     """Evaluate existing model files (``.keras``, tf.keras ``.h5``, SavedModel) on a data
     folder (``melanoma-bench evaluate``); ``options`` as
     :class:`melanoma.evaluation.model_files.EvalOptions` plus ``names``."""
-    from melanoma.evaluation import model_files
+    from melanoma.evaluation import model_files as evaluation  # not the argument's name
 
-    rows, failures = model_files.evaluate_models([Path(m) for m in model_files],
+    rows, failures = evaluation.evaluate_models([Path(m) for m in model_files],
                                                  Path(data_dir), Path(out_dir), **options)
     if failures and not rows:
         from melanoma.util.errors import UserError

@@ -41,7 +41,7 @@ def random_history(seed: int, epochs: int) -> dict[str, list[float]]:
 def test_write_history_reads_back_every_epoch(tmp_path):
     history = random_history(0, 5)
     folder = tb.write_history(tmp_path, "b0_samplewise", 3, history)
-    assert folder == tmp_path / "b0_samplewise" / "seed_3"
+    assert folder == tmp_path / "b0_samplewise" / "seed-3"
     scalars = read_scalars(folder)
     assert set(scalars) == {(run, tag) for run in ("train", "validation")
                             for tag in ("epoch/loss", "epoch/accuracy", "epoch/auc")}
@@ -81,7 +81,7 @@ def test_live_callback_writes_what_fit_returns(tmp_path):
     callback = tb.TensorBoardScalars(tmp_path, "tiny", 7)
     history = training.fit(model, train, val, y[48:], epochs=3, label="tiny",
                            extra_callbacks=[callback])
-    live = read_scalars(tmp_path / "tiny" / "seed_7")
+    live = read_scalars(tmp_path / "tiny" / "seed-7")
     assert live == expected_scalars({k: history[k] for k in tb.SERIES})
     from sklearn.metrics import roc_auc_score
     p = model.predict(val, verbose=0)[:, 1]
@@ -140,3 +140,44 @@ def test_real_mlflow_round_trip(tmp_path, monkeypatch):
     run = client.search_runs([client.get_experiment_by_name("t").experiment_id])[0]
     values = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_auc")]
     assert sorted(values) == [(1, 0.5), (2, 0.75)]
+
+
+def test_run_logs_every_track_with_epochs_and_replaces_an_earlier_runs(tmp_path):
+    """runs.tracking: one folder per (variant, seed[, fold]) from saved histories."""
+    from melanoma import config
+    from melanoma.runs import tracking
+
+    cfg = config.from_dict({"name": "t", "variants": [{"name": "v"}]})
+    stale = tmp_path / "tensorboard" / "gone" / "seed-1"
+    stale.mkdir(parents=True)
+    one, two = random_history(3, 2), random_history(4, 3)
+    folder = tracking.write_tensorboard(tmp_path, cfg, [("v", 1, 0, one), ("v", 1, 2, two),
+                                                        ("w", 1, 0, {})])
+    assert folder == tmp_path / "tensorboard" and not stale.exists()
+    assert read_scalars(folder / "v" / "seed-1") == expected_scalars(one)
+    assert read_scalars(folder / "v" / "seed-1" / "fold-2") == expected_scalars(two)
+    assert not (folder / "w").exists()  # a model file's row has no history
+    off = config.from_dict({"name": "t", "tensorboard": False, "variants": [{"name": "v"}]})
+    assert tracking.write_tensorboard(tmp_path, off, [("v", 1, 0, one)]) is None
+    assert not folder.exists()
+
+
+def test_mlflow_logs_only_newly_trained_jobs_when_switched_on(monkeypatch):
+    from melanoma import config
+    from melanoma.config import extras
+    from melanoma.runs import jobs, tracking
+
+    fake = FakeMlflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setattr(extras, "installed", lambda name: True)
+    raw = {"name": "exp", "variants": [{"name": "v", "epochs": 3}]}
+    cfg = config.from_dict(raw)
+    job = jobs.Job(0, cfg.variants[0], 42, "k", "[1/1] v")
+    assert tracking.log_mlflow(cfg, job, {"loss": [1.0]}) is False and fake.calls == []
+    cfg = config.from_dict({**raw, "mlflow": True})
+    assert tracking.log_mlflow(cfg, job, {"val_auc": [0.5, 0.7]}) is True
+    calls = {c[0]: c for c in fake.calls}
+    assert calls["set_experiment"][1] == ("exp",)
+    assert calls["start_run"][2] == {"run_name": "v-seed42"}
+    assert calls["log_params"][1][0]["epochs"] == 3
+    assert [c[1][1] for c in fake.calls if c[0] == "log_metric"] == [0.5, 0.7]

@@ -28,6 +28,7 @@ from melanoma.config.checks import (
     seeds_check,
     unit_interval_open_right,
 )
+from melanoma.config.extras import cv_folds_check, mlflow_check
 from melanoma.config.overrides import apply as apply_overrides
 from melanoma.config.report import EnsembleConfig, ReportConfig, parse_report
 from melanoma.config.tune import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
@@ -155,6 +156,8 @@ class DataConfig:
                                  else "must be an integer >= 2 (images per class and split)")
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     cache_dir: str | None = None  # decoded-image cache (None: beside the synthetic data)
+    cv_folds: int | None = _checked(None, cv_folds_check)  # k-fold CV of train/ (docs/cross_validation.md)
+    cv_average: bool = False  # with cv_folds: a "<variant> (k-fold mean)" row of the fold models
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,8 @@ class RunConfig:
     ensembles: tuple[EnsembleConfig, ...] = ()  # [[ensembles]]: rows from saved predictions
     source: str = ""  # the file it was read from
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE items applied on top of the file
+    tensorboard: bool = True  # per-epoch scalars in <out>/tensorboard/<variant>/seed-<n>
+    mlflow: bool = _checked(False, mlflow_check)  # log new trainings to MLflow ($MLFLOW_TRACKING_URI)
 
     @property
     def training_seeds(self) -> tuple[int, ...]:

@@ -2,7 +2,8 @@
 
     tensorboard --logdir reports/default/tensorboard
 
-Layout: ``<log_dir>/<variant>/seed_<seed>/{train,validation}/events.out.tfevents.*`` with the
+Layout: ``<log_dir>/<variant>/seed-<seed>[/fold-<f>]/{train,validation}/events.out.tfevents.*``
+(``fold-<f>``: the fold models of k-fold cross-validation) with the
 tags ``epoch/loss``, ``epoch/accuracy`` and ``epoch/auc`` in both runs, so TensorBoard draws
 training and validation on one chart; step = epoch number, 1-based as in training_*.png.
 Validation AUC is the exact malignant-class ROC AUC (training.ValidationMetrics); training
@@ -30,9 +31,11 @@ SERIES = {
 }
 
 
-def run_dir(log_dir: str | Path, variant: str, seed: int) -> Path:
-    """``<log_dir>/<variant>/seed_<seed>``: one TensorBoard run group per (variant, seed)."""
-    return Path(log_dir) / check_safe_name(variant, "variant name") / f"seed_{int(seed)}"
+def run_dir(log_dir: str | Path, variant: str, seed: int, fold: int = 0) -> Path:
+    """``<log_dir>/<variant>/seed-<seed>``: one TensorBoard run group per (variant, seed);
+    ``.../fold-<f>`` for fold ``f`` of cross-validation."""
+    folder = Path(log_dir) / check_safe_name(variant, "variant name") / f"seed-{int(seed)}"
+    return folder / f"fold-{int(fold)}" if fold else folder
 
 
 class _Writers:
@@ -60,10 +63,10 @@ class _Writers:
 
 
 def write_history(log_dir: str | Path, variant: str, seed: int,
-                  history: dict[str, list[float]]) -> Path:
+                  history: dict[str, list[float]], fold: int = 0) -> Path:
     """Write every epoch of a saved history (``histories.json``'s entry) as scalars, replacing
-    the event files of an earlier write of this (variant, seed). Returns the run folder."""
-    folder = run_dir(log_dir, variant, seed)
+    the event files of an earlier write of this (variant, seed, fold). Returns the run folder."""
+    folder = run_dir(log_dir, variant, seed, fold)
     for old in folder.glob("*/events.out.tfevents.*"):
         old.unlink()
     writers = _Writers(folder)
@@ -74,7 +77,7 @@ def write_history(log_dir: str | Path, variant: str, seed: int,
                              if k in SERIES and epoch < len(v)}, step=epoch + 1)
     finally:
         writers.close()
-    log.info("TensorBoard: %d epoch(s) of %s seed %s in %s", epochs, variant, seed, folder)
+    log.debug("TensorBoard: %d epoch(s) of %s seed %s in %s", epochs, variant, seed, folder)
     return folder
 
 

@@ -21,6 +21,7 @@ from melanoma.evaluation.metric_table import is_finite
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.reporting import compact, extras, same_model, seeds
 from melanoma.reporting import figures as plots
+from melanoma.reporting import folds as cv_table
 from melanoma.reporting import html as html_report
 from melanoma.reporting.gallery_section import gallery_section
 from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the report's API
@@ -290,6 +291,7 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
     write_tables(out_dir, rows, provenance, settings,
                  {"specs": specs, "audit": audit_summary, "seed_rows": per_seed,
                   **({"published": published} if published else {})})
+    cv_table.add_to_report(out_dir)  # with cv_val_predictions.csv: the cross-validation table
     return [r for r in rows if r["test_set"] == "full"]
 
 
@@ -310,7 +312,7 @@ def rebuild(run_dir: Path, out_dir: Path | None = None,
         if not os.path.samefile(out_dir, run_dir):  # `X --out X/../X` is in place too
             for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
                          "histories.json", "audit_summary.json", "audit_pairs.csv",
-                         "audit_pairs.png"):
+                         "audit_pairs.png", cv_table.FILE):
                 if (run_dir / name).is_file():
                     shutil.copyfile(run_dir / name, out_dir / name)
         return write_report(out_dir, saved.predictions, saved.specs, saved.histories,

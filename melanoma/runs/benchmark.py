@@ -16,7 +16,7 @@ import contextlib
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -31,10 +31,12 @@ from melanoma.models import storage
 from melanoma.models.backbones import get_backbone
 from melanoma.models.factory import resolve_weights
 from melanoma.models.loading import check_file
-from melanoma.models.predict import TTA_SUFFIX, predict_splits
+from melanoma.models.predict import predict_splits
 from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.reporting import tables as report
+from melanoma.runs import cv, tracking
 from melanoma.runs import jobs as jobs_mod
+from melanoma.runs.collect import Collected, collect
 from melanoma.util import atomic, locks, provenance, tfsetup
 from melanoma.util.names import relative_name
 from melanoma.util.tfsetup import distribution_strategy
@@ -50,21 +52,6 @@ def check_variants(cfg: config_mod.RunConfig) -> None:
             check_file(Path(variant.model_file).expanduser(), variant.trust_model_code)
             continue
         resolve_weights(get_backbone(variant.backbone), variant.weights)
-
-
-def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
-    """The columns that say exactly what a row did (printed in every report row)."""
-    return {"backbone": f"EfficientNet{get_backbone(variant.backbone).name}",
-            "image_size": variant.resolved_image_size(), "weights": variant.weights,
-            "preprocessing": variant.preprocessing, "epochs": variant.epochs,
-            "learning_rate": variant.learning_rate, "batch_size": variant.batch_size,
-            "head_units": variant.head_units, "dropout": variant.dropout,
-            "head": variant.head, "augmentation": variant.augmentation.describe(),
-            "class_weight": variant.class_weight if isinstance(variant.class_weight, str)
-            else ", ".join(f"{k} {w:g}" for k, w in variant.class_weight.items()),
-            "balanced_sampling": variant.balanced_sampling,
-            "spec": preprocessing.describe(), "note": variant.note,
-            **({"published": dict(variant.published)} if variant.published else {})}
 
 
 def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
@@ -172,7 +159,7 @@ class JobRunner:
         self.splits: dict[int, Splits] = {}
         self.results: dict[str, tuple] = {}  # model key -> (probs, history, preprocessing)
         self.pool, self.pool_seed = None, None
-        self.data_key, self.jobs = "", []
+        self.data_key, self.jobs, self.folds = "", [], None  # folds: a cv.FoldPlan
 
     def splits_for(self, variant) -> Splits:
         size = variant.resolved_image_size()
@@ -180,8 +167,13 @@ class JobRunner:
             self.splits[size] = load_splits(self.found, size, self.cfg)
         return self.splits[size]
 
+    def job_splits(self, job) -> Splits:
+        """The job's splits: train/val of its fold with cross-validation (runs/cv.py)."""
+        splits = self.splits_for(job.variant)
+        return cv.fold_splits(splits, self.folds, job.fold) if job.fold else splits
+
     def _predict(self, job, model, preprocessing) -> dict:
-        return predict_splits(model, self.splits_for(job.variant), preprocessing,
+        return predict_splits(model, self.job_splits(job), preprocessing,
                               job.variant.val_batch_size, self.cfg.evaluation.tta)
 
     def train(self, job) -> None:
@@ -196,8 +188,9 @@ class JobRunner:
                 and state_file.stat().st_mtime < self.state.since:
             shutil.rmtree(folder, ignore_errors=True)  # --retrain: not an earlier run's epochs
         model, preprocessing, history = _train_and_save(
-            job, self.splits_for(job.variant), self.cfg, models_dir, self.pool,
+            job, self.job_splits(job), self.cfg, models_dir, self.pool,
             self.state.since if self.state.retrain else None)
+        tracking.log_mlflow(self.cfg, job, history)
         self.results[job.key] = (self._predict(job, model, preprocessing), history,
                                  preprocessing)
 
@@ -210,37 +203,6 @@ class JobRunner:
             self.results[job.key] = (self._predict(job, model, preprocessing), history,
                                      preprocessing)
         return self.results[job.key]
-
-
-@dataclass
-class Collected:
-    """What the variants produced, gathered for the report."""
-
-    frames: list = field(default_factory=list)
-    val_frames: list = field(default_factory=list)
-    specs: dict = field(default_factory=dict)
-    histories: dict = field(default_factory=dict)
-    keys: dict = field(default_factory=dict)
-    data_key: str = ""
-
-    def add_model_file(self, result, variant, seed: int) -> None:
-        self.frames.append(result.predictions.assign(seed=seed))
-        self.specs[variant.name], self.histories[variant.name] = result.spec, result.history
-        self.keys[variant.name] = result.spec["sha256"] or variant.model_file
-
-    def add_trained(self, variant, seed: int, splits: Splits, root: Path, probs: dict,
-                    tta: bool) -> None:
-        for suffix in ("", TTA_SUFFIX) if tta else ("",):
-            name = variant.name + suffix
-            if suffix:
-                self.specs[name] = {**self.specs[variant.name], "spec": self.specs[variant.name]
-                                    ["spec"] + " | TTA: mean over identity, h, v, h+v flips"}
-            for split, target in (("test", self.frames), ("val", self.val_frames)):
-                images = getattr(splits, split)
-                target.append(pd.DataFrame({
-                    "variant": name, "seed": seed,
-                    "file": [relative_name(f, root) for f in images.files],
-                    "label": images.labels, "prob_malignant": probs[split + suffix]}))
 
 
 def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
@@ -259,6 +221,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     log.info(checked.summary())
     if any(not v.model_file for v in cfg.variants):  # model-file rows need no models/
         check_split_sizes(found, cfg.data.val_fraction)
+    folds = cv.fold_plan(cfg, found)  # a bad data.cv_folds fails here, before any folder
     out_dir, models_dir = Path(out_dir or Path("reports") / cfg.name), Path(models_dir)
     plan = jobs_mod.plan_id(cfg, models_dir)
     created = not models_dir.exists()
@@ -273,7 +236,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     try:
         atomic.sweep_stale(out_dir)
         state = jobs_mod.JobState(models_dir, retrain, since)
-        runner = _work(cfg, found, state, shard)
+        runner = _work(cfg, found, state, shard, folds)
         if runner is None:
             return []
         if held is None:  # joined: the report is written under the folder's lock
@@ -285,14 +248,15 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         jobs_mod.remove_if_empty(models_dir, created)
 
 
-def _work(cfg, found: layout.DataLayout, state, shard) -> JobRunner | None:
+def _work(cfg, found: layout.DataLayout, state, shard, folds=None) -> JobRunner | None:
     """Train this process's share of the jobs; the runner when every model is saved (the
     report can be written), else None."""
     log.info("data: %s (train %d, test %d files)", found.root, len(found.train), len(found.test))
     data_key = fingerprint(found.train.files + found.test.files)
     runner = JobRunner(cfg, found, state)
-    runner.data_key = data_key
-    runner.jobs = jobs_mod.plan_jobs(cfg, data_key, state.models_dir, state.retrain)
+    runner.data_key, runner.folds = data_key, folds
+    runner.jobs = jobs_mod.plan_jobs(cfg, data_key, state.models_dir, state.retrain,
+                                     runner.folds)
     mine = jobs_mod.shard_of(runner.jobs, shard)
     if shard is not None:
         log.info("shard %d/%d: %d of %d jobs", *shard, len(mine), len(runner.jobs))
@@ -305,33 +269,6 @@ def _work(cfg, found: layout.DataLayout, state, shard) -> JobRunner | None:
                  ", ".join(j.label.split("] ", 1)[-1] for j in missing[:5]))
         return None
     return runner
-
-
-def _collect(cfg, found: layout.DataLayout, runner: JobRunner) -> Collected:
-    """Every row's predictions in config order (variant by variant, seed by seed)."""
-    from melanoma.evaluation.model_files import evaluate_row
-
-    collected = Collected(data_key=runner.data_key)
-    seeds = cfg.training_seeds
-    by_variant: dict[str, list] = {}
-    for job in runner.jobs:
-        by_variant.setdefault(job.variant.name, []).append(job)
-    for i, variant in enumerate(cfg.variants, 1):
-        if variant.model_file:
-            label = f"[{i}/{len(cfg.variants)}] {variant.name}"
-            collected.add_model_file(evaluate_row(variant, found, cfg.data.interpolation, label),
-                                     variant, seeds[0])
-            continue
-        keys = {}
-        for job in by_variant[variant.name]:
-            probs, history, preprocessing = runner.result(job)
-            name = variant.name if len(seeds) == 1 else f"{variant.name} seed {job.seed}"
-            collected.histories[name], keys[job.seed] = history, job.key
-            collected.specs[variant.name] = variant_spec(variant, preprocessing)
-            collected.add_trained(variant, job.seed, runner.splits_for(variant), found.root,
-                                  probs, cfg.evaluation.tta)
-        collected.keys[variant.name] = keys[seeds[0]] if len(seeds) == 1 else keys
-    return collected
 
 
 def _provenance(cfg, found, checked, first: Splits | None, collected: Collected, hardware: dict,
@@ -357,7 +294,7 @@ def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, o
             runner: JobRunner, hardware: dict, started: float) -> list[dict]:
     """Predictions of every job (loading the models other processes trained), the audit and
     every table, figure and page."""
-    collected = _collect(cfg, found, runner)
+    collected = collect(cfg, found, runner)
     trained = [v for v in cfg.variants if not v.model_file]  # the first trained size's splits
     first = runner.splits_for(trained[0]) if trained else None
     info = _provenance(cfg, found, checked, first, collected, hardware, started)
@@ -365,6 +302,8 @@ def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, o
                             if cfg.evaluation.audit and first else (None, None))
     settings = EvalSettings(seed=cfg.seed, bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
                             target_sensitivity=cfg.evaluation.target_sensitivity)
+    cv.write_fold_predictions(out_dir, collected)  # read by the report's CV table
+    tracking.write_tensorboard(out_dir, cfg, collected.tracks)
     rows = report.write_run(out_dir, pd.concat(collected.frames, ignore_index=True),
                             collected.specs, collected.histories, info,
                             pd.concat(collected.val_frames, ignore_index=True)

@@ -14,6 +14,7 @@ key are one model: trained once, loaded for the other row.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,9 +31,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """One (variant, seed) training: its model key, its place in the job list and the
-    continuation links (``donor_key``: the shorter job it continues from; ``hand_over``:
-    checkpoint folders of longer jobs that continue from this one)."""
+    """One (variant, seed) training, or (variant, seed, fold) with k-fold cross-validation:
+    its model key, its place in the job list and the continuation links (``donor_key``: the
+    shorter job it continues from; ``hand_over``: checkpoint folders of longer jobs that
+    continue from this one). A fold job's variant is renamed ``<variant>-fold<f>of<k>`` (the
+    model's file name); ``parent`` is the config's variant name, ``fold`` 0 for the split."""
 
     index: int
     variant: object  # config.VariantConfig
@@ -41,12 +44,25 @@ class Job:
     label: str
     donor_key: str | None = None
     hand_over: tuple[Path, ...] = ()
+    fold: int = 0
+    parent: str = ""
 
 
-def job_key(variant, data_key: str, cfg, seed: int) -> str:
-    """The model key of ``variant`` trained with ``seed`` on the config's split."""
-    return variant.model_key(data_key, seed, cfg.data.val_fraction, cfg.data.interpolation,
-                             split_seed=cfg.seed)
+def job_key(variant, data_key: str, cfg, seed: int, folds=None, fold: int = 0) -> str:
+    """The model key of ``variant`` trained with ``seed`` on the config's split, or on fold
+    ``fold`` of ``folds`` (a runs.cv.FoldPlan: k, the fold assignment's hash)."""
+    key = variant.model_key(data_key, seed, cfg.data.val_fraction, cfg.data.interpolation,
+                            split_seed=cfg.seed)
+    if not fold:
+        return key
+    spec = {"model": key, "cv_folds": folds.k, "fold": fold, "folds": folds.digest,
+            "split_seed": cfg.seed}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fold_name(name: str, fold: int, k: int) -> str:
+    """``<variant>-fold<f>of<k>``: a fold model's name (its files never meet the split's)."""
+    return f"{name}-fold{fold}of{k}"
 
 
 def continuation_pairs(cfg, data_key: str, seed: int) -> list[tuple]:
@@ -66,28 +82,46 @@ def continuation_pairs(cfg, data_key: str, seed: int) -> list[tuple]:
     return pairs
 
 
-def plan_jobs(cfg, data_key: str, models_dir: Path, retrain: bool) -> list[Job]:
-    """Every (variant, seed) job of ``cfg``, seed by seed. Hand-over folders are planned only
-    for longer jobs that are not saved yet (or all, with ``retrain``)."""
+def _seed_jobs(cfg, data_key: str, models_dir: Path, retrain: bool, seed: int, first: int,
+               n: int, folds=None, fold: int = 0) -> list[Job]:
+    """The jobs of one seed on the split (``fold`` 0) or on one fold, numbered from ``first``."""
+    def key(v):
+        return job_key(v, data_key, cfg, seed, folds, fold)
+
+    def name(v):
+        return fold_name(v.name, fold, folds.k) if fold else v.name
+
+    trained = [v for v in cfg.variants if not v.model_file]
+    donor_of, hand_over = {}, {}
+    for donor, longer in continuation_pairs(cfg, data_key, seed):
+        donor_of[longer.name] = key(donor)
+        if retrain or storage.find(models_dir, key(longer)) is None:
+            hand_over.setdefault(donor.name, []).append(
+                storage.checkpoint_dir(models_dir, name(longer), key(longer)))
+    jobs = []
+    for variant in trained:
+        index = first + len(jobs)
+        label = f"[{index + 1}/{n}] {variant.name}" + (
+            f" seed {seed}" if len(cfg.training_seeds) > 1 else "") + (
+            f" fold {fold}/{folds.k}" if fold else "")
+        job_variant = dataclasses.replace(variant, name=name(variant)) if fold else variant
+        jobs.append(Job(index, job_variant, seed, key(variant), label, donor_of.get(variant.name),
+                        tuple(hand_over.get(variant.name, ())), fold, variant.name))
+    return jobs
+
+
+def plan_jobs(cfg, data_key: str, models_dir: Path, retrain: bool, folds=None) -> list[Job]:
+    """Every (variant, seed) job of ``cfg``, seed by seed, each seed's fold jobs (with a
+    runs.cv.FoldPlan ``folds``) after its split jobs. Hand-over folders are planned only for
+    longer jobs that are not saved yet (or all, with ``retrain``)."""
     trained = [v for v in cfg.variants if not v.model_file]
     seeds = cfg.training_seeds
-    n = len(trained) * len(seeds)
+    n = len(trained) * len(seeds) * (1 + (folds.k if folds else 0))
     jobs = []
     for seed in seeds:
-        donor_of, hand_over = {}, {}
-        for donor, longer in continuation_pairs(cfg, data_key, seed):
-            longer_key = job_key(longer, data_key, cfg, seed)
-            donor_of[longer.name] = job_key(donor, data_key, cfg, seed)
-            if retrain or storage.find(models_dir, longer_key) is None:
-                hand_over.setdefault(donor.name, []).append(
-                    storage.checkpoint_dir(models_dir, longer.name, longer_key))
-        for variant in trained:
-            index = len(jobs)
-            label = f"[{index + 1}/{n}] {variant.name}" + (f" seed {seed}" if len(seeds) > 1
-                                                           else "")
-            jobs.append(Job(index, variant, seed, job_key(variant, data_key, cfg, seed), label,
-                            donor_of.get(variant.name),
-                            tuple(hand_over.get(variant.name, ()))))
+        for fold in range(folds.k + 1 if folds else 1):
+            jobs += _seed_jobs(cfg, data_key, models_dir, retrain, seed, len(jobs), n, folds,
+                               fold)
     return jobs
 
 
@@ -142,11 +176,19 @@ class JobState:
         return locks.held_by_other(lock_path(self.models_dir, key))
 
 
+def clear_stale_lock(path: Path) -> None:
+    """Remove a saved job's lock left by a process killed between saving the model and
+    releasing the lock (a dead holder on this host; another host's lock is left alone)."""
+    if path.exists() and locks.try_lock(path):
+        locks.release(path)
+
+
 def _attempt(job: Job, state: JobState, train, done: set[str], defer_on_donor: bool) -> bool:
     """Train ``job`` under its lock unless it is saved; False when it must wait (its lock,
     or its donor's, is held by another live process)."""
     if job.key in done or state.saved(job.key):
         done.add(job.key)
+        clear_stale_lock(lock_path(state.models_dir, job.key))
         return True
     if defer_on_donor and job.donor_key and not state.saved(job.donor_key) \
             and state.locked_by_other(job.donor_key):
