@@ -154,3 +154,7 @@ def test_report_rebuilds_the_fold_table_without_a_model(cv_run, tmp_path):
     assert saved[0] == saved[1]
     md = (tmp_path / "rebuilt" / "results.md").read_text()
     assert md.count("## Cross-validation") == 1 and "sw (3-fold mean)" in md
+    page = (tmp_path / "rebuilt" / "index.html").read_text()
+    assert page.count("<h2>Cross-validation</h2>") == 1
+    for row in saved[0]["summary"]:  # every variant's mean ± SD row is on the page
+        assert f"<td>{row['variant']}</td><td>{row['n_models']}</td>" in page

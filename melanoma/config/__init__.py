@@ -3,9 +3,8 @@
 A config has top-level ``name``, ``seed`` (the train/val split; also the training seed
 unless ``seeds = [..]`` lists several: one model per variant and seed), a ``[data]`` table
 (optionally ``[data.synthetic]`` for the generated default set), a ``[defaults]`` table
-applied to every variant, and a ``[[variants]]`` list. Unknown keys and invalid values are user errors with
-one clear line (and a "did you mean" for typos).
-"""
+applied to every variant, and a ``[[variants]]`` list. Unknown keys and invalid values are
+user errors with one clear line (and a "did you mean" for typos)."""
 from __future__ import annotations
 
 import dataclasses

@@ -112,20 +112,50 @@ def markdown(summary: list[dict], rows: list[dict]) -> str:
     return f"{head}{table}\n\n### Per fold\n\n{per_fold}\n"
 
 
-def add_to_report(out_dir: Path) -> dict | None:
-    """With ``out_dir/cv_val_predictions.csv``: add ``cross_validation`` ({"folds",
-    "summary"}) to results.json and the section to results.md; returns it (None without)."""
+def summarise(out_dir: Path) -> dict | None:
+    """{"summary", "folds"} of ``out_dir/cv_val_predictions.csv``; None without the file."""
     out_dir = Path(out_dir)
     if not (out_dir / FILE).is_file():
         return None
     frame = read(out_dir / FILE)
     rows = fold_rows(frame)
-    summary = summary_rows(frame, rows)
+    return {"summary": summary_rows(frame, rows), "folds": rows}
+
+
+def html_section(cv: dict | None) -> str:
+    """index.html's cross-validation section (mean ± SD per variant); "" without folds."""
+    if not cv:
+        return ""
+    import html
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in
+                   ("variant", "models", *(f"{m} (mean ± SD)" for m in METRICS),
+                    "pooled OOF AUC"))
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
+        r["variant"], r["n_models"], *(_pm(r, m) for m in METRICS), _fmt(r["oof_auc"])))
+        + "</tr>" for r in cv["summary"])
+    k = max(r["k"] for r in cv["summary"])
+    return (f"<h2>Cross-validation</h2><p class='note'>{k}-fold cross-validation of train/: "
+            f"each fold model scored on its held-out fold at argmax; mean ± sample SD over "
+            f"the fold models (and seeds); every fold's row is in results.md and "
+            f"results.json.</p><div class='scroll'><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def add_to_report(out_dir: Path, cv: dict | None = None) -> dict | None:
+    """With ``out_dir/cv_val_predictions.csv``: add ``cross_validation`` ({"folds",
+    "summary"}) to results.json and the section to results.md; returns it (None without).
+    ``cv``: ``summarise(out_dir)``, when already computed."""
+    out_dir = Path(out_dir)
+    cv = cv or summarise(out_dir)
+    if cv is None:
+        return None
+    summary, rows = cv["summary"], cv["folds"]
     results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
-    results["cross_validation"] = {"summary": summary, "folds": rows}
+    results["cross_validation"] = cv
     md = (out_dir / "results.md").read_text(encoding="utf-8").split(f"\n{HEADING}\n")[0]
     atomic.write_text(out_dir / "results.md", md.rstrip("\n") + "\n\n" + markdown(summary, rows))
     atomic.write_json(out_dir / "results.json", results)
     log.info("cross-validation table: %d fold models of %d variant(s) in results.md",
              len(rows), len(summary))
-    return results["cross_validation"]
+    return cv

@@ -286,12 +286,13 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
     title = f"melanoma-bench: {provenance.get('config', {}).get('name', out_dir.name)}"
     notes = [_table_header(provenance, settings).split("\n\n", 1)[1],
              *same_model.notes(same_model.same_models(predictions), model_keys)]
+    cv = cv_table.summarise(out_dir)  # with cv_val_predictions.csv: the cross-validation table
     html_report.write_index(out_dir / "index.html", title, rows, figures, audit_summary,
-                            provenance, notes, published, gallery_html)
+                            provenance, notes, published, gallery_html + cv_table.html_section(cv))
     write_tables(out_dir, rows, provenance, settings,
                  {"specs": specs, "audit": audit_summary, "seed_rows": per_seed,
                   **({"published": published} if published else {})})
-    cv_table.add_to_report(out_dir)  # with cv_val_predictions.csv: the cross-validation table
+    cv_table.add_to_report(out_dir, cv)
     return [r for r in rows if r["test_set"] == "full"]
 
 

@@ -298,6 +298,7 @@ def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, o
     trained = [v for v in cfg.variants if not v.model_file]  # the first trained size's splits
     first = runner.splits_for(trained[0]) if trained else None
     info = _provenance(cfg, found, checked, first, collected, hardware, started)
+    info["models_dir"] = str(runner.state.models_dir)  # the report's Grad-CAM reloads them
     clean, audit_summary = (leakage_audit(first, found.root, out_dir, cfg)
                             if cfg.evaluation.audit and first else (None, None))
     settings = EvalSettings(seed=cfg.seed, bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
