@@ -112,8 +112,10 @@ def test_sigkill_after_the_first_saved_model_then_rerun_resumes_without_retraini
 
 def test_a_saved_jobs_lock_left_by_a_dead_process_is_removed_not_retrained(tmp_path):
     """Fast check of what the slow test found: a SIGKILL between saving a model and releasing
-    its job lock left the lock file behind; a later process removes it without training."""
+    its job lock (or removing its checkpoint folder) left them behind; a later process removes
+    them without training."""
     import json
+    from types import SimpleNamespace
 
     from melanoma.runs import jobs
 
@@ -131,8 +133,13 @@ def test_a_saved_jobs_lock_left_by_a_dead_process_is_removed_not_retrained(tmp_p
     (models / "w-k2.keras").write_text("model")
     (models / "w-k2.json").write_text(json.dumps({"preprocessing": "samplewise",
                                                   "config_key": "k2"}))
+    for stale in ("v-k1.partial", "w-k2.partial"):  # killed after saving, before clean-up
+        (models / stale).mkdir()
+        (models / stale / "state.npz").write_text("epoch")
     trained = []
-    plan = [jobs.Job(0, None, 0, "k1", "job 0"), jobs.Job(1, None, 0, "k2", "job 1")]
+    plan = [jobs.Job(0, SimpleNamespace(name="v"), 0, "k1", "job 0"),
+            jobs.Job(1, SimpleNamespace(name="w"), 0, "k2", "job 1")]
     assert jobs.work_through(plan, jobs.JobState(models), trained.append) == []
-    assert trained == [] and not lock.exists()
+    assert trained == [] and not lock.exists() and not (models / "v-k1.partial").exists()
     assert other_host.exists()  # another host's process cannot be checked: left alone
+    assert (models / "w-k2.partial").exists()  # nor its checkpoints

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,11 +177,17 @@ class JobState:
         return locks.held_by_other(lock_path(self.models_dir, key))
 
 
-def clear_stale_lock(path: Path) -> None:
-    """Remove a saved job's lock left by a process killed between saving the model and
-    releasing the lock (a dead holder on this host; another host's lock is left alone)."""
-    if path.exists() and locks.try_lock(path):
-        locks.release(path)
+def clear_leftovers(state: JobState, job: Job) -> None:
+    """For a saved job: remove what a process killed between saving the model and cleaning
+    up left behind, its lock and its per-epoch checkpoint folder (only when no live process
+    on this host holds the lock; another host's lock is left alone)."""
+    path = lock_path(state.models_dir, job.key)
+    partial = storage.checkpoint_dir(state.models_dir, job.variant.name, job.key)
+    if (path.exists() or partial.exists()) and locks.try_lock(path):
+        try:
+            shutil.rmtree(partial, ignore_errors=True)
+        finally:
+            locks.release(path)
 
 
 def _attempt(job: Job, state: JobState, train, done: set[str], defer_on_donor: bool) -> bool:
@@ -188,7 +195,7 @@ def _attempt(job: Job, state: JobState, train, done: set[str], defer_on_donor: b
     or its donor's, is held by another live process)."""
     if job.key in done or state.saved(job.key):
         done.add(job.key)
-        clear_stale_lock(lock_path(state.models_dir, job.key))
+        clear_leftovers(state, job)
         return True
     if defer_on_donor and job.donor_key and not state.saved(job.donor_key) \
             and state.locked_by_other(job.donor_key):
