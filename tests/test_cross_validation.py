@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from melanoma import config
-from melanoma.config import extras
+from melanoma.config import run_keys
 from melanoma.data import kfold
 from melanoma.models import storage
 from melanoma.reporting import folds as cv_table
@@ -96,11 +96,11 @@ def test_cv_keys_default_off_and_parse():
 
 
 def test_mlflow_on_without_the_package_is_one_line(monkeypatch):
-    monkeypatch.setattr(extras, "installed", lambda name: False)
+    monkeypatch.setattr(run_keys, "installed", lambda name: False)
     with pytest.raises(UserError, match="config: mlflow needs the mlflow package") as error:
         config.from_dict(dict(BASE), overrides=["mlflow=true"])
     assert len(str(error.value).splitlines()) == 1
-    monkeypatch.setattr(extras, "installed", lambda name: True)
+    monkeypatch.setattr(run_keys, "installed", lambda name: True)
     assert config.from_dict(dict(BASE), overrides=["mlflow=true"]).mlflow is True
 
 

@@ -164,12 +164,12 @@ def test_run_logs_every_track_with_epochs_and_replaces_an_earlier_runs(tmp_path)
 
 def test_mlflow_logs_only_newly_trained_jobs_when_switched_on(monkeypatch):
     from melanoma import config
-    from melanoma.config import extras
+    from melanoma.config import run_keys
     from melanoma.runs import jobs, tracking
 
     fake = FakeMlflow()
     monkeypatch.setitem(sys.modules, "mlflow", fake)
-    monkeypatch.setattr(extras, "installed", lambda name: True)
+    monkeypatch.setattr(run_keys, "installed", lambda name: True)
     raw = {"name": "exp", "variants": [{"name": "v", "epochs": 3}]}
     cfg = config.from_dict(raw)
     job = jobs.Job(0, cfg.variants[0], 42, "k", "[1/1] v")

@@ -27,9 +27,9 @@ from melanoma.config.checks import (
     seeds_check,
     unit_interval_open_right,
 )
-from melanoma.config.extras import cv_folds_check, mlflow_check
 from melanoma.config.overrides import apply as apply_overrides
 from melanoma.config.report import EnsembleConfig, ReportConfig, parse_report
+from melanoma.config.run_keys import cv_folds_check, mlflow_check
 from melanoma.config.tune import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
 from melanoma.config.yaml_files import load_yaml
 from melanoma.data.augmentation import Augmentation

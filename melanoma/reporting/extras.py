@@ -36,7 +36,12 @@ def ensembles_of(provenance: dict, options: ReportOptions, variants) -> tuple:
     config = _config(provenance)
     entries = list(config.get("ensembles") or []) + list(options.ensembles)
     listed = [v.get("name") for v in config.get("variants") or () if isinstance(v, dict)]
-    return parse_report(None, entries, list(dict.fromkeys([*variants, *filter(None, listed)])))[1]
+    # the config's ensembles were checked against all its variants when it was loaded; a run
+    # of some of them (--variant) records only those, so their members count as known here
+    members = [m for e in config.get("ensembles") or () if isinstance(e, dict)
+               for m in e.get("members") or () if isinstance(m, str)]
+    known = list(dict.fromkeys([*variants, *filter(None, listed), *members]))
+    return parse_report(None, entries, known)[1]
 
 
 def add_ensembles(test, val, specs: dict, provenance: dict, options: ReportOptions):

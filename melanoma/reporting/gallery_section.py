@@ -21,6 +21,7 @@ import pandas as pd
 
 from melanoma.evaluation.metric_table import is_finite
 from melanoma.reporting import galleries
+from melanoma.util.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ def heat_maps(cases: pd.DataFrame, root: Path, settings: GallerySettings, model_
             files = list(part["file"])
             found = by_key.get(key)
             if found is None or not set(files) <= set(found):
-                found = saved_model_heatmaps(settings.models_dir, key, files, root)
+                try:
+                    found = saved_model_heatmaps(settings.models_dir, key, files, root)
+                except (UserError, ValueError) as error:  # e.g. a model that is no CNN:
+                    missing[variant] = f"no Grad-CAM: {error}"  # the report still completes
+                    continue
                 by_key[key] = found
             if found is None:
                 missing[variant] = f"no saved model with key {key} in {settings.models_dir}"
