@@ -18,35 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_sharing import CONFIG  # tests/ is on sys.path (pytest prepend mode)
 
 from melanoma.util import locks
 
 ROOT = Path(__file__).resolve().parents[1]
 # the tiny config of tests/test_sharing.py: 2 variants x 2 seeds = 4 jobs, 1 epoch, 32 px
-CONFIG = """
-name = "shared"
-seed = 5
-seeds = [5, 6]
-[data.synthetic]
-n_train_per_class = 8
-n_test_per_class = 4
-image_size = 40
-seed = 3
-[defaults]
-image_size = 32
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-[evaluation]
-bootstrap_resamples = 50
-[[variants]]
-name = "sw"
-preprocessing = "samplewise"
-[[variants]]
-name = "nat"
-preprocessing = "native"
-"""
 TRAINED = ": training 1 epochs"
 
 
