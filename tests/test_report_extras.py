@@ -186,6 +186,22 @@ def test_gradcam_overlays_from_a_saved_model(tmp_path):
     a_part = section.split("<section")[1]
     assert a_part.count('alt="Grad-CAM: ') == a_part.count('<figure class="thumb"') == 6
     assert "from the saved models of: a." in section
+    # missed melanomas show the evidence for benign (the class they were given), the rest
+    # for malignant: the same maps as case_heatmaps of that class on the same model
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.evaluation import gradcam
+
+    files = sorted(predictions(120)["file"].unique())[:4]
+    maps = gradcam.saved_model_heatmaps(tmp_path / "models", "k123", files, root, files[:2])
+    loaded = storage.load(storage.find(tmp_path / "models", "k123"))
+    for class_index, part in ((0, files[:2]), (1, files[2:])):
+        direct = gradcam.case_heatmaps(loaded, get_preprocessing("samplewise"), part, root,
+                                       "nearest", class_index)
+        for f in part:
+            np.testing.assert_allclose(maps[f], direct[f], atol=1e-6)  # two loads, one model
+    malignant_map = gradcam.case_heatmaps(loaded, get_preprocessing("samplewise"), files[:1], root,
+                                       "nearest", 1)[files[0]]
+    assert not np.allclose(maps[files[0]], malignant_map)  # the class choice made a difference
     assert "No heat maps (no saved model with key k999" in section
     assert "No heat maps (no saved model recorded for it: ensembles, TTA rows and evaluated " \
         "files have none): c." in section

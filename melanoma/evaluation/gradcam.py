@@ -278,11 +278,13 @@ def case_heatmaps(model, preprocessing, files, data_root, interpolation: str = "
     return dict(zip(names, maps))
 
 
-def saved_model_heatmaps(models_dir, key: str, files, data_root) -> dict[str, np.ndarray] | None:
-    """file -> Grad-CAM (malignant) by the model ``run`` saved under config key ``key`` in
-    ``models_dir``, its images decoded and preprocessed as its sidecar says (preprocessing,
-    featurewise mean, interpolation); None when no such model is saved. TensorFlow is
-    imported only when the model exists."""
+def saved_model_heatmaps(models_dir, key: str, files, data_root,
+                         benign_files=()) -> dict[str, np.ndarray] | None:
+    """file -> Grad-CAM by the model ``run`` saved under config key ``key`` in ``models_dir``,
+    of the malignant class, or of the benign class for ``benign_files`` (e.g. the missed
+    melanomas: what the model went by when it said benign); images decoded and preprocessed
+    as its sidecar says (preprocessing, featurewise mean, interpolation). None when no such
+    model is saved. TensorFlow is imported only when the model exists."""
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.models import storage
 
@@ -295,5 +297,11 @@ def saved_model_heatmaps(models_dir, key: str, files, data_root) -> dict[str, np
     model = storage.load(saved)
     meta = saved.sidecar
     preprocessing = get_preprocessing(meta["preprocessing"], meta.get("featurewise_mean"))
-    return case_heatmaps(model, preprocessing, files, data_root,
-                         meta.get("interpolation", "nearest"))
+    benign = set(benign_files)
+    maps = {}
+    for class_index, part in ((1, [f for f in files if f not in benign]),
+                              (0, [f for f in files if f in benign])):
+        if part:
+            maps.update(case_heatmaps(model, preprocessing, part, data_root,
+                                      meta.get("interpolation", "nearest"), class_index))
+    return maps

@@ -80,8 +80,9 @@ def heat_maps(cases: pd.DataFrame, root: Path, settings: GallerySettings, model_
             files = list(part["file"])
             found = by_key.get(key)
             if found is None or not set(files) <= set(found):
-                try:
-                    found = saved_model_heatmaps(settings.models_dir, key, files, root)
+                missed = part.loc[part["kind"] == "false_negative", "file"]
+                try:  # a missed melanoma: the evidence for benign, the class it was given
+                    found = saved_model_heatmaps(settings.models_dir, key, files, root, missed)
                 except (UserError, ValueError) as error:  # e.g. a model that is no CNN:
                     missing[variant] = f"no Grad-CAM: {error}"  # the report still completes
                     continue
@@ -101,16 +102,18 @@ def _status(k: int, several_seeds: bool, maps: dict, missing: dict, root: Path) 
     if several_seeds:
         lines.append("Several seeds: each variant's first seed is shown.")
     if maps:
-        lines.append("Grad-CAM (malignant class, last convolutional block; red: most weight; "
-                     "each image above its overlay) from the saved models of: "
+        lines.append("Grad-CAM of the class each image was given (last convolutional block; "
+                     "red: most weight; each image above its overlay): for missed melanomas "
+                     "the evidence for benign, for false alarms and detected melanomas the "
+                     "evidence for malignant; from the saved models of: "
                      f"{html.escape(', '.join(maps))}.")
     empty = {v: (sum(1 for m in files.values() if not np.any(m > 0)), len(files))
              for v, files in maps.items()}
     if any(n for n, _ in empty.values()):
         counts = ", ".join(f"{html.escape(v)} {n} of {total}" for v, (n, total) in empty.items())
         lines.append(f"Empty maps (uniformly blue overlay): {counts}. Grad-CAM keeps only "
-                     f"positive evidence for the malignant class; a model whose malignant "
-                     f"log-odds is negative for every image (all p &lt; 0.5) can have none.")
+                     f"positive evidence for the class shown: a map is empty where the "
+                     f"gradient-weighted features of the last block are negative everywhere.")
     reasons: dict[str, list[str]] = {}
     for variant, why in missing.items():
         reasons.setdefault(why, []).append(variant)
