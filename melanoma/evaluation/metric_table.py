@@ -65,6 +65,19 @@ def is_finite(value) -> bool:
 THRESHOLD_PREFIX = "thr_"  # results columns at the validation-chosen threshold
 
 
+def number_text(value, digits: int = 4) -> str:
+    """A table cell's number: ``digits`` decimals, "n/a" when missing or not finite."""
+    return f"{value:.{digits}f}" if is_finite(value) else "n/a"
+
+
+def with_ci_text(row: dict, key: str) -> str:
+    """``row[key]`` (4 decimals) and its ``[low, high]`` interval (3) when both ends exist."""
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    ci = f" [{number_text(low, 3)}, {number_text(high, 3)}]" \
+        if is_finite(low) and is_finite(high) else ""
+    return number_text(row.get(key)) + ci
+
+
 def column_label(key: str) -> str:
     """The header of a results column: ``sens @argmax``, ``sens @thr``, ``AUC``."""
     if key.startswith(THRESHOLD_PREFIX):

@@ -14,7 +14,8 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from melanoma.evaluation import metric_table
-from melanoma.evaluation.metric_table import is_finite
+from melanoma.evaluation.metric_table import is_finite, number_text
+from melanoma.reporting.seeds import noise_text
 
 SEED_COLUMNS = (("n_seeds", "seeds"), ("auc_sd", "AUC seed SD"),
                 ("within_training_noise", "within noise"))
@@ -40,18 +41,6 @@ def columns(rows: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
-def _number(value, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if is_finite(value) else "n/a"
-
-
-def noise_text(row: dict) -> str:
-    """``best`` for the best row, else yes/no/n/a: the AUC difference's interval covers 0."""
-    if row.get("variant") == row.get("delong_reference"):
-        return "best"
-    flag = row.get("within_training_noise")
-    return "n/a" if flag is None else ("yes" if flag else "no")
-
-
 def cell(row: dict, key: str) -> str:
     """The text of one cell: AUC with its interval (3 decimals), other metrics bare."""
     value = row.get(key)
@@ -61,7 +50,7 @@ def cell(row: dict, key: str) -> str:
         return "n/a" if value is None else str(value)
     if key == "within_training_noise":
         return noise_text(row)
-    text = _number(value)
+    text = number_text(value, 3)
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
     if key == "auc" and is_finite(value) and is_finite(low) and is_finite(high):
         text += f" [{low:.3f}, {high:.3f}]"

@@ -21,7 +21,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from melanoma.evaluation import variance
-from melanoma.evaluation.metric_table import BY_NAME, is_finite
+from melanoma.evaluation.metric_table import BY_NAME, is_finite, number_text, with_ci_text
 from melanoma.evaluation.rows import CONFUSION, THRESHOLD_PREFIX, EvalSettings, evaluate
 
 NAN = float("nan")
@@ -155,16 +155,6 @@ def published_rows(rows: list[dict], specs: dict[str, dict]) -> list[dict]:
     return out
 
 
-def _fmt(value, digits: int = 4) -> str:
-    return "n/a" if not is_finite(value) else f"{value:.{digits}f}"
-
-
-def _mean_ci(row: dict, key: str) -> str:
-    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
-    ci = f" [{_fmt(low, 3)}, {_fmt(high, 3)}]" if is_finite(low) and is_finite(high) else ""
-    return _fmt(row.get(key)) + ci
-
-
 def noise_text(row: dict) -> str:
     """The "within training noise" cell."""
     if row.get("variant") == row.get("delong_reference"):
@@ -183,21 +173,21 @@ def markdown_seed_table(rows: list[dict]) -> str:
     table = []
     for row in rows:
         diff = "best" if row.get("variant") == row.get("delong_reference") else \
-            _mean_ci({"d": row.get("auc_diff_vs_best"), "d_ci_low": row.get("auc_diff_ci_low"),
+            with_ci_text({"d": row.get("auc_diff_vs_best"), "d_ci_low": row.get("auc_diff_ci_low"),
                       "d_ci_high": row.get("auc_diff_ci_high")}, "d")
         table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
-                      row.get("n_seeds"), _mean_ci(row, "auc"), _fmt(row.get("auc_sd")), diff,
-                      noise_text(row), _mean_ci(row, "accuracy"), _fmt(row.get("accuracy_sd")),
-                      _mean_ci(row, "sensitivity"), _mean_ci(row, "specificity"),
-                      _fmt(row.get("threshold")), _fmt(row.get("thr_sensitivity")),
-                      _fmt(row.get("thr_specificity")), row.get("spec", "")])
+                      row.get("n_seeds"), with_ci_text(row, "auc"), number_text(row.get("auc_sd")), diff,
+                      noise_text(row), with_ci_text(row, "accuracy"), number_text(row.get("accuracy_sd")),
+                      with_ci_text(row, "sensitivity"), with_ci_text(row, "specificity"),
+                      number_text(row.get("threshold")), number_text(row.get("thr_sensitivity")),
+                      number_text(row.get("thr_specificity")), row.get("spec", "")])
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def markdown_published(published: list[dict]) -> str:
     """Published value, reproduced mean [interval] and the verdict, one line per metric."""
-    table = [[p["variant"], BY_NAME[p["metric"]].label, _fmt(p["published"]),
-              _mean_ci({"m": p["reproduced"], "m_ci_low": p["ci_low"],
+    table = [[p["variant"], BY_NAME[p["metric"]].label, number_text(p["published"]),
+              with_ci_text({"m": p["reproduced"], "m_ci_low": p["ci_low"],
                         "m_ci_high": p["ci_high"]}, "m"), p["n_seeds"],
               "n/a" if p["inside"] is None else ("inside" if p["inside"] else "OUTSIDE")]
              for p in published]

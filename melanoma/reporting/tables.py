@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from melanoma.evaluation.metric_table import is_finite
+from melanoma.evaluation.metric_table import is_finite, number_text, with_ci_text
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.reporting import compact, extras, same_model, seeds
 from melanoma.reporting import figures as plots
@@ -53,16 +53,6 @@ def _add_specs(rows: list[dict], specs: dict[str, dict]) -> None:
         row.update({k: v for k, v in specs.get(row["variant"], {}).items() if k != "published"})
 
 
-def _fmt(value, digits: int = 4) -> str:
-    return "n/a" if not is_finite(value) else f"{value:.{digits}f}"
-
-
-def _with_ci(row: dict, key: str) -> str:
-    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
-    ci = f" [{_fmt(low, 3)}, {_fmt(high, 3)}]" if is_finite(low) and is_finite(high) else ""
-    return _fmt(row.get(key)) + ci
-
-
 def markdown_table(rows: list[dict]) -> str:
     """The headline table: AUC with its 95% CI and DeLong p vs the best, metrics at argmax and
     at the validation-chosen threshold, each row's preprocessing and whether training variance
@@ -79,10 +69,10 @@ def markdown_table(rows: list[dict]) -> str:
         p_text = "best" if row.get("variant") == row.get("delong_reference") else (
             f"{p:.3g}" if is_finite(p) else "n/a")
         table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
-                      _with_ci(row, "auc"), p_text, _with_ci(row, "accuracy"),
-                      _with_ci(row, "sensitivity"), _with_ci(row, "specificity"),
-                      _fmt(row.get("threshold")), _with_ci(row, "thr_sensitivity"),
-                      _with_ci(row, "thr_specificity"), row.get("spec", ""),
+                      with_ci_text(row, "auc"), p_text, with_ci_text(row, "accuracy"),
+                      with_ci_text(row, "sensitivity"), with_ci_text(row, "specificity"),
+                      number_text(row.get("threshold")), with_ci_text(row, "thr_sensitivity"),
+                      with_ci_text(row, "thr_specificity"), row.get("spec", ""),
                       row.get("training_variance", seeds.NOT_MEASURED)])
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
