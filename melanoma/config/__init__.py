@@ -10,16 +10,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from melanoma.config.checks import (
     CLASS_NAMES,
     MAX_IMAGE_SIZE,
+    augment_on_check,
     class_weight_check,
     finite_positive,
     image_size_check,
+    jit_compile_check,
     non_negative_int,
     open_unit_interval,
     positive_int,
@@ -27,11 +28,11 @@ from melanoma.config.checks import (
     seeds_check,
     unit_interval_open_right,
 )
+from melanoma.config.files import SHIPPED, read_raw, resolve, shipped_names  # noqa: F401
 from melanoma.config.overrides import apply as apply_overrides
 from melanoma.config.report import EnsembleConfig, ReportConfig, parse_report
 from melanoma.config.run_keys import cv_folds_check, mlflow_check
 from melanoma.config.tune import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
-from melanoma.config.yaml_files import load_yaml
 from melanoma.data.augmentation import Augmentation
 from melanoma.data.decode import INTERPOLATIONS
 from melanoma.data.preprocessing import get_preprocessing
@@ -87,8 +88,9 @@ class VariantConfig:
                                          else "must be in (0, 1)")  # None -> Keras' 0.99
     augmentation: Augmentation = field(default_factory=lambda: DEFAULT_AUGMENTATION)
     mixed_precision: bool = _key_if_set(False)  # GPU: mixed_float16; the softmax stays float32
-    jit_compile: bool | str = _key_if_set("auto", lambda v: None if v in (True, False, "auto")
-                                          else 'must be true, false or "auto"')  # XLA
+    jit_compile: bool | str = _key_if_set("auto", jit_compile_check)  # XLA: true|false|"auto"
+    # random warp + preprocessing in tf.data on the host, or inside the model on the GPU
+    augment_on: str = _key_if_set("auto", augment_on_check)  # "auto": device iff a GPU
     # class imbalance: loss weights per class ("balanced": n / (2 n_class), sklearn's rule)
     # and/or each epoch oversampling the minority class to the majority's count
     class_weight: str | dict = _key_if_set("none", class_weight_check)
@@ -356,45 +358,8 @@ def select_variants(cfg: RunConfig, names: list[str] | None) -> RunConfig:
     return dataclasses.replace(cfg, variants=tuple(known[n] for n in dict.fromkeys(names)))
 
 
-SHIPPED = Path(__file__).resolve().parent.parent / "configs"
-
-
-def shipped_names() -> list[str]:
-    """Names of the configs that ship with the package (``--config NAME``)."""
-    return sorted(p.stem for p in SHIPPED.glob("*.toml"))
-
-
-def resolve(path_or_name: str | Path) -> Path:
-    """A config file: the path itself, or a shipped config's name (``default``, ``paper``)."""
-    path = Path(path_or_name)
-    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
-        if (SHIPPED / f"{path}.toml").is_file():
-            return SHIPPED / f"{path}.toml"
-        raise unknown_name("config", str(path), shipped_names(),
-                           "not a file and not a shipped config")
-    return path
-
-
 def load(path: str | Path, overrides=()) -> RunConfig:
     """Read a .toml, .yaml or .yml config file (or a shipped config by name), then apply
     ``overrides`` (``["defaults.epochs=2", ...]``) and validate the whole."""
     path = resolve(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read config {path}: {getattr(error, 'strerror', None) or error}"
-                        ) from None
-    try:
-        if path.suffix == ".toml":
-            raw = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            raw = load_yaml(text)
-        else:
-            raise UserError(f"config {path}: use a .toml, .yaml or .yml file")
-    except (tomllib.TOMLDecodeError, ValueError) as error:
-        raise UserError(f"config {path} is not valid: {str(error).splitlines()[0]}") from None
-    except Exception as error:  # yaml.YAMLError without importing yaml at module level
-        raise UserError(f"config {path} is not valid: {str(error).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"config {path} must be a mapping at the top level")
-    return from_dict(raw, source=str(path), overrides=overrides)
+    return from_dict(read_raw(path), source=str(path), overrides=overrides)

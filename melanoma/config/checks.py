@@ -34,6 +34,18 @@ def non_negative_int(value):
     return None if isinstance(value, int) and value >= 0 else "must be an integer >= 0"
 
 
+def jit_compile_check(value):
+    return None if value in (True, False, "auto") else 'must be true, false or "auto"'
+
+
+AUGMENT_PLACEMENTS = ("auto", "pipeline", "device")
+
+
+def augment_on_check(value):
+    return None if value in AUGMENT_PLACEMENTS else (
+        f"must be one of {', '.join(repr(p) for p in AUGMENT_PLACEMENTS)}")
+
+
 def class_weight_check(value):
     if value in ("none", "balanced"):
         return None

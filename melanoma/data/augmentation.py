@@ -104,3 +104,35 @@ def augment_batch(images, aug: Augmentation, seed):
     matrices = transform_matrices(aug, tf.shape(images)[0], images.shape[1], images.shape[2],
                                   seed)
     return apply_transforms(images, matrices)
+
+
+def warp_with_gather(images, matrices):
+    """The same warp as :func:`apply_transforms` (bilinear, ``nearest`` fill: input
+    coordinates clamped to the image) written with gathers, so XLA can compile it on any
+    device (``ImageProjectiveTransformV3`` has no XLA kernel); used when augmentation runs
+    inside the model (``augment_on = "device"``). Equal to the TF op up to float rounding
+    (tests/test_device_augmentation.py)."""
+    import tensorflow as tf
+
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32),
+                             tf.range(width, dtype=tf.float32), indexing="ij")
+    m = [tf.reshape(matrices[:, i], [-1, 1, 1]) for i in range(8)]
+    k = m[6] * cols + m[7] * rows + 1.0
+    x_in = tf.clip_by_value((m[0] * cols + m[1] * rows + m[2]) / k, 0.0, width - 1.0)
+    y_in = tf.clip_by_value((m[3] * cols + m[4] * rows + m[5]) / k, 0.0, height - 1.0)
+    x_floor, y_floor = tf.floor(x_in), tf.floor(y_in)
+    wx, wy = (x_in - x_floor)[..., None], (y_in - y_floor)[..., None]
+    x0, y0 = tf.cast(x_floor, tf.int32), tf.cast(y_floor, tf.int32)
+    x1, y1 = tf.minimum(x0 + 1, width - 1), tf.minimum(y0 + 1, height - 1)
+    flat = tf.reshape(images, [-1, height * width, channels])
+
+    def pixels(y, x):
+        index = tf.reshape(y * width + x, [tf.shape(images)[0], height * width])
+        return tf.reshape(tf.gather(flat, index, batch_dims=1), tf.shape(images))
+
+    top = pixels(y0, x0) * (1.0 - wx) + pixels(y0, x1) * wx
+    bottom = pixels(y1, x0) * (1.0 - wx) + pixels(y1, x1) * wx
+    warped = top * (1.0 - wy) + bottom * wy
+    warped.set_shape(images.shape)
+    return warped

@@ -49,14 +49,17 @@ def balanced_rows(indices, labels, seed: int):
     return data, 2 * int(counts[major])
 
 
-def make_stream_dataset(cache, indices, labels, batch_size: int, preprocessing: Preprocessing,
+def make_stream_dataset(cache, indices, labels, batch_size: int,
+                        preprocessing: Preprocessing | None,
                         augmentation: Augmentation | None = None, shuffle: bool = False,
                         seed: int = 0, drop_remainder: bool = False, flip_axes: tuple = (),
                         balanced: bool = False):
     """Batches of preprocessed float32 images of rows ``indices`` of ``cache`` (and one-hot
     ``labels``, aligned with ``indices``, when given). ``flip_axes``: axes of the uint8
     (B, H, W, C) batch to reverse before anything else (test-time flips: (2,) horizontal,
-    (1,) vertical, (1, 2) both). ``balanced``: oversample the minority class each epoch."""
+    (1,) vertical, (1, 2) both). ``balanced``: oversample the minority class each epoch.
+    ``preprocessing=None`` (and no augmentation): the uint8 rows as they are, for a model
+    that casts, warps and preprocesses itself (``augment_on = "device"``)."""
     import tensorflow as tf
 
     indices = np.asarray(indices, np.int64).reshape(-1)
@@ -71,6 +74,8 @@ def make_stream_dataset(cache, indices, labels, batch_size: int, preprocessing: 
         data = data.shuffle(n_rows, seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size, drop_remainder=drop_remainder)
     aug = augmentation if augmentation is not None and augmentation.active else None
+    if preprocessing is None and aug is not None:
+        raise ValueError("augmentation in the pipeline needs its preprocessing there too")
     if aug is not None:
         seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
         data = tf.data.Dataset.zip(data, seeds)
@@ -82,6 +87,8 @@ def make_stream_dataset(cache, indices, labels, batch_size: int, preprocessing: 
         x.set_shape([batch_size if drop_remainder else None, size, size, 3])
         if flip_axes:
             x = tf.reverse(x, axis=list(flip_axes))
+        if preprocessing is None:
+            return x if y is None else (x, y)
         x = tf.cast(x, tf.float32)
         if aug is not None:
             x = augment_batch(x, aug, batch_seed)

@@ -39,7 +39,7 @@ from melanoma.runs import jobs as jobs_mod
 from melanoma.runs.collect import Collected, collect
 from melanoma.util import atomic, locks, provenance, tfsetup
 from melanoma.util.names import relative_name
-from melanoma.util.tfsetup import distribution_strategy
+from melanoma.util.tfsetup import augment_placement, distribution_strategy
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,19 @@ def check_variants(cfg: config_mod.RunConfig) -> None:
 
 
 def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
-                  checkpoint_dir: Path | None = None):
+                  checkpoint_dir: Path | None = None, augment_on: str | None = None):
     """Train one variant (on a fresh or reset model from ``pool``), resuming from
-    ``checkpoint_dir`` when it holds a saved epoch; returns (model, history)."""
+    ``checkpoint_dir`` when it holds a saved epoch; returns (network, history).
+    ``augment_on`` ("pipeline" | "device"; None: resolved from the variant) places the random
+    warp and the preprocessing in tf.data or inside the trained model (models/on_device.py);
+    the returned network takes preprocessed float32 images either way."""
     import keras
 
     from melanoma.data.stream import make_stream_dataset
-    from melanoma.models import training
+    from melanoma.models import on_device, training
     from melanoma.models.factory import build_classifier
+
+    on_gpu = (augment_on or augment_placement(variant.augment_on)) == "device"
 
     def build():
         # Seeding here, not per variant: a new global seed makes TF retrace the pooled
@@ -70,29 +75,33 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
         keras.utils.set_random_seed(seed)
         keras.config.set_dtype_policy("mixed_float16" if variant.mixed_precision else "float32")
         try:
-            return build_classifier(variant.backbone, variant.resolved_image_size(),
-                                    variant.weights, variant.head_units, variant.dropout,
-                                    variant.freeze_backbone, variant.bn_momentum)
+            network = build_classifier(variant.backbone, variant.resolved_image_size(),
+                                       variant.weights, variant.head_units, variant.dropout,
+                                       variant.freeze_backbone, variant.bn_momentum)
         finally:
             keras.config.set_dtype_policy("float32")
+        return on_device.with_device_input(network, variant.augmentation, preprocessing,
+                                           seed) if on_gpu else network
 
+    key = variant.architecture_key(seed)
+    if on_gpu:
+        key += on_device.placement_key(variant.augmentation, preprocessing)
     strategy = distribution_strategy()  # several GPUs: batch_size is the global batch
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = pool.get(variant.architecture_key(seed), build, variant.learning_rate,
-                         variant.jit_compile)
+        model = pool.get(key, build, variant.learning_rate, variant.jit_compile)
+    host_prep, host_aug = (None, None) if on_gpu else (preprocessing, variant.augmentation)
     train, val = splits.train, splits.val
     train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
-                                     preprocessing, variant.augmentation, shuffle=True, seed=seed,
+                                     host_prep, host_aug, shuffle=True, seed=seed,
                                      balanced=variant.balanced_sampling)
-    val_data = make_stream_dataset(val.cache, val.index, None, variant.val_batch_size,
-                                   preprocessing)
+    val_data = make_stream_dataset(val.cache, val.index, None, variant.val_batch_size, host_prep)
     weights = training.class_weights(variant.class_weight, train.labels)
     if weights or variant.balanced_sampling:
         log.info("%s: class weights %s; balanced sampling %s", label,
                  weights or "none", "on" if variant.balanced_sampling else "off")
     history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label,
                            checkpoint_dir=checkpoint_dir, class_weight=weights)
-    return model, history
+    return on_device.network_of(model), history
 
 
 def _load_cached(cached, variant, label: str):
@@ -111,17 +120,19 @@ def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool,
     variant, key, label = job.variant, job.key, job.label
     preprocessing = fit_preprocessing(get_preprocessing(variant.preprocessing),
                                       splits.train.cache, splits.train.index)
-    log.info("%s: training %d epochs on %d images (%d for validation)", label, variant.epochs,
-             len(splits.train.labels), len(splits.val.labels))
+    placement = augment_placement(variant.augment_on)
+    log.info("%s: training %d epochs on %d images (%d for validation), augmentation on the "
+             "%s", label, variant.epochs, len(splits.train.labels), len(splits.val.labels),
+             "accelerator (inside the model)" if placement == "device" else "host (tf.data)")
     started = time.perf_counter()
     checkpoints = storage.checkpoint_dir(models_dir, variant.name, key)
     model, history = train_variant(variant, splits, preprocessing, job.seed, label, pool,
-                                   checkpoints)
+                                   checkpoints, placement)
     saved = storage.save(model, models_dir, variant.name, key, {
         "variant": asdict(variant), "seed": job.seed, "split_seed": cfg.seed,
         "image_size": variant.resolved_image_size(),
         "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
-        "interpolation": cfg.data.interpolation,
+        "interpolation": cfg.data.interpolation, "augmented_on": placement,
         "history": history, "train_seconds": round(time.perf_counter() - started, 1),
         "versions": provenance.package_versions()})
     for folder in job.hand_over:  # never over a longer training's own (further) progress
