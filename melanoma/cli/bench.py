@@ -45,19 +45,26 @@ def main(args) -> int:
         if not args.predictions.is_file():
             raise UserError(f"no predictions file {args.predictions}")
         predictions = read_predictions(args.predictions)
+        run_dir = args.predictions.parent  # its results.json, if any, says the training data
     else:
-        predictions = run_bench_config(cfg, args.out, args.data_dir)
+        run_dir = Path(args.out or Path("reports") / cfg.name)
+        predictions = run_bench_config(cfg, run_dir, args.data_dir)
+    train_fingerprint = regression.run_train_fingerprint(run_dir / "results.json")
     if args.update_baseline:
-        baseline = regression.make_baseline(predictions, config_path, cfg.overrides)
+        baseline = regression.make_baseline(predictions, config_path, cfg.overrides,
+                                            train_fingerprint=train_fingerprint)
         regression.write_baseline(baseline_path, baseline)
         print(f"wrote {baseline_path} (commit {baseline['git']['commit'][:12]}"
               f"{', dirty tree' if baseline['git'].get('dirty') else ''}, {baseline['created']})")
+        if train_fingerprint is None:
+            print(f"bench: no training-data fingerprint recorded ({run_dir / 'results.json'} "
+                  f"has none): later runs' training data cannot be compared", file=sys.stderr)
         return 0
     if not baseline_path.is_file():
         raise UserError(f"no baseline {baseline_path}; create it with "
                         f"`melanoma-bench bench --update-baseline`")
     outcome = regression.check_predictions(predictions, regression.read_baseline(baseline_path),
-                                           config_path, cfg.overrides)
+                                           config_path, cfg.overrides, train_fingerprint)
     print(f"baseline: {baseline_path}")
     print(outcome.report())
     return 0 if outcome.passed else 1

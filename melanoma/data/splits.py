@@ -6,8 +6,10 @@
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +103,21 @@ def check_split_sizes(found: layout.DataLayout, val_fraction: float) -> None:
 def fingerprint(files) -> str:
     """Content hash of the data set's files (names and bytes, in order)."""
     return content_fingerprint(files)
+
+
+def labelled_fingerprint(files, labels) -> str:
+    """Hash of every file's (name, bytes, label), sorted: the same images in other class
+    folders (relabelled) hash differently; where the data lie and the order do not count.
+    A run records its train/ folder's in results.json (data.train_fingerprint)."""
+    rows = []
+    for path, label in zip(files, labels, strict=True):
+        with open(path, "rb") as handle:
+            content = hashlib.file_digest(handle, "sha256").digest()
+        rows.append((os.fsencode(Path(path).name), content, int(label)))
+    digest = hashlib.sha256()
+    for name, content, label in sorted(rows):  # names hold no NUL; digests are 32 bytes
+        digest.update(name + b"\0" + content + str(label).encode() + b"\n")
+    return digest.hexdigest()[:16]
 
 
 def load_splits(found: layout.DataLayout, size: int, cfg) -> Splits:

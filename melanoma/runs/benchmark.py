@@ -23,6 +23,7 @@ import pandas as pd
 
 from melanoma import config as config_mod
 from melanoma.data import layout, preflight
+from melanoma.data import splits as data_splits
 from melanoma.data.cache import fit_preprocessing
 from melanoma.data.preprocessing import get_preprocessing
 from melanoma.data.splits import Splits, check_split_sizes, fingerprint, limited, load_splits, resolve_data_dir
@@ -286,6 +287,8 @@ def _provenance(cfg, found, checked, first: Splits | None, collected: Collected,
                 started: float) -> dict:
     skipped = first.skipped if first else ()
     extra = {"data": {"root": str(found.root), "fingerprint": collected.data_key,
+                      "train_fingerprint": (data_splits.labelled_fingerprint(
+                          found.train.files, found.train.labels) if first else None),
                       "limit": cfg.data.limit,
                       "n_train": len(first.train.labels) if first else None,
                       "n_train_by_class": ({"benign": int((first.train.labels == 0).sum()),

@@ -6,12 +6,14 @@ seed-calibrated gate of :mod:`melanoma.evaluation.gate`.
     melanoma-bench bench --set defaults.learning_rate=1e-6    # a changed setting, same baseline
 
 The baseline stores, per variant, every gated metric of each of at least
-``gate.MIN_BASELINE_SEEDS`` seeds, the test set's counts and fingerprint, and where it came
-from (config hash and overrides, git commit, versions, date). A metric is flagged only when
-the run's seeds are worse than the baseline's seed-to-seed spread allows (one-sided Welch
-t-test, Holm over every checked pair: family-wise false-alarm rate <= 5% when nothing
-changed). A different config (edited file or ``--set``) is reported, then still judged:
-that is how a known-bad change is shown to be caught.
+``gate.MIN_BASELINE_SEEDS`` seeds, the test set's counts and fingerprint, the training data's
+fingerprint (``train_fingerprint``: train/ files, bytes and labels, from the run's
+results.json), and where it came from (config hash and overrides, git commit, versions,
+date). A metric is flagged only when the run's seeds are worse than the baseline's
+seed-to-seed spread allows (one-sided Welch t-test, Holm over every checked pair:
+family-wise false-alarm rate <= 5% when nothing changed). A different config (edited file
+or ``--set``) or other training data (``--data-dir``) is reported, then still judged: that
+is how a known-bad change is shown to be caught.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ import pandas as pd
 
 from melanoma.evaluation import gate
 from melanoma.util import atomic, provenance
+
+TRAIN_FIELD = "train_fingerprint"  # in the baseline, and in results.json's provenance.data
 
 
 def config_hash(path: Path) -> str:
@@ -42,12 +46,22 @@ def config_hash(path: Path) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def run_train_fingerprint(results_path: Path) -> str | None:
+    """The training-data fingerprint a run recorded (results.json: provenance.data.
+    train_fingerprint), or None: no such file, or written before runs recorded it."""
+    path = Path(results_path)
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text(encoding="utf-8"))
+    return ((results.get("provenance") or {}).get("data") or {}).get(TRAIN_FIELD)
+
+
 def make_baseline(predictions: pd.DataFrame, config_path: Path, overrides=(),
-                  extra: dict | None = None) -> dict:
-    """The baseline document: the gate's per-seed values plus when, from which commit, config
-    and overrides it was made (a UserError with fewer than the minimum seeds)."""
+                  extra: dict | None = None, train_fingerprint: str | None = None) -> dict:
+    """The baseline document: the gate's per-seed values plus when, from which commit, config,
+    overrides and training data it was made (a UserError with fewer than the minimum seeds)."""
     return {"config": Path(config_path).name, "config_hash": config_hash(config_path),
-            "overrides": list(overrides),
+            "overrides": list(overrides), TRAIN_FIELD: train_fingerprint,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "git": provenance.git_commit(), "versions": provenance.package_versions(),
             **gate.seed_baseline(predictions), **(extra or {})}
@@ -78,12 +92,32 @@ def config_mismatch(baseline: dict, config_path: Path, overrides=()) -> str | No
             "it anyway (refresh it with --update-baseline if the change is intended)")
 
 
+def training_note(baseline: dict, train_fingerprint: str | None) -> str | None:
+    """A sentence when the run's training data are not (known to be) the baseline's; None
+    when both fingerprints are recorded and equal. The gate still judges either way."""
+    if TRAIN_FIELD not in baseline:
+        return "baseline has no training-data fingerprint (made before this check)"
+    recorded = baseline[TRAIN_FIELD]
+    if recorded is None:
+        return "baseline has no training-data fingerprint (its run's results.json had none)"
+    if train_fingerprint is None:
+        return ("this run's training-data fingerprint is unknown (no results.json with "
+                "data.train_fingerprint beside the predictions): training data not compared")
+    if train_fingerprint == recorded:
+        return None
+    return (f"the training data differ from the baseline's (train/ files, bytes or labels: "
+            f"fingerprint {train_fingerprint}, the baseline's {recorded}); judged against it "
+            f"anyway (refresh it with --update-baseline if the change is intended)")
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What ``bench`` found: the gate's checks and a config mismatch, if any."""
+    """What ``bench`` found: the gate's checks, and notes (a config or training-data
+    mismatch) printed above its table."""
 
     gate: gate.GateOutcome
     mismatch: str | None
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -94,14 +128,17 @@ class Outcome:
         return self.gate.checks
 
     def report(self) -> str:
-        note = f"NOTE: {self.mismatch}\n\n" if self.mismatch else ""
-        return note + self.gate.report()
+        notes = "".join(f"NOTE: {n}\n" for n in (self.mismatch, *self.notes) if n)
+        return notes + ("\n" if notes else "") + self.gate.report()
 
 
 def check_predictions(predictions: pd.DataFrame, baseline: dict,
-                      config_path: Path | None = None, overrides=()) -> Outcome:
+                      config_path: Path | None = None, overrides=(),
+                      train_fingerprint: str | None = None) -> Outcome:
     """Judge saved predictions (one or more seeds; a ``seed`` column) against a seed
-    baseline; no model needed."""
+    baseline; no model needed. ``train_fingerprint``: what the run's results.json recorded
+    (``run_train_fingerprint``); compared with the baseline's, a difference is a note."""
     mismatch = None if config_path is None else config_mismatch(baseline, config_path,
                                                                 overrides)
-    return Outcome(gate.check(baseline, predictions), mismatch)
+    note = training_note(baseline, train_fingerprint)
+    return Outcome(gate.check(baseline, predictions), mismatch, (note,) if note else ())
