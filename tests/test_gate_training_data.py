@@ -189,3 +189,22 @@ def test_a_run_records_its_training_fingerprint(data, tmp_path):
                  str(tmp_path / "out"), "--models-dir", str(tmp_path / "models")]) == 0
     recorded = regression.run_train_fingerprint(tmp_path / "out" / "results.json")
     assert recorded == train_fingerprint(flipped) != train_fingerprint(data)
+
+
+def test_model_cache_key_data_part_sees_a_relabelling_that_keeps_the_file_order(data, tmp_path):
+    """The runner's data key (models/<variant>-<key>.keras) hashes names and bytes in order;
+    the last benign image moved to Malignant/ keeps that order, so without the labels a run
+    on the relabelled copy would load the models trained on the old labels."""
+    from melanoma.data.splits import fingerprint
+
+    def keys(root):
+        found = layout.discover(root)
+        files = found.train.files + found.test.files
+        return fingerprint(files), fingerprint(files, [*found.train.labels, *found.test.labels])
+
+    moved = shutil.copytree(data, tmp_path / "moved")
+    last_benign = sorted((moved / "train" / "Benign").iterdir())[-1]
+    last_benign.rename(moved / "train" / "Malignant" / last_benign.name)
+    (names_before, key_before), (names_after, key_after) = keys(data), keys(moved)
+    assert names_before == names_after  # the order-only hash cannot tell them apart
+    assert key_before != key_after

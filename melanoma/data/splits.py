@@ -100,9 +100,14 @@ def check_split_sizes(found: layout.DataLayout, val_fraction: float) -> None:
                 f"validation split; use more images or a val_fraction near 0.15")
 
 
-def fingerprint(files) -> str:
-    """Content hash of the data set's files (names and bytes, in order)."""
-    return content_fingerprint(files)
+def fingerprint(files, labels=None) -> str:
+    """Content hash of the data set's files (names and bytes, in order) and, when given,
+    their labels: the same bytes in other class folders are other data."""
+    content = content_fingerprint(files)
+    if labels is None:
+        return content
+    blob = content + "," + ",".join(str(int(v)) for v in labels)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def labelled_fingerprint(files, labels) -> str:

@@ -264,7 +264,8 @@ def _work(cfg, found: layout.DataLayout, state, shard, folds=None) -> JobRunner 
     """Train this process's share of the jobs; the runner when every model is saved (the
     report can be written), else None."""
     log.info("data: %s (train %d, test %d files)", found.root, len(found.train), len(found.test))
-    data_key = fingerprint(found.train.files + found.test.files)
+    data_key = fingerprint(found.train.files + found.test.files,  # labels too: a relabelled
+                           [*found.train.labels, *found.test.labels])  # copy is other data
     runner = JobRunner(cfg, found, state)
     runner.data_key, runner.folds = data_key, folds
     runner.jobs = jobs_mod.plan_jobs(cfg, data_key, state.models_dir, state.retrain,
