@@ -92,6 +92,7 @@ def _tiny_network(size: int):
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
 def test_xla_compiles_the_training_step_with_the_warp_inside(policy):
     import keras
+    from tensorflow.python.framework import config as tf_config
 
     from melanoma.models.on_device import network_of, with_device_input
     from melanoma.models.training import compile_classifier
@@ -102,12 +103,19 @@ def test_xla_compiles_the_training_step_with_the_warp_inside(policy):
         network = _tiny_network(16)
     finally:
         keras.config.set_dtype_policy("float32")
-    model = compile_classifier(with_device_input(network, WILD, get_preprocessing("samplewise"),
-                                                 seed=3), 1e-2, jit_compile=True)
-    rng = np.random.default_rng(3)
-    x = rng.integers(0, 256, (8, 16, 16, 3)).astype(np.uint8)
-    y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 8)]
-    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    determinism = tf_config.is_op_determinism_enabled()  # Keras turns XLA off under it, and
+    tf_config.disable_op_determinism()                   # other tests in the session set it
+    try:
+        model = compile_classifier(with_device_input(network, WILD,
+                                                     get_preprocessing("samplewise"), seed=3),
+                                   1e-2, jit_compile=True)
+        rng = np.random.default_rng(3)
+        x = rng.integers(0, 256, (8, 16, 16, 3)).astype(np.uint8)
+        y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 8)]
+        history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    finally:
+        if determinism:
+            tf_config.enable_op_determinism()
     assert model.jit_compile is True
     assert np.isfinite(history.history["loss"]).all()
     assert network_of(model) is network and network_of(network) is network
@@ -203,3 +211,21 @@ def test_device_augmentation_trains_under_mirrored_strategy():
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "replicas 2" in done.stdout
+
+
+def test_a_checkpoint_of_the_other_placement_is_one_clear_error(tmp_path):
+    """A process with the other placement (e.g. a CPU shard after a GPU one, both "auto")
+    finding a partial training state: one line, not a traceback."""
+    from melanoma.models import training
+    from melanoma.models.on_device import with_device_input
+
+    network = training.compile_classifier(_tiny_network(8), 1e-3)
+    network.fit(np.zeros((2, 8, 8, 3), np.float32), np.eye(2, dtype=np.float32), verbose=0)
+    saver = training.EpochCheckpoint(tmp_path, {})
+    saver.set_model(network)
+    saver.on_epoch_end(0, {"loss": 1.0})
+    other = training.compile_classifier(
+        with_device_input(_tiny_network(8), WILD, get_preprocessing("native"), 0), 1e-3)
+    with pytest.raises(UserError, match="a training state of another model .* --retrain"):
+        training.restore_checkpoint(other, tmp_path)
+    assert training.restore_checkpoint(network, tmp_path)[0] == 1

@@ -130,8 +130,10 @@ def restore_checkpoint(model, folder: Path) -> tuple[int, dict[str, list[float]]
                                   ("optimizer", model.optimizer.variables)):
             saved = sorted(k for k in state.files if k.startswith(prefix + "_"))
             if len(saved) != len(variables):
-                raise RuntimeError(f"{path}: {len(saved)} saved {prefix} variables, model has "
-                                   f"{len(variables)}")
+                raise UserError(f"{path}: a training state of another model ({len(saved)} "
+                                f"saved {prefix} variables, this one has {len(variables)}: "
+                                f"another augment_on placement or version?); delete that "
+                                f"folder or rerun with --retrain")
             for i, variable in enumerate(variables):
                 variable.assign(state[f"{prefix}_{i}"])
         return int(state["epoch"]), json.loads(str(state["history"]))
