@@ -41,13 +41,13 @@ def build():
     return build_classifier("B0", SIZE, "none", head_units=8, bn_momentum=0.1)
 
 
-def train(pool, preprocessing, learning_rate, label):
-    """What benchmarks/run.py does per variant: seed, take the model from the pool, fit."""
-    keras.utils.set_random_seed(SEED)
-    model = pool.get(ARCH, build, learning_rate)
+def train(pool, preprocessing, learning_rate, label, seed=SEED):
+    """What runs/benchmark.py does per job: seed, take the model from the pool, fit."""
+    keras.utils.set_random_seed(seed)
+    model = pool.get(ARCH, build, learning_rate, init_key=seed)
     prep = get_preprocessing(preprocessing).fit(TRAIN[0])
     train_data = make_dataset(*TRAIN, batch_size=8, preprocessing=prep, augmentation=AUG,
-                              shuffle=True, seed=SEED)
+                              shuffle=True, seed=seed)
     val_data = make_dataset(VAL[0], None, batch_size=8, preprocessing=prep)
     history = training.fit(model, train_data, val_data, VAL[1], epochs=1, label=label)
     weights = [v.numpy().copy() for v in model.variables]
@@ -65,10 +65,16 @@ def runs():
     first = train(pool, "rescale", 1e-3, "A")
     initial = [v.copy() for v in pool.snapshot]
     pooled = train(pool, "samplewise", 5e-4, "B pooled")
+    builds_after_pooled = pool.builds
     fresh_pool = ModelPoolSpy()
     fresh = train(fresh_pool, "samplewise", 5e-4, "B fresh")
+    # another seed on the same traced model, then the first seed again
+    other_seed = train(pool, "samplewise", 5e-4, "C pooled", seed=SEED + 1)
+    other_seed_fresh = train(ModelPoolSpy(), "samplewise", 5e-4, "C fresh", seed=SEED + 1)
+    back = train(pool, "samplewise", 5e-4, "B again", seed=SEED)
     return dict(pool=pool, first=first, initial=initial, pooled=pooled, fresh=fresh,
-                fresh_pool=fresh_pool)
+                fresh_pool=fresh_pool, builds_after_pooled=builds_after_pooled,
+                other_seed=other_seed, other_seed_fresh=other_seed_fresh, back=back)
 
 
 class ModelPoolSpy(training.ModelPool):
@@ -78,21 +84,21 @@ class ModelPoolSpy(training.ModelPool):
         super().__init__()
         self.builds = 0
 
-    def get(self, architecture_key, build, learning_rate):
+    def get(self, architecture_key, build, learning_rate, jit_compile="auto", init_key=None):
         def counted():
             self.builds += 1
             return build()
 
-        return super().get(architecture_key, counted, learning_rate)
+        return super().get(architecture_key, counted, learning_rate, jit_compile, init_key)
 
     @property
     def snapshot(self):
-        return self._entries[ARCH][1]
+        return self._entries[ARCH][2]
 
 
 def test_pool_reuses_one_model(runs):
     assert runs["pooled"][0] is runs["first"][0]
-    assert runs["pool"].builds == 1
+    assert runs["builds_after_pooled"] == 1
     assert runs["fresh"][0] is not runs["first"][0] and runs["fresh_pool"].builds == 1
 
 
@@ -116,6 +122,22 @@ def test_fresh_build_with_same_seed_has_the_snapshot_weights(runs):
     assert same(runs["fresh_pool"].snapshot, runs["pool"].snapshot)
 
 
+def test_another_seed_shares_the_model_and_trains_exactly_like_a_fresh_build(runs):
+    """Seeds share the traced model: a fresh (untraced) seeded build's values are copied in.
+    The result equals a fresh model of that seed, and going back to the first seed gives
+    the first seed's result again: neither seed order nor sharing changes a number."""
+    model, history, weights, probs = runs["other_seed"]
+    _, fresh_history, fresh_weights, fresh_probs = runs["other_seed_fresh"]
+    assert model is runs["first"][0]
+    assert not same(weights, runs["pooled"][2])  # another seed really is another draw
+    assert same(weights, fresh_weights) and history == fresh_history
+    np.testing.assert_array_equal(probs, fresh_probs)
+    back_model, back_history, back_weights, back_probs = runs["back"]
+    assert back_model is model
+    assert same(back_weights, runs["pooled"][2]) and back_history == runs["pooled"][1]
+    np.testing.assert_array_equal(back_probs, runs["pooled"][3])
+
+
 def test_optimizer_state_is_reset(runs):
     pooled, fresh = runs["pooled"][0], runs["fresh"][0]
     assert int(pooled.optimizer.iterations.numpy()) == 2  # 16 images / batch 8, not 4
@@ -126,8 +148,9 @@ def test_optimizer_state_is_reset(runs):
 
 def test_other_architecture_gets_its_own_model(runs):
     pool = runs["pool"]
+    builds = pool.builds
     other = pool.get("another-arch", build, 1e-3)
-    assert other is not runs["first"][0] and pool.builds == 2
+    assert other is not runs["first"][0] and pool.builds == builds + 1
 
 
 def test_validation_metrics_are_exact(runs):

@@ -108,8 +108,9 @@ class VariantConfig:
         size = self.image_size or get_backbone(self.backbone).default_size
         return int(size)
 
-    def architecture_key(self, seed: int) -> str:
-        """Hash of what fixes the network and its seeded initial weights (see ModelPool)."""
+    def architecture_key(self, seed: int | None) -> str:
+        """Hash of what fixes the network and (unless ``seed`` is None) its seeded initial
+        weights (see ModelPool)."""
         spec = {k: getattr(self, k) for k in ("backbone", "weights", "head_units", "dropout",
                                                "freeze_backbone", "bn_momentum")}
         if self.mixed_precision or self.jit_compile != "auto":  # keys of older models unchanged

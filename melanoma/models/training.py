@@ -183,29 +183,39 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
 
 
 class ModelPool:
-    """One compiled model per architecture, reset to its initial state for each variant.
+    """One compiled model per architecture, reset to a seed's initial state for each variant.
 
     Tracing EfficientNet's training step costs ~25 s of Python per new model on 2 CPU
-    cores, far more than a small epoch. Variants that differ only in data, preprocessing,
-    learning rate or epochs share the model: every variable (weights, BatchNorm
-    statistics, dropout seed states) is restored to its snapshot taken right after the
-    seeded build, and the optimizer's slots are zeroed, which is exactly the state of a
-    fresh build with the same seed, so results do not depend on variant order.
+    cores, far more than a small epoch. Variants and seeds that differ only in data,
+    preprocessing, learning rate, epochs or initial weights share the model: every variable
+    (weights, BatchNorm statistics, dropout seed states) is set to the values of a fresh
+    seeded build (``build()``, not compiled nor traced: ~1 s for B0), kept as the snapshot of
+    the current ``init_key`` (the training seed), and the optimizer's slots are zeroed. That
+    is exactly the state of a fresh build with the same seed, so results do not depend on
+    variant or seed order, nor on whether the model was shared (tests/test_training.py).
     """
 
     def __init__(self):
-        self._entries: dict[str, tuple] = {}
+        self._entries: dict[str, list] = {}  # key -> [model, init_key, snapshot]
 
-    def get(self, architecture_key: str, build, learning_rate: float, jit_compile="auto"):
-        """The model for ``architecture_key`` (built by ``build()`` once), reset and set to
-        ``learning_rate``; ``jit_compile`` (XLA) is part of the architecture key."""
+    def get(self, architecture_key: str, build, learning_rate: float, jit_compile="auto",
+            init_key=None):
+        """The model for ``architecture_key`` (built and compiled once), set to the initial
+        state ``build()`` gives for ``init_key`` and to ``learning_rate``; ``jit_compile``
+        (XLA) is part of the architecture key."""
         entry = self._entries.get(architecture_key)
         if entry is None:
             model = compile_classifier(build(), learning_rate, jit_compile)
-            self._entries[architecture_key] = (model, [v.numpy() for v in model.variables])
+            self._entries[architecture_key] = [model, init_key,
+                                               [v.numpy() for v in model.variables]]
             return model
-        model, snapshot = entry
-        for variable, value in zip(model.variables, snapshot):
+        model = entry[0]
+        if entry[1] != init_key:  # another seed: a fresh build's values, one seed kept
+            fresh = [v.numpy() for v in build().variables]
+            if [a.shape for a in fresh] != [tuple(v.shape) for v in model.variables]:
+                raise ValueError(f"pool key {architecture_key!r}: builds differ in variables")
+            entry[1:] = [init_key, fresh]
+        for variable, value in zip(model.variables, entry[2]):
             variable.assign(value)
         for variable in model.optimizer.variables:
             variable.assign(np.zeros(variable.shape, variable.dtype))

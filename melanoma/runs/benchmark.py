@@ -84,12 +84,12 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
         return on_device.with_device_input(network, variant.augmentation, preprocessing,
                                            seed) if on_gpu else network
 
-    key = variant.architecture_key(seed)
+    key = variant.architecture_key(None)  # seeds share the traced model (ModelPool)
     if on_gpu:
         key += on_device.placement_key(variant.augmentation, preprocessing)
     strategy = distribution_strategy()  # several GPUs: batch_size is the global batch
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = pool.get(key, build, variant.learning_rate, variant.jit_compile)
+        model = pool.get(key, build, variant.learning_rate, variant.jit_compile, seed)
     host_prep, host_aug = (None, None) if on_gpu else (preprocessing, variant.augmentation)
     train, val = splits.train, splits.val
     train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
@@ -170,7 +170,7 @@ class JobRunner:
         self.cfg, self.found, self.state = cfg, found, state
         self.splits: dict[int, Splits] = {}
         self.results: dict[str, tuple] = {}  # model key -> (probs, history, preprocessing)
-        self.pool, self.pool_seed = None, None
+        self.pool = None
         self.data_key, self.jobs, self.folds = "", [], None  # folds: a cv.FoldPlan
 
     def splits_for(self, variant) -> Splits:
@@ -191,8 +191,8 @@ class JobRunner:
     def train(self, job) -> None:
         from melanoma.models.training import ModelPool
 
-        if self.pool_seed != job.seed:  # one seed's models at a time in memory
-            self.pool, self.pool_seed = ModelPool(), job.seed
+        if self.pool is None:  # one traced model per architecture, for every seed
+            self.pool = ModelPool()
         models_dir = self.state.models_dir
         folder = storage.checkpoint_dir(models_dir, job.variant.name, job.key)
         state_file = folder / CHECKPOINT_FILE
