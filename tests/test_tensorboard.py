@@ -131,6 +131,22 @@ def test_mlflow_missing_is_a_warning_not_an_error(monkeypatch, caplog):
     assert "mlflow is not installed" in caplog.text
 
 
+def test_mlflow_failure_is_a_warning_and_the_run_goes_on(monkeypatch, caplog):
+    """MLflow 3 refuses a file store without an opt-in (found running the real package):
+    the tracking failure is one warning line, never a traceback that loses the report."""
+    fake = FakeMlflow()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("The filesystem tracking backend is in maintenance mode.\nmore")
+
+    fake.start_run = refuse
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    assert tb.MlflowLogger(enabled=True).log_history("v", 0, {"loss": [1.0]}) is False
+    assert "MLflow logging failed (RuntimeError: The filesystem tracking backend is in " \
+           "maintenance mode.); the run goes on without it" in caplog.text
+    assert "more" not in caplog.text
+
+
 def test_real_mlflow_round_trip(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3.x: file store opt-in

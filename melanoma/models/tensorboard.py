@@ -121,13 +121,19 @@ class MlflowLogger:
         mlflow = self._mlflow() if self.enabled else None
         if mlflow is None:
             return False
-        if self.tracking_uri:
-            mlflow.set_tracking_uri(self.tracking_uri)
-        if self.experiment:
-            mlflow.set_experiment(self.experiment)
-        with mlflow.start_run(run_name=f"{variant}-seed{seed}"):
-            mlflow.log_params({"variant": variant, "seed": seed, **(params or {})})
-            for key, values in history.items():
-                for epoch, value in enumerate(values):
-                    mlflow.log_metric(key, float(value), step=epoch + 1)
+        try:
+            if self.tracking_uri:
+                mlflow.set_tracking_uri(self.tracking_uri)
+            if self.experiment:
+                mlflow.set_experiment(self.experiment)
+            with mlflow.start_run(run_name=f"{variant}-seed{seed}"):
+                mlflow.log_params({"variant": variant, "seed": seed, **(params or {})})
+                for key, values in history.items():
+                    for epoch, value in enumerate(values):
+                        mlflow.log_metric(key, float(value), step=epoch + 1)
+        except Exception as error:  # the tracking server's problem must not lose the run
+            first = (str(error).strip().splitlines() or [""])[0][:300]
+            log.warning("MLflow logging failed (%s: %s); the run goes on without it",
+                        type(error).__name__, first)
+            return False
         return True

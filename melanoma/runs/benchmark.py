@@ -170,7 +170,7 @@ class JobRunner:
         self.cfg, self.found, self.state = cfg, found, state
         self.splits: dict[int, Splits] = {}
         self.results: dict[str, tuple] = {}  # model key -> (probs, history, preprocessing)
-        self.pool = None
+        self.pool, self.mlflow_on = None, cfg.mlflow
         self.data_key, self.jobs, self.folds = "", [], None  # folds: a cv.FoldPlan
 
     def splits_for(self, variant) -> Splits:
@@ -202,7 +202,8 @@ class JobRunner:
         model, preprocessing, history = _train_and_save(
             job, self.job_splits(job), self.cfg, models_dir, self.pool,
             self.state.since if self.state.retrain else None)
-        tracking.log_mlflow(self.cfg, job, history)
+        if self.mlflow_on:  # after one failure (warned) no further tries in this run
+            self.mlflow_on = tracking.log_mlflow(self.cfg, job, history)
         self.results[job.key] = (self._predict(job, model, preprocessing), history,
                                  preprocessing)
 
