@@ -268,3 +268,48 @@ def test_run_with_too_many_folds_exits_2_with_one_line_and_writes_nothing(tmp_pa
     assert err[-1] == ("melanoma-bench: error: data.cv_folds = 12 needs at least 12 Benign "
                        "images in train/, found 10: use cv_folds <= 10")
     assert not (tmp_path / "out").exists() and not (tmp_path / "models").exists()
+
+
+def test_fold_rows_and_k_fold_means_include_tta_when_it_is_on(tmp_path):
+    """With evaluation.tta the cross-validation gets the same "+tta" rows as the single
+    split: per-fold validation frames and a "(k-fold mean)" row of the flip-averaged
+    probabilities (a fake runner with random probabilities; no TensorFlow)."""
+    from types import SimpleNamespace
+
+    from melanoma.models.predict import TTA_SUFFIX
+    from melanoma.runs.collect import Collected
+    from melanoma.runs.cv import add_fold_results
+
+    cfg = config.from_dict({**BASE, "variants": [{"name": "a"}]},
+                           overrides=["data.cv_folds=3", "data.cv_average=true",
+                                      "evaluation.tta=true"])
+    plan = _plan(3)
+    fold_jobs = [j for j in jobs.plan_jobs(cfg, "d", tmp_path, False, folds=plan) if j.fold]
+    rng = np.random.default_rng(5)
+    test = SimpleNamespace(files=[tmp_path / f"t{i}.jpg" for i in range(6)],
+                           labels=np.array([0, 1] * 3))
+    vals = {j.fold: SimpleNamespace(files=[tmp_path / f"v{j.fold}_{i}.jpg" for i in range(4)],
+                                    labels=np.array([0, 1, 0, 1])) for j in fold_jobs}
+    probs = {j.fold: {split + suffix: rng.random(6 if split == "test" else 4)
+                      for split in ("test", "val") for suffix in ("", TTA_SUFFIX)}
+             for j in fold_jobs}
+    runner = SimpleNamespace(
+        folds=plan, jobs=fold_jobs, splits_for=lambda variant: SimpleNamespace(test=test),
+        result=lambda job: (probs[job.fold], {"loss": [1.0]}, None),
+        job_splits=lambda job: SimpleNamespace(val=vals[job.fold]))
+    collected = Collected(specs={"a": {"spec": "s"}, "a" + TTA_SUFFIX: {"spec": "s | TTA"}})
+    add_fold_results(collected, cfg, runner, SimpleNamespace(root=tmp_path))
+
+    folds = pd.concat(collected.fold_frames)
+    assert sorted(folds.groupby("variant")["fold"].nunique().items()) == [("a", 3),
+                                                                           ("a+tta", 3)]
+    tta_fold2 = folds[(folds["variant"] == "a+tta") & (folds["fold"] == 2)]
+    np.testing.assert_array_equal(tta_fold2["prob_malignant"], probs[2]["val+tta"])
+    means = {f["variant"].iloc[0]: f for f in collected.frames}
+    assert set(means) == {mean_name("a", 3), mean_name("a+tta", 3)}
+    expected = (probs[1]["test+tta"] + probs[2]["test+tta"] + probs[3]["test+tta"]) / 3
+    np.testing.assert_allclose(means[mean_name("a+tta", 3)]["prob_malignant"], expected)
+    assert "TTA" in collected.specs[mean_name("a+tta", 3)]["spec"]
+    assert "mean probability of the 3 fold models" in collected.specs[mean_name("a+tta", 3)][
+        "note"]
+    assert len(collected.tracks) == 3  # one history per fold model, not one per row

@@ -20,6 +20,7 @@ import pandas as pd
 
 from melanoma.data import kfold
 from melanoma.data.splits import CachedSplit, Splits
+from melanoma.models.predict import TTA_SUFFIX
 from melanoma.reporting.folds import FILE as FOLD_FILE
 from melanoma.util import atomic
 from melanoma.util.errors import UserError
@@ -93,36 +94,41 @@ def _frame(name: str, seed: int, split: CachedSplit, root: Path, probs, **extra)
 def add_fold_results(collected, cfg, runner, found) -> None:
     """Per-fold validation predictions into ``collected.fold_frames``; with ``cv_average``
     a "(k-fold mean)" row per variant and seed: test = the k models' mean probability,
-    validation = their out-of-fold predictions (each training image once)."""
+    validation = their out-of-fold predictions (each training image once). With
+    ``evaluation.tta`` the same again for the flip-averaged probabilities (``<variant>+tta``),
+    as the single-split rows have."""
     plan = runner.folds
     if plan is None:
         return
+    suffixes = ("", TTA_SUFFIX) if cfg.evaluation.tta else ("",)
     for variant in cfg.variants:
         for seed in cfg.training_seeds:
-            jobs = [j for j in runner.jobs if j.fold and j.parent == variant.name
-                    and j.seed == seed]
+            jobs = sorted((j for j in runner.jobs if j.fold and j.parent == variant.name
+                           and j.seed == seed), key=lambda j: j.fold)
             if not jobs:
                 continue
-            tests, vals = [], []
-            for job in sorted(jobs, key=lambda j: j.fold):
-                probs, history, _ = runner.result(job)
-                collected.tracks.append((variant.name, seed, job.fold, history))
-                val = runner.job_splits(job).val
-                vals.append(_frame(variant.name, seed, val, found.root, probs["val"],
-                                   fold=job.fold))
-                tests.append(probs["test"])
-            collected.fold_frames += vals
-            if cfg.data.cv_average:
-                _add_mean_rows(collected, variant, seed, plan.k, runner, tests, vals, found)
+            results = [runner.result(job) for job in jobs]
+            collected.tracks += [(variant.name, seed, job.fold, history)
+                                 for job, (_, history, _) in zip(jobs, results)]
+            for suffix in suffixes:
+                name = variant.name + suffix
+                vals = [_frame(name, seed, runner.job_splits(job).val, found.root,
+                               probs["val" + suffix], fold=job.fold)
+                        for job, (probs, _, _) in zip(jobs, results)]
+                collected.fold_frames += vals
+                if cfg.data.cv_average:
+                    tests = [probs["test" + suffix] for probs, _, _ in results]
+                    _add_mean_rows(collected, name, seed, plan.k, runner.splits_for(variant),
+                                   tests, vals, found)
 
 
-def _add_mean_rows(collected, variant, seed: int, k: int, runner, tests, vals, found) -> None:
-    name = mean_name(variant.name, k)
-    test = runner.splits_for(variant).test
-    collected.frames.append(_frame(name, seed, test, found.root, np.mean(tests, axis=0)))
+def _add_mean_rows(collected, row: str, seed: int, k: int, splits, tests, vals,
+                   found) -> None:
+    name = mean_name(row, k)
+    collected.frames.append(_frame(name, seed, splits.test, found.root, np.mean(tests, axis=0)))
     collected.val_frames.append(pd.concat(vals, ignore_index=True).drop(columns="fold")
                                 .assign(variant=name))
-    spec = dict(collected.specs.get(variant.name, {}))
+    spec = dict(collected.specs.get(row, {}))
     spec["note"] = (f"mean probability of the {k} fold models (each trained on {k - 1}/{k} "
                     f"of train/); threshold chosen on their out-of-fold predictions"
                     + (f"; {spec['note']}" if spec.get("note") else ""))
