@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_gpu_paths import CONFIG as GPU_PATHS_CONFIG  # tests/ is on sys.path (prepend mode)
 
 from melanoma import config
 from melanoma.cli.main import main
@@ -122,21 +123,11 @@ def test_xla_compiles_the_training_step_with_the_warp_inside(policy):
     assert model.predict(x, verbose=0).dtype == np.float32
 
 
-CONFIG = """
-name = "device_aug"
-[data.synthetic]
-n_train_per_class = 8
-n_test_per_class = 4
-image_size = 40
-[defaults]
-image_size = 32
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-augment_on = "{placement}"
+# test_gpu_paths' tiny run with its one variant replaced by a device-augmented one
+CONFIG = GPU_PATHS_CONFIG.split("[[variants]]")[0] + """
 [[variants]]
 name = "dev"
+augment_on = "device"
 """
 
 
@@ -146,7 +137,7 @@ def test_run_with_device_augmentation_saves_the_bare_network(tmp_path, monkeypat
 
     monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "data"))
     path = tmp_path / "c.toml"
-    path.write_text(CONFIG.format(placement="device"))
+    path.write_text(CONFIG)
     args = ["run", "--config", str(path), "--out", str(tmp_path / "out"),
             "--models-dir", str(tmp_path / "models")]
     assert main(args) == 0, capsys.readouterr().err
