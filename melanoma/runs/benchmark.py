@@ -68,7 +68,7 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
     from melanoma.models import on_device, training
     from melanoma.models.factory import build_classifier
 
-    on_gpu = (augment_on or augment_placement(variant.augment_on)) == "device"
+    in_model = (augment_on or augment_placement(variant.augment_on)) == "device"
 
     def build():
         # Seeding here, not per variant: a new global seed makes TF retrace the pooled
@@ -82,15 +82,15 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
         finally:
             keras.config.set_dtype_policy("float32")
         return on_device.with_device_input(network, variant.augmentation, preprocessing,
-                                           seed) if on_gpu else network
+                                           seed) if in_model else network
 
     key = variant.architecture_key(None)  # seeds share the traced model (ModelPool)
-    if on_gpu:
+    if in_model:
         key += on_device.placement_key(variant.augmentation, preprocessing)
     strategy = distribution_strategy()  # several GPUs: batch_size is the global batch
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = pool.get(key, build, variant.learning_rate, variant.jit_compile, seed)
-    host_prep, host_aug = (None, None) if on_gpu else (preprocessing, variant.augmentation)
+    host_prep, host_aug = (None, None) if in_model else (preprocessing, variant.augmentation)
     train, val = splits.train, splits.val
     train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
                                      host_prep, host_aug, shuffle=True, seed=seed,
