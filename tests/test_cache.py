@@ -262,3 +262,23 @@ def test_streamed_prediction_batches_and_flips(data, tmp_path):
         ref = np.concatenate(list(make_dataset(np.ascontiguousarray(flip(pixels)), None, 5,
                                                prep)))
         assert got.shape == (len(built), SIZE, SIZE, 3) and np.array_equal(got, ref)
+
+
+def test_file_digest_is_read_once_and_follows_a_rewrite(tmp_path, monkeypatch):
+    """The data key, the decoded cache's key and the training fingerprint share one read of
+    each file; a file replaced (same size, new bytes, as an atomic rewrite) is read again."""
+    import hashlib
+    import os
+
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"x" * 100)
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: reads.append(p) or real_open(p, *a, **k))
+    first = cache_mod.file_sha256(path)
+    assert cache_mod.file_sha256(path) == first == hashlib.sha256(b"x" * 100).digest()
+    assert len(reads) == 1
+    (tmp_path / "new").write_bytes(b"y" * 100)
+    os.replace(tmp_path / "new", path)
+    assert cache_mod.file_sha256(path) == hashlib.sha256(b"y" * 100).digest()
+    assert len(reads) == 2

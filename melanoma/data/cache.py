@@ -47,13 +47,27 @@ CHUNK_BYTES = 64 * 2**20  # decoded rows held at once while building or reading 
 DEFAULT_WORKERS = 4  # threads; measured faster than processes (benchmarks/measure_memory.py)
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _sha256_of(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> bytes:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").digest()
+
+
+def file_sha256(path) -> bytes:
+    """SHA-256 of a file's bytes, read once per process while its inode, size and times stay
+    the same (the data key, the decoded cache's key and the training fingerprint all hash
+    the same images)."""
+    stat = os.stat(path)
+    return _sha256_of(os.fspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                      stat.st_ctime_ns)
+
+
 def content_fingerprint(files) -> str:
     """Hash of the files' names and bytes, in order (the runner's data fingerprint)."""
     digest = hashlib.sha256()
     for path in files:
         digest.update(os.fsencode(Path(path).name))  # non-UTF-8 names too
-        with open(path, "rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
+        digest.update(file_sha256(path))
     return digest.hexdigest()[:16]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from melanoma.data import layout, synthetic
-from melanoma.data.cache import DecodedCache, content_fingerprint, open_layout
+from melanoma.data.cache import DecodedCache, content_fingerprint, file_sha256, open_layout
 from melanoma.data.pipeline import split_train_val
 from melanoma.util.errors import UserError
 
@@ -116,9 +116,7 @@ def labelled_fingerprint(files, labels) -> str:
     A run records its train/ folder's in results.json (data.train_fingerprint)."""
     rows = []
     for path, label in zip(files, labels, strict=True):
-        with open(path, "rb") as handle:
-            content = hashlib.file_digest(handle, "sha256").digest()
-        rows.append((os.fsencode(Path(path).name), content, int(label)))
+        rows.append((os.fsencode(Path(path).name), file_sha256(path), int(label)))
     digest = hashlib.sha256()
     for name, content, label in sorted(rows):  # names hold no NUL; digests are 32 bytes
         digest.update(name + b"\0" + content + str(label).encode() + b"\n")
