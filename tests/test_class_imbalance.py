@@ -15,21 +15,10 @@ from melanoma.util.errors import UserError
 
 BASE = config.VariantConfig(name="a", preprocessing="samplewise", backbone="B0", image_size=32,
                             weights="none", epochs=2, learning_rate=1e-4, bn_momentum=None)
-# BASE's keys before class_weight/balanced_sampling existed (computed with the code of
-# commit 2048467): at their defaults the new keys leave every cached model's key unchanged.
-KEY_BEFORE, CONTINUATION_BEFORE = "e56020022307921a", "bf8a1a1ae4305a72"
 
 
 def key(v):
     return v.model_key("data1", 1, 0.15, "nearest")
-
-
-def test_defaults_keep_existing_model_keys():
-    assert (BASE.class_weight, BASE.balanced_sampling) == ("none", False)
-    assert key(BASE) == KEY_BEFORE
-    assert BASE.continuation_key("data1", 1, 0.15, "nearest") == CONTINUATION_BEFORE
-    v = config.load("default").variants[0]
-    assert (v.class_weight, v.balanced_sampling) == ("none", False)
 
 
 def test_each_setting_gets_its_own_model_key():

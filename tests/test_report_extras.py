@@ -21,6 +21,7 @@ from melanoma.evaluation.rows import EvalSettings
 from melanoma.reporting import tables as report
 from melanoma.reporting.extras import ReportOptions
 from melanoma.util.errors import UserError
+from melanoma.util.keys import digest
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = [{"name": "a"}, {"name": "b"}, {"name": "c"}]
@@ -177,9 +178,11 @@ def test_gradcam_overlays_from_a_saved_model(tmp_path):
                               keras.layers.GlobalAveragePooling2D(),
                               keras.layers.Dense(2, activation="softmax")])
     (tmp_path / "models").mkdir()
-    storage.save(model, tmp_path / "models", "a", "k123",
-                 {"preprocessing": "samplewise", "image_size": 32, "interpolation": "nearest"})
-    _saved_run(tmp_path / "run", root=root, model_keys={"a": "k123", "b": "k999"})
+    recipe = {"variant": "a"}  # a model key is the hash of the recipe its sidecar holds
+    key = digest(recipe)
+    storage.save(model, tmp_path / "models", "a", key, {"recipe": recipe,
+                 "preprocessing": "samplewise", "image_size": 32, "interpolation": "nearest"})
+    _saved_run(tmp_path / "run", root=root, model_keys={"a": key, "b": "k999"})
     report.rebuild(tmp_path / "run", options=ReportOptions(models_dir=tmp_path / "models",
                                                            gallery_cases=2))
     section = (tmp_path / "run" / "index.html").read_text().split("<h2>Error galleries")[1]
@@ -192,8 +195,8 @@ def test_gradcam_overlays_from_a_saved_model(tmp_path):
     from melanoma.evaluation import gradcam
 
     files = sorted(predictions(120)["file"].unique())[:4]
-    maps = gradcam.saved_model_heatmaps(tmp_path / "models", "k123", files, root, files[:2])
-    loaded = storage.load(storage.find(tmp_path / "models", "k123"))
+    maps = gradcam.saved_model_heatmaps(tmp_path / "models", key, files, root, files[:2])
+    loaded = storage.load(storage.find(tmp_path / "models", key))
     for class_index, part in ((0, files[:2]), (1, files[2:])):
         direct = gradcam.case_heatmaps(loaded, get_preprocessing("samplewise"), part, root,
                                        "nearest", class_index)

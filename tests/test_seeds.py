@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -48,31 +47,13 @@ def test_seeds_from_the_file_from_set_and_from_seed():
     assert (one.seed, one.training_seeds) == (5, (5,))
 
 
-def _old_model_key(variant, data: str, seed: int, val_fraction: float, interpolation: str):
-    """The key as computed before seeds existed (copied from the code of that time)."""
-    spec = {f.name: getattr(variant, f.name) for f in dataclasses.fields(variant)
-            if f.metadata.get("key", True)  # fields added later count only when set
-            and not (f.metadata.get("key_if_set") and getattr(variant, f.name) == f.default)}
-    spec.update(augmentation=dataclasses.asdict(variant.augmentation),
-                image_size=variant.resolved_image_size(), data=data, seed=seed,
-                val_fraction=val_fraction, interpolation=interpolation)
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def test_one_seed_equal_to_the_config_seed_keeps_the_old_model_keys():
-    for cfg in (config.from_dict(dict(BASE)), config.from_dict({**BASE, "seeds": [7]}),
-                config.load("default")):
-        for variant in cfg.variants:
-            assert jobs.job_key(variant, "data", cfg, cfg.seed) == _old_model_key(
-                variant, "data", cfg.seed, cfg.data.val_fraction, cfg.data.interpolation)
-
-
 def test_a_training_seed_other_than_the_split_seed_gets_its_own_key():
     cfg = config.from_dict({**BASE, "seeds": [1, 7]})
+    other = config.from_dict({**BASE, "seed": 1})  # split 1, trained with seed 1
     v = cfg.variants[0]
     # seed 1 on split 7 is not seed 1 on split 1 (another config whose `seed` is 1)
-    assert jobs.job_key(v, "d", cfg, 1) != _old_model_key(v, "d", 1, 0.15, "nearest")
-    assert jobs.job_key(v, "d", cfg, 7) == _old_model_key(v, "d", 7, 0.15, "nearest")
+    assert jobs.job_key(v, "d", cfg, 1) != jobs.job_key(other.variants[0], "d", other, 1)
+    assert jobs.job_recipe(v, "d", cfg, 1)["split_seed"] == 7
     assert len({jobs.job_key(x, "d", cfg, s) for x in cfg.variants for s in (1, 7)}) == 6
 
 

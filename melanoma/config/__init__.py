@@ -8,8 +8,6 @@ user errors with one clear line (and a "did you mean" for typos)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from melanoma.data.preprocessing import get_preprocessing
 from melanoma.data.synthetic import SyntheticSpec
 from melanoma.models.backbones import MIN_IMAGE_SIZE, get_backbone
 from melanoma.util.errors import UserError, unknown_name
+from melanoma.util.keys import digest
 from melanoma.util.names import check_safe_name
 
 
@@ -52,12 +51,6 @@ def _checked(default, check, **more):
     return field(default=default, metadata={"check": check, **more})
 
 
-def _key_if_set(default, check=None):
-    """A field added after models were cached: it enters the model's cache key only when it
-    differs from ``default``, so models trained before it existed keep their keys."""
-    return field(default=default, metadata={"check": check, "key_if_set": True})
-
-
 # The [defaults] of the shipped default config (melanoma/configs/default.toml): a config that
 # leaves a key out gets exactly what `melanoma-bench run` uses, never a silent B6/ImageNet job.
 DEFAULT_AUGMENTATION = Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal_flip=True,
@@ -68,9 +61,8 @@ DEFAULT_AUGMENTATION = Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal
 class VariantConfig:
     """One row of the benchmark: everything that determines the trained model.
 
-    Every field enters the model's cache key unless it is declared with ``_no_key``
-    (``_key_if_set``: only when not at its default); each field's validation sits beside it
-    (``_checked``)."""
+    Every field enters the model's cache key unless it is declared with ``_no_key``; each
+    field's validation sits beside it (``_checked``)."""
 
     name: str = field(metadata={"key": False})
     preprocessing: str = "samplewise"
@@ -87,14 +79,14 @@ class VariantConfig:
     bn_momentum: float | None = _checked(0.9, lambda v: None if v is None or 0 < v < 1
                                          else "must be in (0, 1)")  # None -> Keras' 0.99
     augmentation: Augmentation = field(default_factory=lambda: DEFAULT_AUGMENTATION)
-    mixed_precision: bool = _key_if_set(False)  # GPU: mixed_float16; the softmax stays float32
-    jit_compile: bool | str = _key_if_set("auto", jit_compile_check)  # XLA: true|false|"auto"
+    mixed_precision: bool = False  # GPU: mixed_float16; the softmax stays float32
+    jit_compile: bool | str = _checked("auto", jit_compile_check)  # XLA: true|false|"auto"
     # random warp + preprocessing in tf.data on the host, or inside the model on the GPU
-    augment_on: str = _key_if_set("auto", augment_on_check)  # "auto": device iff a GPU
+    augment_on: str = _checked("auto", augment_on_check)  # "auto": device iff a GPU
     # class imbalance: loss weights per class ("balanced": n / (2 n_class), sklearn's rule)
     # and/or each epoch oversampling the minority class to the majority's count
-    class_weight: str | dict = _key_if_set("none", class_weight_check)
-    balanced_sampling: bool = _key_if_set(False)
+    class_weight: str | dict = _checked("none", class_weight_check)
+    balanced_sampling: bool = False
     note: str = _no_key("")  # free text printed in the report
     model_file: str | None = _no_key(None)  # evaluate this existing model instead of training
     trust_model_code: bool = _no_key(False)  # let model_file contain code (Lambda, SavedModel)
@@ -112,39 +104,59 @@ class VariantConfig:
         """Hash of what fixes the network and (unless ``seed`` is None) its seeded initial
         weights (see ModelPool)."""
         spec = {k: getattr(self, k) for k in ("backbone", "weights", "head_units", "dropout",
-                                               "freeze_backbone", "bn_momentum")}
-        if self.mixed_precision or self.jit_compile != "auto":  # keys of older models unchanged
-            spec.update(mixed_precision=self.mixed_precision, jit_compile=self.jit_compile)
+                                               "freeze_backbone", "bn_momentum",
+                                               "mixed_precision", "jit_compile")}
         spec.update(image_size=self.resolved_image_size(), seed=seed)
         return _digest(spec)
 
-    def model_key(self, data_fingerprint: str, seed: int, val_fraction: float,
-                  interpolation: str, split_seed: int | None = None) -> str:
-        """Hash of everything that changes the trained model: every field not declared
-        ``_no_key``, and the data, training seed, split and resize filter. ``split_seed`` (the
-        config's ``seed``, which draws the train/val split) enters only when it differs from
-        the training ``seed``: one seed equal to the config's gives the keys of older runs."""
-        spec = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("key", True)
-                and not (f.metadata.get("key_if_set") and getattr(self, f.name) == f.default)}
+    def recipe(self) -> dict:
+        """Every field that changes the trained weights (all but those declared ``_no_key``),
+        with the image size resolved: the variant's part of the model key."""
+        spec = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("key", True)}
         spec.update(augmentation=dataclasses.asdict(self.augmentation),
-                    image_size=self.resolved_image_size(), data=data_fingerprint, seed=seed,
-                    val_fraction=val_fraction, interpolation=interpolation)
-        if split_seed is not None and split_seed != seed:
-            spec["split_seed"] = split_seed
-        return _digest(spec)
+                    image_size=self.resolved_image_size())
+        return spec
+
+    def model_key(self, data_fingerprint: str, seed: int, val_fraction: float,
+                  interpolation: str, split_seed: int | None = None,
+                  context: dict | None = None) -> str:
+        """Hash of the full training recipe (:func:`training_recipe`)."""
+        return recipe_key(training_recipe(self, data_fingerprint, seed, val_fraction,
+                                          interpolation, split_seed, context))
 
     def continuation_key(self, data_fingerprint: str, seed: int, val_fraction: float,
-                         interpolation: str, split_seed: int | None = None) -> str:
+                         interpolation: str, split_seed: int | None = None,
+                         context: dict | None = None) -> str:
         """The model key without the epoch count: two variants with the same continuation key
         differ only in how long they train, so the longer one's first epochs ARE the shorter
         one's training (same seed, data order and augmentation) and can continue from it."""
-        return dataclasses.replace(self, epochs=1).model_key(data_fingerprint, seed,
-                                                             val_fraction, interpolation,
-                                                             split_seed)
+        return dataclasses.replace(self, epochs=1).model_key(
+            data_fingerprint, seed, val_fraction, interpolation, split_seed, context)
 
 
-def _digest(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+# The model key's format: bump it when what the recipe holds changes meaning (saved models
+# then train again once) instead of adding per-field compatibility branches.
+KEY_FORMAT = 2
+
+
+def training_recipe(variant: VariantConfig, data_fingerprint: str, seed: int,
+                    val_fraction: float, interpolation: str, split_seed: int | None = None,
+                    context: dict | None = None) -> dict:
+    """Everything that changes a job's weights: the variant's recipe, the data (names, bytes
+    and labels), the training seed, the split (its seed and fraction), the resize filter,
+    and the run's ``context`` resolved on the machine (the augmentation placement, the Keras
+    backend, a cross-validation fold)."""
+    return {"format": KEY_FORMAT, "variant": variant.recipe(), "data": data_fingerprint,
+            "seed": seed, "split_seed": seed if split_seed is None else split_seed,
+            "val_fraction": val_fraction, "interpolation": interpolation, **(context or {})}
+
+
+def recipe_key(recipe: dict) -> str:
+    """The model key: a hash of a :func:`training_recipe`."""
+    return _digest(recipe)
+
+
+_digest = digest
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from melanoma.data.layout import CLASS_NAMES
 from melanoma.data.preprocessing import PREPROCESSING
 from melanoma.util import atomic
 from melanoma.util.errors import UserError
+from melanoma.util.keys import digest
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,19 @@ def read_sidecar(path: Path, hint: str) -> dict:
 
 
 def find(models_dir: Path, key: str, expect: dict | None = None) -> SavedModel | None:
-    """A saved model with this config key (any variant name), if one is complete on disk.
-    Its sidecar must be intact, carry this key and agree with ``expect`` (fields the key
-    was computed from, e.g. preprocessing): else a UserError saying --retrain or delete it."""
+    """A saved model with this model key (any variant name), if one is complete on disk.
+    Its sidecar must be intact, carry this key, hold the training recipe whose hash IS the
+    key, and agree with ``expect`` (e.g. ``{"recipe": ...}``, the recipe this run would
+    train): else a UserError saying --retrain or delete it."""
     for sidecar_path in sorted(Path(models_dir).glob(f"*-{key}.json")):
         path = sidecar_path.with_suffix(".keras")
         if not (path.is_file() and sidecar_path.is_file()):
             continue
         hint = f"rerun with --retrain or delete {sidecar_path}"
         meta = read_sidecar(sidecar_path, hint)
+        if digest(meta.get("recipe")) != key:
+            raise UserError(f"{sidecar_path}: damaged model sidecar: its training recipe does "
+                            f"not hash to the key {key} in its name (edited?); {hint}")
         for field, value in {"config_key": key, **(expect or {})}.items():
             if meta.get(field) != value:
                 raise UserError(f"{sidecar_path}: damaged model sidecar: {field} is "

@@ -162,24 +162,89 @@ def class_weights(setting, labels) -> dict[int, float] | None:
 
 def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
         extra_callbacks=(), checkpoint_dir: Path | None = None,
-        class_weight: dict[int, float] | None = None) -> dict[str, list[float]]:
-    """Train ``epochs`` epochs; return the per-epoch history (loss, accuracy, auc, val_*).
-    With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from;
-    ``class_weight`` ({0: w0, 1: w1}) weights each training image's loss by its class."""
+        class_weight: dict[int, float] | None = None, initial_epoch: int = 0
+        ) -> dict[str, list[float]]:
+    """Keras' fit with the project's callbacks; the one ``model.fit`` call of the project.
+    With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from."""
     done, before = restore_checkpoint(model, checkpoint_dir) if checkpoint_dir else (0, {})
+    done = max(done, initial_epoch)
     # the guard first: a diverged epoch is neither scored, checkpointed nor printed as done
     callbacks = [DivergenceGuard(label), ValidationMetrics(val_data, val_labels, label)]
     if checkpoint_dir:  # saved before the epoch's line is printed: a printed epoch is safe
         callbacks.append(EpochCheckpoint(checkpoint_dir, before))
     callbacks += [EpochPrinter(label, epochs), *extra_callbacks]
-    if done:
+    if done and checkpoint_dir:
         log.info("  %s resuming after epoch %d/%d from %s", label, done, epochs, checkpoint_dir)
-        for _ in range(done * _iterators_per_epoch(train_data)):
-            iter(train_data)  # advance the seeded reshuffle to the order of epoch ``done``
+    for _ in range(done * _iterators_per_epoch(train_data)):
+        iter(train_data)  # advance the seeded reshuffle to the order of epoch ``done``
     history = model.fit(train_data, epochs=epochs, initial_epoch=done, callbacks=callbacks,
                         verbose=0, shuffle=False, class_weight=class_weight)
     new = {k: [float(v) for v in values] for k, values in history.history.items()}
     return {k: before.get(k, []) + new.get(k, []) for k in {**before, **new}}
+
+
+def in_model(variant, placement: str | None = None) -> bool:
+    """Whether the random warp and preprocessing run inside the trained model
+    (``augment_on`` resolved: "device") rather than in the input pipeline."""
+    from melanoma.util.tfsetup import augment_placement
+
+    return (placement or augment_placement(variant.augment_on)) == "device"
+
+
+def build_model(variant, seed: int, preprocessing, placement: str | None = None):
+    """A fresh, uncompiled model of ``variant`` seeded with ``seed``: the network alone, or
+    with augmentation and preprocessing in front of it (``in_model``)."""
+    from melanoma.models import on_device
+    from melanoma.models.factory import build_classifier
+
+    keras.utils.set_random_seed(seed)
+    keras.config.set_dtype_policy("mixed_float16" if variant.mixed_precision else "float32")
+    try:
+        network = build_classifier(variant.backbone, variant.resolved_image_size(),
+                                   variant.weights, variant.head_units, variant.dropout,
+                                   variant.freeze_backbone, variant.bn_momentum)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    if in_model(variant, placement):
+        return on_device.with_device_input(network, variant.augmentation, preprocessing, seed)
+    return network
+
+
+def pool_key(variant, preprocessing, placement: str | None = None) -> str:
+    """What fixes a pooled model's architecture (seeds share it: see ModelPool)."""
+    from melanoma.models import on_device
+
+    key = variant.architecture_key(None)
+    if in_model(variant, placement):
+        key += on_device.placement_key(variant.augmentation, preprocessing)
+    return key
+
+
+def train_job(model, variant, splits, preprocessing, seed: int, label: str = "", *,
+              placement: str | None = None, checkpoint_dir: Path | None = None,
+              extra_callbacks=(), epochs: int | None = None, initial_epoch: int = 0
+              ) -> dict[str, list[float]]:
+    """THE training of one (variant, seed) job, for ``run``, ``bench``, cross-validation and
+    every ``tune`` trial: ``model`` (compiled; from :func:`build_model`) is trained on
+    ``splits.train`` with the variant's class weights, balanced sampling, augmentation and
+    preprocessing (in the pipeline or inside the model, ``placement``), validated exactly on
+    ``splits.val`` each epoch, stopped on divergence, checkpointed per epoch into
+    ``checkpoint_dir`` (and resumed from it). Returns the per-epoch history."""
+    from melanoma.data.stream import make_stream_dataset
+
+    host_prep, host_aug = ((None, None) if in_model(variant, placement)
+                           else (preprocessing, variant.augmentation))
+    train, val = splits.train, splits.val
+    train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
+                                     host_prep, host_aug, shuffle=True, seed=seed,
+                                     balanced=variant.balanced_sampling)
+    val_data = make_stream_dataset(val.cache, val.index, None, variant.val_batch_size, host_prep)
+    weights = class_weights(variant.class_weight, train.labels)
+    if weights or variant.balanced_sampling:
+        log.info("%s: class weights %s; balanced sampling %s", label,
+                 weights or "none", "on" if variant.balanced_sampling else "off")
+    return fit(model, train_data, val_data, val.labels, epochs or variant.epochs, label,
+                extra_callbacks, checkpoint_dir, weights, initial_epoch)
 
 
 class ModelPool:

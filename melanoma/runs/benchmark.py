@@ -56,52 +56,21 @@ def check_variants(cfg: config_mod.RunConfig) -> None:
 
 
 def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
-                  checkpoint_dir: Path | None = None, augment_on: str | None = None):
-    """Train one variant (on a fresh or reset model from ``pool``), resuming from
-    ``checkpoint_dir`` when it holds a saved epoch; returns (network, history).
-    ``augment_on`` ("pipeline" | "device"; None: resolved from the variant) places the random
-    warp and the preprocessing in tf.data or inside the trained model (models/on_device.py);
-    the returned network takes preprocessed float32 images either way."""
-    import keras
-
-    from melanoma.data.stream import make_stream_dataset
+                  checkpoint_dir: Path | None = None, placement: str | None = None):
+    """Train one job on a fresh or reset model from ``pool`` (models.training.train_job),
+    resuming from ``checkpoint_dir`` when it holds a saved epoch; returns (network, history).
+    The returned network takes preprocessed float32 images whatever the ``placement``."""
     from melanoma.models import on_device, training
-    from melanoma.models.factory import build_classifier
-
-    in_model = (augment_on or augment_placement(variant.augment_on)) == "device"
 
     def build():
-        # Seeding here, not per variant: a new global seed makes TF retrace the pooled
-        # model's step (~7 s for B0); data order and augmentation have explicit seeds.
-        keras.utils.set_random_seed(seed)
-        keras.config.set_dtype_policy("mixed_float16" if variant.mixed_precision else "float32")
-        try:
-            network = build_classifier(variant.backbone, variant.resolved_image_size(),
-                                       variant.weights, variant.head_units, variant.dropout,
-                                       variant.freeze_backbone, variant.bn_momentum)
-        finally:
-            keras.config.set_dtype_policy("float32")
-        return on_device.with_device_input(network, variant.augmentation, preprocessing,
-                                           seed) if in_model else network
+        return training.build_model(variant, seed, preprocessing, placement)
 
-    key = variant.architecture_key(None)  # seeds share the traced model (ModelPool)
-    if in_model:
-        key += on_device.placement_key(variant.augmentation, preprocessing)
     strategy = distribution_strategy()  # several GPUs: batch_size is the global batch
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = pool.get(key, build, variant.learning_rate, variant.jit_compile, seed)
-    host_prep, host_aug = (None, None) if in_model else (preprocessing, variant.augmentation)
-    train, val = splits.train, splits.val
-    train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
-                                     host_prep, host_aug, shuffle=True, seed=seed,
-                                     balanced=variant.balanced_sampling)
-    val_data = make_stream_dataset(val.cache, val.index, None, variant.val_batch_size, host_prep)
-    weights = training.class_weights(variant.class_weight, train.labels)
-    if weights or variant.balanced_sampling:
-        log.info("%s: class weights %s; balanced sampling %s", label,
-                 weights or "none", "on" if variant.balanced_sampling else "off")
-    history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label,
-                           checkpoint_dir=checkpoint_dir, class_weight=weights)
+        model = pool.get(training.pool_key(variant, preprocessing, placement), build,
+                         variant.learning_rate, variant.jit_compile, seed)
+    history = training.train_job(model, variant, splits, preprocessing, seed, label,
+                                 placement=placement, checkpoint_dir=checkpoint_dir)
     return on_device.network_of(model), history
 
 
@@ -130,15 +99,15 @@ def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool,
     model, history = train_variant(variant, splits, preprocessing, job.seed, label, pool,
                                    checkpoints, placement)
     saved = storage.save(model, models_dir, variant.name, key, {
-        "variant": asdict(variant), "seed": job.seed, "split_seed": cfg.seed,
+        "recipe": job.recipe, "variant": asdict(variant), "seed": job.seed,
+        "split_seed": cfg.seed,
         "image_size": variant.resolved_image_size(),
         "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
         "interpolation": cfg.data.interpolation, "augmented_on": placement,
         "history": history, "train_seconds": round(time.perf_counter() - started, 1),
         "versions": provenance.package_versions()})
-    for folder in job.hand_over:  # never over a longer training's own (further) progress
-        other = jobs_mod.lock_path(models_dir, folder.name.removesuffix(".partial")
-                                   .rsplit("-", 1)[-1])
+    for folder, longer_key in zip(job.hand_over, job.hand_over_keys):
+        other = jobs_mod.lock_path(models_dir, longer_key)  # never over its further progress
         state = folder / CHECKPOINT_FILE
         stale = stale_before is not None and state.exists() \
             and state.stat().st_mtime < stale_before
@@ -209,9 +178,7 @@ class JobRunner:
 
     def result(self, job) -> tuple[dict, dict, object]:
         if job.key not in self.results:
-            expect = {"preprocessing": job.variant.preprocessing,
-                      "image_size": job.variant.resolved_image_size()}
-            cached = storage.find(self.state.models_dir, job.key, expect)
+            cached = storage.find(self.state.models_dir, job.key, {"recipe": job.recipe})
             model, preprocessing, history = _load_cached(cached, job.variant, job.label)
             self.results[job.key] = (self._predict(job, model, preprocessing), history,
                                      preprocessing)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from melanoma.config import recipe_key, training_recipe
 from melanoma.models import storage
 from melanoma.util import locks
 from melanoma.util.errors import UserError
@@ -47,18 +48,32 @@ class Job:
     hand_over: tuple[Path, ...] = ()
     fold: int = 0
     parent: str = ""
+    hand_over_keys: tuple[str, ...] = ()  # the model keys of the ``hand_over`` folders
+    recipe: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+
+
+def run_context(variant, folds=None, fold: int = 0) -> dict:
+    """The part of a job's recipe resolved on this machine and run: where augmentation runs
+    (``augment_on = "auto"`` resolved), the Keras backend, and the cross-validation fold."""
+    from melanoma.util.tfsetup import augment_placement, keras_backend
+
+    context = {"augment_on": augment_placement(variant.augment_on), "backend": keras_backend()}
+    if fold:
+        context["cv"] = {"k": folds.k, "fold": fold, "folds": folds.digest}
+    return context
+
+
+def job_recipe(variant, data_key: str, cfg, seed: int, folds=None, fold: int = 0) -> dict:
+    """Everything that changes the weights of ``variant`` trained with ``seed`` on the
+    config's split, or on fold ``fold`` of ``folds`` (a runs.cv.FoldPlan)."""
+    recipe = training_recipe(variant, data_key, seed, cfg.data.val_fraction,
+                             cfg.data.interpolation, cfg.seed, run_context(variant, folds, fold))
+    return json.loads(json.dumps(recipe))  # as a sidecar reads it back (tuples -> lists)
 
 
 def job_key(variant, data_key: str, cfg, seed: int, folds=None, fold: int = 0) -> str:
-    """The model key of ``variant`` trained with ``seed`` on the config's split, or on fold
-    ``fold`` of ``folds`` (a runs.cv.FoldPlan: k, the fold assignment's hash)."""
-    key = variant.model_key(data_key, seed, cfg.data.val_fraction, cfg.data.interpolation,
-                            split_seed=cfg.seed)
-    if not fold:
-        return key
-    spec = {"model": key, "cv_folds": folds.k, "fold": fold, "folds": folds.digest,
-            "split_seed": cfg.seed}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    """The model key: a hash of :func:`job_recipe`."""
+    return recipe_key(job_recipe(variant, data_key, cfg, seed, folds, fold))
 
 
 def fold_name(name: str, fold: int, k: int) -> str:
@@ -72,7 +87,7 @@ def continuation_pairs(cfg, data_key: str, seed: int) -> list[tuple]:
     augmentation, so its first epochs are bit for bit the shorter training)."""
     def ckey(v):
         return v.continuation_key(data_key, seed, cfg.data.val_fraction,
-                                  cfg.data.interpolation, split_seed=cfg.seed)
+                                  cfg.data.interpolation, cfg.seed, run_context(v))
 
     trained = [v for v in cfg.variants if not v.model_file]
     pairs = []
@@ -86,8 +101,11 @@ def continuation_pairs(cfg, data_key: str, seed: int) -> list[tuple]:
 def _seed_jobs(cfg, data_key: str, models_dir: Path, retrain: bool, seed: int, first: int,
                n: int, folds=None, fold: int = 0) -> list[Job]:
     """The jobs of one seed on the split (``fold`` 0) or on one fold, numbered from ``first``."""
+    recipes = {v.name: job_recipe(v, data_key, cfg, seed, folds, fold) for v in cfg.variants
+               if not v.model_file}
+
     def key(v):
-        return job_key(v, data_key, cfg, seed, folds, fold)
+        return recipe_key(recipes[v.name])
 
     def name(v):
         return fold_name(v.name, fold, folds.k) if fold else v.name
@@ -98,7 +116,7 @@ def _seed_jobs(cfg, data_key: str, models_dir: Path, retrain: bool, seed: int, f
         donor_of[longer.name] = key(donor)
         if retrain or storage.find(models_dir, key(longer)) is None:
             hand_over.setdefault(donor.name, []).append(
-                storage.checkpoint_dir(models_dir, name(longer), key(longer)))
+                (storage.checkpoint_dir(models_dir, name(longer), key(longer)), key(longer)))
     jobs = []
     for variant in trained:
         index = first + len(jobs)
@@ -106,8 +124,10 @@ def _seed_jobs(cfg, data_key: str, models_dir: Path, retrain: bool, seed: int, f
             f" seed {seed}" if len(cfg.training_seeds) > 1 else "") + (
             f" fold {fold}/{folds.k}" if fold else "")
         job_variant = dataclasses.replace(variant, name=name(variant)) if fold else variant
+        handed = hand_over.get(variant.name, ())
         jobs.append(Job(index, job_variant, seed, key(variant), label, donor_of.get(variant.name),
-                        tuple(hand_over.get(variant.name, ())), fold, variant.name))
+                        tuple(f for f, _ in handed), fold, variant.name,
+                        tuple(k for _, k in handed), recipes[variant.name]))
     return jobs
 
 

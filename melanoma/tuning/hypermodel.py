@@ -9,6 +9,7 @@ exact malignant-class AUC that ``training.ValidationMetrics`` writes into the ep
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -50,27 +51,27 @@ def _default(r, base_value):
 
 
 class HeadHyperModel(kt.HyperModel):
-    """EfficientNet classifier whose head and learning rate are hyperparameters.
+    """The base variant's classifier whose head and learning rate are hyperparameters.
 
-    ``build`` reseeds Keras (the tuner clears the session before each build, which resets
-    the seed), sets the dtype policy, and compiles with ``jit_compile`` from the config.
-    ``fit`` adds the exact validation metrics before keras-tuner's callbacks.
+    ``build`` makes the trial's variant (the base variant with the sampled head, dropout,
+    learning rate and freezing) and builds it exactly as ``run`` does
+    (``training.build_model``: seeded, dtype policy, augmentation placement), compiled with
+    the config's ``jit_compile``. ``fit`` is ``training.train_job``: the same class weights,
+    balanced sampling, augmentation, exact validation metrics and divergence guard as
+    ``run``, with keras-tuner's callbacks after ours (so they see ``val_auc``).
     """
 
-    def __init__(self, variant: VariantConfig, tune: TuneConfig, make_train=None,
-                 val_data=None, val_labels=None):
+    def __init__(self, variant: VariantConfig, tune: TuneConfig, splits=None,
+                 preprocessing=None, data_seed: int = 0):
         super().__init__(name="melanoma_head")
         if tune.seed is None:
             raise ValueError("TuneConfig.seed must be resolved (parse_tune does it)")
         self.variant, self.tune = variant, tune
-        # A fresh training dataset per trial: a reused one reshuffles on each iteration, so
-        # a trial's score would depend on how many trials this process ran before it.
-        self.make_train, self.val_data, self.val_labels = make_train, val_data, val_labels
+        self.splits, self.preprocessing, self.data_seed = splits, preprocessing, data_seed
+        self.trial_variant = variant
 
-    def build(self, hp):
-        from melanoma.models.factory import build_classifier
-        from melanoma.models.training import compile_classifier
-
+    def sampled_variant(self, hp) -> VariantConfig:
+        """The base variant with this trial's hyperparameters (declared here, with defaults)."""
         t, v = self.tune, self.variant
         units = hp.Int("head_units", int(t.head_units.min), int(t.head_units.max),
                        step=int(t.head_units.step) if t.head_units.step else None,
@@ -83,26 +84,32 @@ class HeadHyperModel(kt.HyperModel):
                                  default=_default(t.learning_rate, v.learning_rate))
         frozen = (hp.Boolean("freeze_backbone", default=v.freeze_backbone)
                   if t.tune_freeze_backbone else v.freeze_backbone)
-        keras.utils.set_random_seed(t.seed)
-        keras.config.set_dtype_policy("mixed_float16" if t.mixed_precision else "float32")
-        model = build_classifier(v.backbone, v.resolved_image_size(), v.weights, units,
-                                 dropout, frozen, v.bn_momentum)
-        return compile_classifier(model, learning_rate, jit_compile=t.jit_compile)
+        return dataclasses.replace(v, head_units=units, dropout=dropout,
+                                   learning_rate=learning_rate, freeze_backbone=frozen,
+                                   mixed_precision=t.mixed_precision, jit_compile=t.jit_compile)
 
-    def fit(self, hp, model, *args, callbacks=(), **kwargs):
-        from melanoma.models.training import EpochPrinter, ValidationMetrics
+    def build(self, hp):
+        from melanoma.models import training
+
+        self.trial_variant = v = self.sampled_variant(hp)
+        model = training.build_model(v, self.tune.seed, self.preprocessing)
+        return training.compile_classifier(model, v.learning_rate, jit_compile=v.jit_compile)
+
+    def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
+        from melanoma.models import training
 
         trial = getattr(self, "current_trial", "?")
-        ours = [ValidationMetrics(self.val_data, self.val_labels),
-                EpochPrinter(f"trial {trial}", kwargs.get("epochs", self.tune.epochs))]
-        data = args or (self.make_train(),)
-        history = model.fit(*data, callbacks=[*ours, *callbacks], verbose=0, shuffle=False,
-                            **kwargs)
-        history.set_model(None)  # the tuner keeps the results, not the model
+        history = training.train_job(model, self.trial_variant, self.splits, self.preprocessing,
+                                     self.data_seed, f"trial {trial}",
+                                     extra_callbacks=callbacks, initial_epoch=initial_epoch,
+                                     epochs=epochs or self.tune.epochs)
         memory = rss_mb()
-        log.info("  trial %s done: %s=%.4f%s", trial, OBJECTIVE, max(history.history[OBJECTIVE]),
+        log.info("  trial %s done: %s=%.4f%s", trial, OBJECTIVE, max(history[OBJECTIVE]),
                  f"  rss={memory:.0f} MB" if memory else "")
-        return history
+        result = keras.callbacks.History()  # keras-tuner reads the best epoch from it
+        result.history = history
+        result.epoch = list(range(len(history[OBJECTIVE])))
+        return result
 
 
 class ProcessBudgetSpent(Exception):

@@ -32,25 +32,17 @@ def base_variant(cfg: config_mod.RunConfig) -> config_mod.VariantConfig:
     return next(v for v in cfg.variants if v.name == name) if name else cfg.variants[0]
 
 
-def _datasets(cfg, variant, data_dir: Path | None):
-    """(training dataset factory, val dataset, val labels) for the base variant."""
+def _data(cfg, variant, data_dir: Path | None):
+    """(splits, fitted preprocessing) of the base variant: what ``run`` trains it on."""
     from melanoma.data.cache import fit_preprocessing
     from melanoma.data.preprocessing import get_preprocessing
-    from melanoma.data.stream import make_stream_dataset
 
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
     log.info("data: %s (train %d files)", found.root, len(found.train))
     splits = load_splits(found, variant.resolved_image_size(), cfg)
     train = splits.train
     prep = fit_preprocessing(get_preprocessing(variant.preprocessing), train.cache, train.index)
-
-    def make_train():
-        return make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
-                                   prep, variant.augmentation, shuffle=True, seed=cfg.seed)
-
-    val = make_stream_dataset(splits.val.cache, splits.val.index, None, variant.val_batch_size,
-                              prep)
-    return make_train, val, splits.val.labels
+    return splits, prep
 
 
 def _start_over(project_dir: Path, out_dir: Path) -> None:
@@ -127,14 +119,14 @@ def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     _prepare_state(tuning, cfg, variant, out_dir, project_dir, restart, role, oracle,
                    connect_timeout)
     hardware = tfsetup.configure()
-    make_train = val = val_labels = None
+    splits = prep = None
     if role != "chief":  # the chief only runs the oracle: it never trains
-        make_train, val, val_labels = _datasets(cfg, variant, data_dir)
+        splits, prep = _data(cfg, variant, data_dir)
     strategy = tuning.distribution_strategy()
     if strategy is not None:
         log.info(f"tune: MirroredStrategy over {strategy.num_replicas_in_sync} GPUs "
             f"(batch {variant.batch_size} is the global batch)")
-    hypermodel = tuning.HeadHyperModel(variant, cfg.tune, make_train, val, val_labels)
+    hypermodel = tuning.HeadHyperModel(variant, cfg.tune, splits, prep, cfg.seed)
     tuner = _search(tuning, hypermodel, cfg, variant, out_dir, project_dir, strategy, role,
                     oracle, worker_id, trials_per_process)
     if tuner is None:

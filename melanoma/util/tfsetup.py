@@ -155,3 +155,11 @@ def augment_placement(augment_on: str) -> str:
         return augment_on
     tf = import_tensorflow()
     return "device" if tf.config.list_physical_devices("GPU") else "pipeline"
+
+
+def keras_backend() -> str:
+    """The Keras backend this process runs ("tensorflow", "jax", "torch"): part of every
+    model key (backends draw different random numbers, so they train different weights)."""
+    import keras
+
+    return keras.backend.backend()
