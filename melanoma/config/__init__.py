@@ -32,6 +32,7 @@ from melanoma.config.files import SHIPPED, read_raw, resolve, shipped_names  # n
 from melanoma.config.overrides import apply as apply_overrides
 from melanoma.config.report import EnsembleConfig, ReportConfig, parse_report
 from melanoma.config.run_keys import cv_folds_check, mlflow_check
+from melanoma.config.schema import _build, _check_keys, _checked, _no_key, _table
 from melanoma.config.tune import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
 from melanoma.data.augmentation import Augmentation
 from melanoma.data.decode import INTERPOLATIONS
@@ -40,16 +41,6 @@ from melanoma.data.synthetic import SyntheticSpec
 from melanoma.models.backbones import MIN_IMAGE_SIZE, get_backbone
 from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.names import check_safe_name
-
-
-def _no_key(default, **more):
-    """A field that does NOT enter the model's cache key (names, notes, file pointers)."""
-    return field(default=default, metadata={"key": False, **more})
-
-
-def _checked(default, check, **more):
-    """A field validated by ``check(value) -> error text or None`` (beside its declaration)."""
-    return field(default=default, metadata={"check": check, **more})
 
 
 def _key_if_set(default, check=None):
@@ -203,46 +194,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _check_keys(table: dict, cls, where: str) -> None:
-    known = {f.name for f in fields(cls)} - {"source", "overrides"}
-    for key in table:
-        if key not in known:
-            raise unknown_name("key", key, sorted(known), where)
-
-
-_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
-
-
-def _build(cls, table: dict, where: str):
-    """``cls(**table)`` with each scalar type-checked by its annotation and each field's own
-    ``check`` run: every failure is one UserError line naming ``where`` and the key."""
-    _check_keys(table, cls, where)
-    table = dict(table)
-    for f in fields(cls):
-        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        kind = _KINDS.get(annotation.removesuffix(" | None"))
-        if kind and f.name in table and not (table[f.name] is None and "None" in annotation):
-            table[f.name] = _typed(table[f.name], kind, where, f.name)
-    try:
-        built = cls(**table)
-    except TypeError as error:
-        raise UserError(f"{where}: {error}") from None
-    for f in fields(cls):
-        check = f.metadata.get("check")
-        problem = check(getattr(built, f.name)) if check else None
-        if problem:
-            raise UserError(f"{where}: {f.name} {problem}, got {getattr(built, f.name)!r}")
-    return built
-
-
-def _typed(value, kind, where: str, key: str):
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UserError(f"{where}: {key} must be {kind.__name__}, got {value!r}")
-    return value
-
-
 def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = None
              ) -> VariantConfig:
     merged = {**defaults, **table}
@@ -286,15 +237,6 @@ def validate_variant(v: VariantConfig, where: str) -> None:
     aug = v.augmentation
     if aug.rotation_deg < 0 or not 0 <= aug.shear_deg < 90:
         raise UserError(f"{where}: augmentation rotation_deg must be >= 0 and shear_deg in [0, 90)")
-
-
-def _table(value, where: str) -> dict:
-    """A copy of a TOML table / YAML mapping (None -> empty), or a UserError."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UserError(f"{where} must be a table, got {value!r}")
-    return dict(value)
 
 
 def _data(table: dict) -> DataConfig:
