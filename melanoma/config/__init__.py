@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 from melanoma.config.checks import (
     CLASS_NAMES,
@@ -87,8 +88,7 @@ class VariantConfig:
     class_weight: str | dict = _key_if_set("none", class_weight_check)
     balanced_sampling: bool = _key_if_set(False)
     note: str = _no_key("")  # free text printed in the report
-    model_file: str | None = _no_key(None)  # evaluate this existing model instead of training
-    trust_model_code: bool = _no_key(False)  # let model_file contain code (Lambda, SavedModel)
+    model_file: ClassVar[None] = None  # a trained row; ModelFileRow names an existing file
     head: str = _no_key("")  # "tuned:PATH": head_units/dropout/learning_rate from tune
     # the original paper's numbers for this row: the report says whether each lies inside
     # the reproduced interval
@@ -134,6 +134,36 @@ class VariantConfig:
                                                              split_seed)
 
 
+@dataclass(frozen=True)
+class ModelFileRow:
+    """A row that evaluates an existing model file instead of training one
+    (``model_file = "..."``): only what evaluating a file needs. [defaults] keys that are
+    fields here apply; the training ones do not."""
+
+    name: str
+    model_file: str = ""
+    preprocessing: str = "auto"  # "auto": the model's sidecar, else its file name's convention
+    trust_model_code: bool = False  # let model_file contain code (Lambda, SavedModel)
+    val_batch_size: int = _checked(64, positive_int)
+    note: str = ""  # free text printed in the report
+    published: dict | None = field(default=None, hash=False,
+                                   metadata={"check": published_check})
+
+
+def _model_file_row(table: dict, defaults: dict, where: str) -> ModelFileRow:
+    """A ``model_file`` row: its own keys, plus the [defaults] that apply to a file."""
+    known = {f.name for f in fields(ModelFileRow)}
+    misplaced = [k for k in table if k not in known and k in {f.name for f in fields(VariantConfig)}]
+    if misplaced:
+        raise UserError(f"{where}: {', '.join(misplaced)} cannot be set on a model_file row "
+                        f"(the file is evaluated, not trained)")
+    merged = {**{k: v for k, v in defaults.items() if k in known}, **table}
+    row = _build(ModelFileRow, merged, where)
+    if row.preprocessing != "auto":
+        get_preprocessing(row.preprocessing)
+    return row
+
+
 def _digest(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -172,7 +202,7 @@ class RunConfig:
     """A whole benchmark: data, seed and the variants (rows) to train or load."""
 
     name: str
-    variants: tuple[VariantConfig, ...]
+    variants: tuple[VariantConfig | ModelFileRow, ...]  # trained rows and model-file rows
     seed: int = _checked(42, non_negative_int)  # the train/val split (and the one training seed)
     seeds: tuple[int, ...] | None = _checked(None, seeds_check)  # training seeds: one model each
     data: DataConfig = field(default_factory=DataConfig)
@@ -195,12 +225,17 @@ class RunConfig:
 
 
 def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = None
-             ) -> VariantConfig:
+             ) -> VariantConfig | ModelFileRow:
     merged = {**defaults, **table}
     where = f"variant {merged.get('name', f'#{index + 1}')!r}"
     if "name" not in merged:
         raise UserError(f"variant #{index + 1} has no name")
     check_safe_name(merged["name"], f"{where}: name")  # it names model files and figures
+    if merged.get("model_file"):
+        return _model_file_row(table, defaults, where)
+    # [defaults] may hold keys meant for model-file rows; a trained row has no use for them
+    defaults = {k: v for k, v in defaults.items() if k not in ("model_file", "trust_model_code")}
+    merged = {**defaults, **table}
     if merged.get("head"):
         clash = [k for k in HEAD_KEYS if k in table]
         if "head" in table and clash:
@@ -218,8 +253,6 @@ def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = No
         if "augmentation" in defaults else dataclasses.asdict(DEFAULT_AUGMENTATION)
     merged["augmentation"] = _build(Augmentation, {**base_aug, **(aug or {})},
                                     f"{where} augmentation")
-    if merged.get("model_file") and "preprocessing" not in merged:
-        merged["preprocessing"] = "auto"  # sidecar, else file name (evaluation.model_files)
     variant = _build(VariantConfig, merged, where)
     if isinstance(variant.class_weight, dict):  # one spelling per value: 4 and 4.0 same key
         variant = dataclasses.replace(variant, class_weight={
@@ -232,8 +265,7 @@ def validate_variant(v: VariantConfig, where: str) -> None:
     """The checks that involve other registries or several fields (the per-field ones run
     in ``_build``)."""
     get_backbone(v.backbone)
-    if not (v.model_file and v.preprocessing == "auto"):
-        get_preprocessing(v.preprocessing)
+    get_preprocessing(v.preprocessing)
     aug = v.augmentation
     if aug.rotation_deg < 0 or not 0 <= aug.shear_deg < 90:
         raise UserError(f"{where}: augmentation rotation_deg must be >= 0 and shear_deg in [0, 90)")
@@ -286,7 +318,13 @@ def from_dict(raw: dict, source: str = "", overrides=()) -> RunConfig:
                              "evaluation": evaluation}, "config")
     if top.seeds is not None:
         top = dataclasses.replace(top, seeds=tuple(top.seeds))
-    return dataclasses.replace(top, tune=parse_tune(tune_table, names, top.seed), source=source,
+    tune = parse_tune(tune_table, names, top.seed)
+    if tune is not None:
+        base = next(v for v in rows if v.name == (tune.variant or rows[0].name))
+        if isinstance(base, ModelFileRow):
+            raise UserError(f"tune: variant {base.name!r} names an existing model file; the "
+                            f"search needs a trained row (set tune.variant)")
+    return dataclasses.replace(top, tune=tune, source=source,
                                overrides=tuple(overrides), report=report, ensembles=ensembles)
 
 
