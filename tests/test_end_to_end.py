@@ -95,8 +95,12 @@ def test_rerun_loads_models_and_reproduces_predictions(tiny, assert_same_predict
     assert_same_predictions(out2 / "predictions.csv", tiny["out"] / "predictions.csv")
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_retrained_gives_same_predictions(tiny, assert_same_predictions,
                                                                tmp_path):
+    """Slow: a second full training of the module's run (two models, two epochs each). The
+    default tier keeps the same guarantee at unit size (tests/test_training.py: a pooled
+    model trains exactly like a fresh build of its seed)."""
     out2 = tmp_path / "again"
     args = [*tiny["args"][:3], "--out", str(out2), "--models-dir", str(tmp_path / "models"),
             "--retrain"]
