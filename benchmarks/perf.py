@@ -298,7 +298,7 @@ def gpu_b6(batch: int = 16, steps: int = 10) -> list[Figure]:
         for xla in (False, True):
             keras.backend.clear_session()
             keras.mixed_precision.set_global_policy(policy)
-            model = compile_classifier(build_classifier("B6", 528, "none", 256), 1e-4,
+            model = compile_classifier(build_classifier("B6", 528, "none", 256, bn_momentum=None), 1e-4,
                                        jit_compile=xla)
             model.fit(data.take(2), verbose=0)  # trace
             started = time.perf_counter()

@@ -25,15 +25,6 @@ from melanoma.util.errors import UserError
 RNG = np.random.default_rng(0)
 
 
-def jpeg(mode: str = "RGB", size: int = 40) -> bytes:
-    pixels = RNG.integers(0, 255, (size, size, 4), np.uint8)
-    channels = {"RGB": 3, "RGBA": 4, "L": 1, "CMYK": 4}[mode]
-    img = Image.fromarray(pixels[..., :channels].squeeze(), mode)
-    buffer = io.BytesIO()
-    img.save(buffer, "PNG" if mode == "RGBA" else "JPEG")
-    return buffer.getvalue()
-
-
 def huge_png_header(width: int = 10000, height: int = 10000) -> bytes:
     """A 60-byte PNG whose IHDR claims ``width`` x ``height``: only a header, no pixels."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -50,48 +41,42 @@ def png(mode: str, size: int = 40) -> bytes:
     return buffer.getvalue()
 
 
-# name -> (bytes, what pre-flight flags it as, or None when it loads as RGB)
-BAD_FILES = {
-    "corrupt.jpg": (jpeg()[:200], "unreadable"),  # truncated inside the header
-    "half.jpg": (jpeg()[:len(jpeg()) // 2], None),  # header fine, decoding fails at load
-    "zero.jpg": (b"", "unreadable"),
-    "text.jpg": (b"this is not an image\n", "unreadable"),
-    "huge.png": (huge_png_header(), "huge"),
-    "one_pixel.png": (png("RGB", 1), "tiny"),
-    ".DS_Store": (b"\0\0\0\1Bud1", "hidden"),
-    "notes.txt": (b"hello", "non_image"),
-}
-GOOD_ODD = {"plain.png": png("RGB"), "rgba.png": jpeg("RGBA"), "gray.jpg": jpeg("L"),
-            "cmyk.jpg": jpeg("CMYK"), "palette.png": png("P")}
+def bad_files(jpeg) -> dict[str, tuple[bytes, str | None]]:
+    """name -> (bytes, what pre-flight flags it as, or None when it loads as RGB)."""
+    return {
+        "corrupt.jpg": (jpeg()[:200], "unreadable"),  # truncated inside the header
+        "half.jpg": (jpeg()[:len(jpeg()) // 2], None),  # header fine, decoding fails at load
+        "zero.jpg": (b"", "unreadable"),
+        "text.jpg": (b"this is not an image\n", "unreadable"),
+        "huge.png": (huge_png_header(), "huge"),
+        "one_pixel.png": (png("RGB", 1), "tiny"),
+        ".DS_Store": (b"\0\0\0\1Bud1", "hidden"),
+        "notes.txt": (b"hello", "non_image"),
+    }
 
 
-def make_set(root: Path, n: int = 10, test_n: int = 4, bad: bool = True) -> Path:
-    """``root/{train,test}/{Benign,Malignant}`` with ``n`` good JPEGs per class, plus every
-    bad case in train/Benign (and the odd-but-fine formats in train/Malignant)."""
-    for split, count in (("train", n), ("test", test_n)):
-        for cls in ("Benign", "Malignant"):
-            folder = root / split / cls
-            folder.mkdir(parents=True)
-            for i in range(count):
-                (folder / f"{split}_{cls.lower()}_{i}.jpg").write_bytes(jpeg())
-    if bad:
-        benign, malignant = root / "train" / "Benign", root / "train" / "Malignant"
-        for name, (data, _) in BAD_FILES.items():
-            (benign / name).write_bytes(data)
-        for name, data in GOOD_ODD.items():
-            (malignant / name).write_bytes(data)
-        (benign / "nested" / "deeper").mkdir(parents=True)
-        (benign / "nested" / "deeper" / "x.jpg").write_bytes(jpeg())
-        os.symlink(".", benign / "loop")  # a folder link to itself
-        os.symlink("self.jpg", benign / "self.jpg")  # a link loop named like an image
-        (malignant / os.fsdecode(b"caf\xe9.jpg")).write_bytes(jpeg())  # Latin-1 names
-        (root / "test" / "Benign" / os.fsdecode(b"na\xefve.jpg")).write_bytes(jpeg())
+def add_bad_files(root: Path, jpeg) -> Path:
+    """Every bad case in ``root``/train/Benign and the odd-but-fine formats in
+    train/Malignant of a set made by the ``image_set`` fixture (10 train, 4 test a class)."""
+    benign, malignant = root / "train" / "Benign", root / "train" / "Malignant"
+    for name, (data, _) in bad_files(jpeg).items():
+        (benign / name).write_bytes(data)
+    odd = {"plain.png": png("RGB"), "rgba.png": jpeg("RGBA"), "gray.jpg": jpeg("L"),
+           "cmyk.jpg": jpeg("CMYK"), "palette.png": png("P")}
+    for name, data in odd.items():
+        (malignant / name).write_bytes(data)
+    (benign / "nested" / "deeper").mkdir(parents=True)
+    (benign / "nested" / "deeper" / "x.jpg").write_bytes(jpeg())
+    os.symlink(".", benign / "loop")  # a folder link to itself
+    os.symlink("self.jpg", benign / "self.jpg")  # a link loop named like an image
+    (malignant / os.fsdecode(b"caf\xe9.jpg")).write_bytes(jpeg())  # Latin-1 names
+    (root / "test" / "Benign" / os.fsdecode(b"na\xefve.jpg")).write_bytes(jpeg())
     return root
 
 
 @pytest.fixture
-def bad_set(tmp_path):
-    return make_set(tmp_path / "data")
+def bad_set(tmp_path, image_set, jpeg_bytes):
+    return add_bad_files(image_set(tmp_path / "data"), jpeg_bytes)
 
 
 def test_preflight_counts_every_bad_file(bad_set):
@@ -112,8 +97,8 @@ def test_strict_makes_warnings_one_line_errors(bad_set):
         preflight.check(layout.discover(bad_set), strict=True)
 
 
-def test_clean_set_passes_strict(tmp_path):
-    report = preflight.check(layout.discover(make_set(tmp_path / "d", bad=False)), strict=True)
+def test_clean_set_passes_strict(image_set, tmp_path):
+    report = preflight.check(layout.discover(image_set(tmp_path / "d")), strict=True)
     assert report.warnings == {}
     assert report.to_dict()["info"] == {}
 
@@ -153,8 +138,8 @@ def test_huge_header_is_never_decoded(tmp_path, monkeypatch):
     ("one_class", "no Malignant/ folder"),
     ("only_bad_files", "holds no image files"),
 ])
-def test_broken_layouts_exit_2_with_one_line(tmp_path, capsys, case, message):
-    root = make_set(tmp_path / "data", n=2, test_n=2, bad=False)
+def test_broken_layouts_exit_2_with_one_line(image_set, tmp_path, capsys, case, message):
+    root = image_set(tmp_path / "data", n=2, test_n=2)
     if case == "missing_test":
         for p in sorted((root / "test").rglob("*"), reverse=True):
             p.unlink() if p.is_file() else p.rmdir()
@@ -176,15 +161,15 @@ def test_broken_layouts_exit_2_with_one_line(tmp_path, capsys, case, message):
     assert err.count("\n") == 1 and err.startswith("melanoma-bench: error:") and message in err
 
 
-def test_unreadable_only_class_is_a_one_line_error(tmp_path, capsys):
+def test_unreadable_only_class_is_a_one_line_error(image_set, bad_config, tmp_path, capsys):
     """A class whose files all fail to decode: caught after loading, exit 2."""
     from melanoma import config
     from melanoma.data.splits import load_splits
 
-    root = make_set(tmp_path / "data", n=2, test_n=2, bad=False)
+    root = image_set(tmp_path / "data", n=2, test_n=2)
     for p in (root / "test" / "Malignant").iterdir():
         p.write_bytes(b"")
-    cfg = config.from_dict(tomllib.loads(TINY_CONFIG))
+    cfg = config.from_dict(tomllib.loads(bad_config))
     with pytest.raises(UserError, match="fewer than two readable classes"):
         load_splits(layout.discover(root), 32, dataclasses.replace(
             cfg, data=dataclasses.replace(cfg.data, cache_dir=str(tmp_path / "cache"))))
@@ -197,33 +182,17 @@ def test_check_command_prints_summary(bad_set, capsys):
     assert main(["check", str(bad_set), "--strict"]) == 2
 
 
-TINY_CONFIG = """
-name = "tiny_bad"
-seed = 7
-
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 1
-learning_rate = 1e-3
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-
-[evaluation]
-bootstrap_resamples = 50
-
-[[variants]]
-name = "tiny"
-preprocessing = "samplewise"
-"""
+@pytest.fixture(scope="module")
+def bad_config(tiny_config) -> str:
+    """The tiny config, for data given by --data-dir."""
+    return tiny_config("tiny_bad", synthetic=None, defaults={"learning_rate": 1e-3},
+                       evaluation={"bootstrap_resamples": 50})
 
 
 @pytest.mark.slow
-def test_run_over_every_skippable_bad_file(bad_set, tmp_path, capsys):
+def test_run_over_every_skippable_bad_file(bad_set, bad_config, tmp_path, capsys):
     config = tmp_path / "tiny.toml"
-    config.write_text(TINY_CONFIG)
+    config.write_text(bad_config)
     args = ["run", "--config", str(config), "--data-dir", str(bad_set),
             "--out", str(tmp_path / "out"), "--models-dir", str(tmp_path / "models")]
     assert main(args) == 0
@@ -237,7 +206,7 @@ def test_run_over_every_skippable_bad_file(bad_set, tmp_path, capsys):
     assert main([*args, "--strict"]) == 2
 
 
-def test_second_run_on_a_locked_folder_fails_fast_naming_the_holder(tmp_path, capsys):
+def test_second_run_on_a_locked_folder_fails_fast_naming_the_holder(image_set, tmp_path, capsys):
     import subprocess
     import sys
 
@@ -250,7 +219,7 @@ def test_second_run_on_a_locked_folder_fails_fast_naming_the_holder(tmp_path, ca
         (out / lock.LOCK_NAME).write_text(json.dumps(
             {"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "then"}))
         # 8 a class: enough for the train/val split check, which comes before the lock
-        root = make_set(tmp_path / "data", n=8, test_n=2, bad=False)
+        root = image_set(tmp_path / "data", n=8, test_n=2)
         args = ["run", "--data-dir", str(root), "--out", str(out),
                 "--models-dir", str(tmp_path / "models")]
         assert main(args) == 2

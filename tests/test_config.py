@@ -351,3 +351,35 @@ def test_variant_augmentation_merges_with_defaults():
     a, b = cfg.variants
     assert (a.augmentation.rotation_deg, a.augmentation.horizontal_flip) == (20.0, True)
     assert (b.augmentation.rotation_deg, b.augmentation.horizontal_flip) == (5.0, True)
+
+
+# ---------- model-file rows ----------
+
+def test_a_model_file_row_is_its_own_small_type():
+    cfg = config.from_dict({"name": "m", "defaults": {"epochs": 3, "val_batch_size": 16,
+                                                      "trust_model_code": True},
+                            "variants": [{"name": "file", "model_file": "m.keras"},
+                                         {"name": "trained"}]})
+    row, trained = cfg.variants
+    assert isinstance(row, config.ModelFileRow) and isinstance(trained, config.VariantConfig)
+    assert (row.preprocessing, row.val_batch_size, row.trust_model_code) == ("auto", 16, True)
+    assert not hasattr(row, "epochs") and trained.epochs == 3  # training keys stay on trained rows
+    assert trained.model_file is None  # every row answers "which file?"
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"epochs": 2}, "epochs cannot be set on a model_file row"),
+    ({"preprocessing": "samplewize"}, "did you mean 'samplewise'"),
+    ({"val_batch_size": 0}, "val_batch_size must be a positive integer"),
+    ({"colour": "red"}, "unknown key 'colour'"),
+])
+def test_bad_model_file_rows_are_one_line_errors(table, message):
+    with pytest.raises(UserError, match=message) as error:
+        config.from_dict({"name": "m", "variants": [{"name": "f", "model_file": "m.h5", **table}]})
+    assert "\n" not in str(error.value)
+
+
+def test_tune_refuses_a_model_file_row_as_its_base():
+    with pytest.raises(UserError, match="names an existing model file"):
+        config.from_dict({"name": "m", "variants": [{"name": "f", "model_file": "m.h5"}],
+                          "tune": {"max_trials": 1}})

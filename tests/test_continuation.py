@@ -12,26 +12,9 @@ from melanoma import config
 from melanoma.cli.main import main
 from melanoma.runs.benchmark import continuations
 
-CONFIG = """
-name = "cont"
-seed = 5
-[data.synthetic]
-n_train_per_class = 10
-n_test_per_class = 4
-image_size = 40
-seed = 3
-[defaults]
-image_size = 32
-epochs = 2
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-[[variants]]
-name = "short"
-preprocessing = "samplewise"
-{long}
-"""
-LONG = '[[variants]]\nname = "long"\npreprocessing = "samplewise"\nepochs = 3\n'
+SHORT = {"name": "short", "preprocessing": "samplewise"}
+LONG = {"name": "long", "preprocessing": "samplewise", "epochs": 3}
+DATA = {"n_train_per_class": 10, "n_test_per_class": 4, "image_size": 40, "seed": 3}
 
 
 def run(tmp_path: Path, tag: str, text: str, capsys) -> tuple[pd.DataFrame, dict, str]:
@@ -59,13 +42,14 @@ def test_the_plan_pairs_only_variants_that_differ_by_epochs(tmp_path):
 
 @pytest.mark.slow
 def test_longer_variant_continues_and_equals_training_from_scratch(tmp_path, capsys,
-                                                                    monkeypatch):
+                                                                    monkeypatch, tiny_config):
+    """Bit for bit on purpose: `run` turns TensorFlow's op determinism on on a CPU, and the
+    claim is that continuing IS the longer training, not an approximation of it."""
     monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "data"))
-    both, histories, err = run(tmp_path, "both", CONFIG.format(long=LONG), capsys)
+    both_text = tiny_config("cont", [SHORT, LONG], seed=5, synthetic=DATA, defaults={"epochs": 2})
+    both, histories, err = run(tmp_path, "both", both_text, capsys)
     assert "handed over to long-" in err and "long resuming after epoch 2/3" in err
-    alone_text = CONFIG.format(long="").replace('name = "short"\npreprocessing = "samplewise"',
-                                                'name = "long"\npreprocessing = "samplewise"\n'
-                                                'epochs = 3')
+    alone_text = tiny_config("cont", [LONG], seed=5, synthetic=DATA, defaults={"epochs": 2})
     alone, alone_histories, alone_err = run(tmp_path, "alone", alone_text, capsys)
     assert "resuming" not in alone_err
     continued = both[both["variant"] == "long"].reset_index(drop=True)

@@ -12,37 +12,6 @@ import pytest
 
 from melanoma.cli.main import main
 
-CONFIG = """
-name = "tiny_cv"
-seed = 7
-
-[data]
-cv_folds = 3
-cv_average = true
-
-[data.synthetic]
-n_train_per_class = 9
-n_test_per_class = 4
-image_size = 40
-seed = 3
-
-[defaults]
-image_size = 32
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-bn_momentum = 0.5
-
-[evaluation]
-bootstrap_resamples = 50
-audit = false
-
-[[variants]]
-name = "sw"
-preprocessing = "samplewise"
-"""
-
 pytestmark = pytest.mark.slow
 RUNS = ("train", "validation")
 
@@ -63,9 +32,13 @@ def read_scalars(folder) -> dict[tuple[str, str], list[tuple[int, float]]]:
 
 
 @pytest.fixture(scope="module")
-def cv_run(tmp_path_factory):
+def cv_run(tiny_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("cv")
-    (root / "c.toml").write_text(CONFIG)
+    (root / "c.toml").write_text(tiny_config(
+        "tiny_cv", [{"name": "sw", "preprocessing": "samplewise"}], defaults={"bn_momentum": 0.5},
+        synthetic={"n_train_per_class": 9, "n_test_per_class": 4, "image_size": 40, "seed": 3},
+        data={"cv_folds": 3, "cv_average": True},
+        evaluation={"bootstrap_resamples": 50, "audit": False}))
     mp = pytest.MonkeyPatch()
     mp.setenv("MELANOMA_DATA_CACHE", str(root / "cache"))
     args = ["run", "--config", str(root / "c.toml"), "--out", str(root / "out"),

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_sharing import CONFIG  # tests/ is on sys.path (pytest prepend mode)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODE_KEYS = ("MELANOMA_DETERMINISTIC", "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")
@@ -71,10 +70,11 @@ def _cli_run(tmp_path: Path, tag: str, cores: set[int] | None = None) -> Path:
 
 
 @pytest.mark.slow
-def test_deterministic_runs_are_bitwise_equal_on_one_machine_whatever_its_core_count(tmp_path):
+def test_deterministic_runs_are_bitwise_equal_on_one_machine_whatever_its_core_count(
+        tmp_path, four_job_config):
     # The one guarantee the mode makes (same machine, versions, config and seed), so the
     # comparison is exact; across machines it promises nothing (docs/determinism.md).
-    (tmp_path / "c.toml").write_text(CONFIG.replace("seeds = [5, 6]", "seeds = [5]"))
+    (tmp_path / "c.toml").write_text(four_job_config.replace("seeds = [5, 6]", "seeds = [5]"))
     first, second = _cli_run(tmp_path, "a"), _cli_run(tmp_path, "b")
     assert (first / "predictions.csv").read_bytes() == (second / "predictions.csv").read_bytes()
     cores = sorted(os.sched_getaffinity(0))

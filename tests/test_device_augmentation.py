@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_gpu_paths import CONFIG as GPU_PATHS_CONFIG  # tests/ is on sys.path (prepend mode)
 
 from melanoma import config
 from melanoma.cli.main import main
@@ -123,21 +122,15 @@ def test_xla_compiles_the_training_step_with_the_warp_inside(policy):
     assert model.predict(x, verbose=0).dtype == np.float32
 
 
-# test_gpu_paths' tiny run with its one variant replaced by a device-augmented one
-CONFIG = GPU_PATHS_CONFIG.split("[[variants]]")[0] + """
-[[variants]]
-name = "dev"
-augment_on = "device"
-"""
-
-
-def test_run_with_device_augmentation_saves_the_bare_network(tmp_path, monkeypatch, capsys):
+def test_run_with_device_augmentation_saves_the_bare_network(tiny_config, tmp_path, monkeypatch,
+                                                             capsys):
     from melanoma.models import storage
     from melanoma.models.on_device import DeviceInput
 
     monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "data"))
     path = tmp_path / "c.toml"
-    path.write_text(CONFIG)
+    path.write_text(tiny_config("dev_aug", [{"name": "dev", "augment_on": "device"}],
+                                synthetic="small"))
     args = ["run", "--config", str(path), "--out", str(tmp_path / "out"),
             "--models-dir", str(tmp_path / "models")]
     assert main(args) == 0, capsys.readouterr().err

@@ -11,57 +11,30 @@ from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
 from melanoma.cli.main import main
 
-TINY_CONFIG = """
-name = "tiny"
-seed = 7
+VARIANTS = [{"name": "tiny_samplewise", "preprocessing": "samplewise"},
+            {"name": "tiny_featurewise", "preprocessing": "featurewise"},
+            {"name": "tiny_featurewise_again", "preprocessing": "featurewise",
+             "note": "same config as tiny_featurewise: loaded, not trained"}]
 
-[data.synthetic]
-n_train_per_class = 10
-n_test_per_class = 6
-image_size = 40
-seed = 3
 
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 2
-learning_rate = 1e-3
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-bn_momentum = 0.5
-
-[defaults.augmentation]
-rotation_deg = 10.0
-shear_deg = 0.2
-horizontal_flip = true
-vertical_flip = true
-
-[[variants]]
-name = "tiny_samplewise"
-preprocessing = "samplewise"
-
-[[variants]]
-name = "tiny_featurewise"
-preprocessing = "featurewise"
-
-[[variants]]
-name = "tiny_featurewise_again"
-preprocessing = "featurewise"
-note = "same config as tiny_featurewise: loaded, not trained"
-"""
+@pytest.fixture(scope="module")
+def config_text(tiny_config) -> str:
+    """The tiny config with three rows (the third one's model is the second's), 2 epochs."""
+    return tiny_config(variants=VARIANTS, defaults={
+        "epochs": 2, "learning_rate": 1e-3, "bn_momentum": 0.5,
+        "augmentation": {"rotation_deg": 10.0, "shear_deg": 0.2, "horizontal_flip": True,
+                         "vertical_flip": True}})
 
 EXPECTED_FILES = ("results.json", "results.csv", "results.md", "predictions.csv", "roc.png",
                   "histories.json")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(config_text, tmp_path_factory):
     """One run of the tiny config; returns its folders and captured stderr."""
     root = tmp_path_factory.mktemp("e2e")
     config = root / "tiny.toml"
-    config.write_text(TINY_CONFIG)
+    config.write_text(config_text)
     mp = pytest.MonkeyPatch()
     mp.setenv("MELANOMA_DATA_CACHE", str(root / "cache"))
     args = ["run", "--config", str(config), "--out", str(root / "out"),
@@ -112,27 +85,31 @@ def test_results_equal_sklearn_on_predictions_csv(tiny):
         assert row["n_test"] == len(group)
 
 
-def test_rerun_loads_models_and_reproduces_predictions(tiny, capsys, tmp_path):
-    before = (tiny["out"] / "predictions.csv").read_bytes()
+def test_rerun_loads_models_and_reproduces_predictions(tiny, assert_same_predictions, capsys,
+                                                       tmp_path):
     out2 = tmp_path / "out2"
     args = [*tiny["args"][:3], "--out", str(out2), "--models-dir", str(tiny["models"])]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "loading" in err and "training" not in err
-    assert (out2 / "predictions.csv").read_bytes() == before
+    assert_same_predictions(out2 / "predictions.csv", tiny["out"] / "predictions.csv")
 
 
-def test_same_config_and_seed_retrained_gives_same_predictions(tiny, tmp_path):
+@pytest.mark.slow
+def test_same_config_and_seed_retrained_gives_same_predictions(tiny, assert_same_predictions,
+                                                               tmp_path):
+    """Slow: a second full training of the module's run (two models, two epochs each). The
+    default tier keeps the same guarantee at unit size (tests/test_training.py: a pooled
+    model trains exactly like a fresh build of its seed)."""
     out2 = tmp_path / "again"
     args = [*tiny["args"][:3], "--out", str(out2), "--models-dir", str(tmp_path / "models"),
             "--retrain"]
     assert main(args) == 0
-    assert (out2 / "predictions.csv").read_bytes() == (
-        tiny["out"] / "predictions.csv").read_bytes()
+    assert_same_predictions(out2 / "predictions.csv", tiny["out"] / "predictions.csv")
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda c: c.replace("learning_rate = 1e-3", "learning_rate = -1.0"), "learning_rate"),
+    (lambda c: c.replace("learning_rate = 0.001", "learning_rate = -1.0"), "learning_rate"),
     (lambda c: c.replace("batch_size = 8\nval", "batch_size = 0\nval"), "batch_size"),
     (lambda c: c.replace("image_size = 32", "image_size = 16"), "minimum"),
     (lambda c: c.replace('preprocessing = "samplewise"', 'preprocessing = "samplewize"'),
@@ -140,9 +117,11 @@ def test_same_config_and_seed_retrained_gives_same_predictions(tiny, tmp_path):
     (lambda c: c.replace("epochs = 2", "epocs = 2"), "did you mean 'epochs'"),
     (lambda c: c + "\n[[[broken", "not valid"),
 ])
-def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, mutate, message):
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(config_text, tmp_path, capsys, mutate,
+                                                          message):
     config = tmp_path / "bad.toml"
-    config.write_text(mutate(TINY_CONFIG))
+    assert mutate(config_text) != config_text  # the mutation found its line
+    config.write_text(mutate(config_text))
     out = tmp_path / "out"
     code = main(["run", "--config", str(config), "--out", str(out),
                  "--models-dir", str(tmp_path / "models")])
@@ -170,12 +149,12 @@ def _write_images(folder: Path, n: int) -> None:
                    _write_images(root / "test" / "benign", 2),
                    (root / "test" / "malignant").mkdir()), "holds no image files"),
 ])
-def test_bad_data_dir_is_one_line_exit_2(tmp_path, capsys, build, message):
+def test_bad_data_dir_is_one_line_exit_2(config_text, tmp_path, capsys, build, message):
     root = tmp_path / "data"
     root.mkdir()
     build(root)
     config = tmp_path / "c.toml"
-    config.write_text(TINY_CONFIG)
+    config.write_text(config_text)
     out = tmp_path / "out"
     code = main(["run", "--config", str(config), "--data-dir", str(root), "--out", str(out),
                  "--models-dir", str(tmp_path / "models")])
@@ -184,9 +163,9 @@ def test_bad_data_dir_is_one_line_exit_2(tmp_path, capsys, build, message):
     assert not out.exists()
 
 
-def test_unknown_variant_lists_known(tmp_path, capsys):
+def test_unknown_variant_lists_known(config_text, tmp_path, capsys):
     config = tmp_path / "c.toml"
-    config.write_text(TINY_CONFIG)
+    config.write_text(config_text)
     code = main(["run", "--config", str(config), "--variant", "tiny_samplewize",
                  "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err

@@ -15,43 +15,14 @@ from melanoma.reporting.figures import slug
 
 pytestmark = pytest.mark.slow  # trains one tiny model (~1.5 min on 2 shared cores)
 
-CONFIG = """
-name = "tiny_eval"
-seed = 5
-
-[data.synthetic]
-n_train_per_class = 10
-n_test_per_class = 6
-image_size = 40
-seed = 3
-
-[evaluation]
-bootstrap_resamples = 200
-tta = true
-
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-bn_momentum = 0.5
-
-[defaults.augmentation]
-horizontal_flip = true
-
-[[variants]]
-name = "tiny"
-preprocessing = "samplewise"
-"""
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tiny_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_e2e")
-    (root / "c.toml").write_text(CONFIG)
+    (root / "c.toml").write_text(tiny_config(
+        "tiny_eval", seed=5, defaults={"bn_momentum": 0.5, "augmentation": {"horizontal_flip": True}},
+        evaluation={"bootstrap_resamples": 200, "tta": True}))
     mp = pytest.MonkeyPatch()
     mp.setenv("MELANOMA_DATA_CACHE", str(root / "cache"))
     assert main(["run", "--config", str(root / "c.toml"), "--out", str(root / "out"),

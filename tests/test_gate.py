@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
-from test_variance import make_predictions
 
 from melanoma.evaluation import gate as G
 from melanoma.util.errors import UserError
@@ -61,15 +60,15 @@ def test_zero_spread():
     assert G.worse_p_value([0.1] * 5, [0.1] * 3) == (0.0, 1.0)
 
 
-def test_identical_rerun_passes_and_a_worse_run_is_flagged():
+def test_identical_rerun_passes_and_a_worse_run_is_flagged(seeded_predictions):
     seeds = tuple(range(1, 6))
-    base_pred = make_predictions(seeds=seeds, n_pos=40, n_neg=40, spread=0.2)
+    base_pred = seeded_predictions(seeds=seeds, n_pos=40, n_neg=40, spread=0.2)
     baseline = G.seed_baseline(base_pred)
     assert baseline["variants"]["a"]["seeds"] == list(seeds)
     same = G.check(baseline, base_pred)
     assert same.passed and {c.verdict for c in same.checks} == {"ok"}
     assert all(c.worse_by == 0.0 for c in same.checks)
-    worse = make_predictions(seeds=seeds, n_pos=40, n_neg=40, spread=0.2, separation=0.2,
+    worse = seeded_predictions(seeds=seeds, n_pos=40, n_neg=40, spread=0.2, separation=0.2,
                              rng_seed=0)
     outcome = G.check(baseline, worse)
     flagged = {(c.variant, c.metric) for c in outcome.checks if c.verdict == "REGRESSED"}
@@ -77,8 +76,8 @@ def test_identical_rerun_passes_and_a_worse_run_is_flagged():
     assert "REGRESSED" in outcome.report() and "FAIL" in outcome.report()
 
 
-def test_other_test_set_missing_variant_and_short_baselines():
-    pred = make_predictions(seeds=tuple(range(5)))
+def test_other_test_set_missing_variant_and_short_baselines(seeded_predictions):
+    pred = seeded_predictions(seeds=tuple(range(5)))
     baseline = G.seed_baseline(pred)
     other = pred[pred["file"] != "img_000.jpg"]
     assert {c.verdict for c in G.check(baseline, other).checks} == {"CHANGED"}
@@ -94,8 +93,8 @@ def test_other_test_set_missing_variant_and_short_baselines():
         G.check(baseline, pred, metrics=["auroc"])
 
 
-def test_one_seed_runs_are_judged_against_the_baseline_spread():
-    base = make_predictions(seeds=tuple(range(6)), n_pos=40, n_neg=40)
+def test_one_seed_runs_are_judged_against_the_baseline_spread(seeded_predictions):
+    base = seeded_predictions(seeds=tuple(range(6)), n_pos=40, n_neg=40)
     baseline = G.seed_baseline(base)
     one = G.check(baseline, base[base["seed"] == 0])
     assert one.passed and all(c.n_current == 1 for c in one.checks)
@@ -133,14 +132,14 @@ def test_false_alarm_rate_is_at_most_the_stated_rate():
 
 def test_power_against_a_three_sd_shift():
     # 5 vs 5 seeds, 8 checks: a 3-SD drop in one variant's metrics is found most of the time
-    # (about 0.9 measured by benchmarks/simulate_gate.py); 0.75 leaves 6 SE of room at 300 runs
+    # (about 0.9 simulated, docs/seed_variance.md); 0.75 leaves 6 SE of room at 300 runs
     power = simulate_family(np.random.default_rng(2), 300, shift_sd=3.0, rho=0.8)
     assert power >= 0.75, power
     assert simulate_family(np.random.default_rng(3), 300, shift_sd=0.5) < 0.3
 
 
-def test_report_states_the_rule():
-    pred = make_predictions(seeds=tuple(range(5)))
+def test_report_states_the_rule(seeded_predictions):
+    pred = seeded_predictions(seeds=tuple(range(5)))
     text = G.check(G.seed_baseline(pred), pred).report()
     assert "Holm" in text and "PASS: 8 checks" in text and "8 tests in the family" in text
     assert not math.isnan(G.seed_baseline(pred)["family_alpha"])

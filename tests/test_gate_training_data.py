@@ -162,28 +162,14 @@ def test_committed_baseline_has_the_bench_data_fingerprint():
                                                                     found.train.labels)
 
 
-TINY_RUN = """
-name = "tinyfp"
-seed = 3
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-[[variants]]
-name = "tinyfp_native"
-preprocessing = "native"
-"""
 
 
 @pytest.mark.slow
-def test_a_run_records_its_training_fingerprint(data, tmp_path):
+def test_a_run_records_its_training_fingerprint(data, tiny_config, tmp_path):
     """results.json of a real (tiny) run holds the train/ fingerprint of its --data-dir."""
     cfg = tmp_path / "tinyfp.toml"
-    cfg.write_text(TINY_RUN)
+    cfg.write_text(tiny_config("tinyfp", [{"name": "tinyfp_native", "preprocessing": "native"}],
+                               seed=3, synthetic=None))
     flipped = flipped_copy(data, tmp_path / "flipped")
     assert main(["run", "--config", str(cfg), "--data-dir", str(flipped), "--out",
                  str(tmp_path / "out"), "--models-dir", str(tmp_path / "models")]) == 0

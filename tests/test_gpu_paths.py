@@ -13,29 +13,13 @@ from melanoma.cli.main import main
 from melanoma.util.errors import UserError
 from melanoma.util.tfsetup import distribution_strategy
 
-CONFIG = """
-name = "gpu_paths"
-[data.synthetic]
-n_train_per_class = 8
-n_test_per_class = 4
-image_size = 40
-[defaults]
-image_size = 32
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-[[variants]]
-name = "mixed"
-mixed_precision = true
-jit_compile = false
-"""
 
-
-def test_mixed_precision_run_gives_float32_probabilities(tmp_path, monkeypatch, capsys):
+def test_mixed_precision_run_gives_float32_probabilities(tiny_config, tmp_path, monkeypatch,
+                                                         capsys):
     monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "data"))
     path = tmp_path / "c.toml"
-    path.write_text(CONFIG)
+    path.write_text(tiny_config("gpu_paths", [{"name": "mixed", "mixed_precision": True,
+                                               "jit_compile": False}], synthetic="small"))
     assert main(["run", "--config", str(path), "--out", str(tmp_path / "out"),
                  "--models-dir", str(tmp_path / "models")]) == 0, capsys.readouterr().err
     predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")

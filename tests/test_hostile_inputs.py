@@ -14,34 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_bad_inputs import jpeg, make_set  # tests/ is on sys.path (pytest prepend mode)
 
 from melanoma.cli.main import main
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 CAFE = os.fsdecode(b"dup_caf\xe9.jpg")  # a Latin-1 name: not UTF-8
 
-TINY = """
-name = "hostile"
-seed = 7
 
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 1
-learning_rate = 1e-3
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-
-[evaluation]
-bootstrap_resamples = 20
-
-[[variants]]
-name = "tiny"
-preprocessing = "samplewise"
-"""
+@pytest.fixture(scope="module")
+def hostile_config(tiny_config) -> str:
+    """The tiny config, for data given by --data-dir."""
+    return tiny_config("hostile", synthetic=None, defaults={"learning_rate": 1e-3},
+                       evaluation={"bootstrap_resamples": 20})
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +66,16 @@ def one_line_error(capsys, *needles: str) -> str:
     return lines[0]
 
 
-def run_args(tmp_path: Path, data: Path, config: str = TINY, *extra: str) -> list[str]:
-    path = tmp_path / "tiny.toml"
-    path.write_text(config)
-    return ["run", "--config", str(path), "--data-dir", str(data), "--out",
-            str(tmp_path / "out"), "--models-dir", str(tmp_path / "models"), *extra]
+@pytest.fixture(scope="module")
+def run_args(hostile_config):
+    """``run_args(folder, data, config=hostile_config, *extra)``: a `run` of ``config`` on
+    ``data``, its config, output and models in ``folder``."""
+    def args(tmp_path: Path, data: Path, config: str | None = None, *extra: str) -> list[str]:
+        path = tmp_path / "tiny.toml"
+        path.write_text(config or hostile_config)
+        return ["run", "--config", str(path), "--data-dir", str(data), "--out",
+                str(tmp_path / "out"), "--models-dir", str(tmp_path / "models"), *extra]
+    return args
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -97,17 +86,17 @@ def files_of(folder: Path) -> dict[str, bytes]:
 # ----------------------------------------------------------------------------------------
 # item 2: non-UTF-8 file names in the audit, in evaluate, and as the output folder
 
-def near_duplicate_set(root: Path) -> Path:
+def near_duplicate_set(image_set, root: Path) -> Path:
     """A small set whose test/Benign holds a non-UTF-8-named re-encoded copy of a train image."""
-    make_set(root, n=6, test_n=3, bad=False)
+    image_set(root, n=6, test_n=3)
     (root / "train" / "Benign" / "source.jpg").write_bytes(smooth_jpeg(1))
     (root / "test" / "Benign" / CAFE).write_bytes(smooth_jpeg(1, quality=60))
     (root / "test" / "Malignant" / os.fsdecode(b"empty\xff.jpg")).write_bytes(b"")
     return root
 
 
-def test_audit_names_a_non_utf8_near_duplicate_escaped(tmp_path, capsys):
-    root = near_duplicate_set(tmp_path / "data")
+def test_audit_names_a_non_utf8_near_duplicate_escaped(image_set, tmp_path, capsys):
+    root = near_duplicate_set(image_set, tmp_path / "data")
     out = tmp_path / "audit"
     assert main(["audit", str(root), "--out", str(out)]) == 0
     pairs = (out / "audit_pairs.csv").read_text(encoding="utf-8")
@@ -118,8 +107,9 @@ def test_audit_names_a_non_utf8_near_duplicate_escaped(tmp_path, capsys):
     assert (out / "audit_pairs.png").stat().st_size > 0
 
 
-def test_run_with_a_non_utf8_near_duplicate_completes(tmp_path, tiny_model, capsys):
-    root = near_duplicate_set(tmp_path / "data")
+def test_run_with_a_non_utf8_near_duplicate_completes(image_set, run_args, tmp_path, tiny_model,
+                                                      capsys):
+    root = near_duplicate_set(image_set, tmp_path / "data")
     assert main(run_args(tmp_path, root)) == 0
     out = tmp_path / "out"
     clean = (out / "clean_test.csv").read_text(encoding="utf-8")
@@ -129,13 +119,13 @@ def test_run_with_a_non_utf8_near_duplicate_completes(tmp_path, tiny_model, caps
     assert json.loads((out / "results.json").read_text())["audit"]["n_test_clean"] >= 1
 
 
-def test_evaluate_non_utf8_model_test_file_and_folder_names(tmp_path, capsys):
+def test_evaluate_non_utf8_model_test_file_and_folder_names(jpeg_bytes, tmp_path, capsys):
     root = tmp_path / "data"
     for cls in ("Benign", "Malignant"):
         (root / "test" / cls).mkdir(parents=True)
         for i in range(2):
-            (root / "test" / cls / f"{i}.jpg").write_bytes(jpeg(size=32))
-    (root / "test" / "Benign" / os.fsdecode(b"na\xefve.jpg")).write_bytes(jpeg(size=32))
+            (root / "test" / cls / f"{i}.jpg").write_bytes(jpeg_bytes(size=32))
+    (root / "test" / "Benign" / os.fsdecode(b"na\xefve.jpg")).write_bytes(jpeg_bytes(size=32))
     model = tmp_path / os.fsdecode(b"mod\xe8le_samplewise.h5")  # its stem names the row
     model.write_bytes((LEGACY / "tiny_efficientnet_samplewise.h5").read_bytes())
     out = tmp_path / os.fsdecode(b"r\xe9sultats")
@@ -147,15 +137,13 @@ def test_evaluate_non_utf8_model_test_file_and_folder_names(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def saved_run_once(tmp_path_factory) -> Path:
+def saved_run_once(fake_predictions, tmp_path_factory) -> Path:
     """A run folder written from generated predictions (no model, no TensorFlow)."""
-    from test_report import predictions
-
     from melanoma.evaluation.rows import EvalSettings
     from melanoma.reporting import tables
 
     out = tmp_path_factory.mktemp("saved") / "run"
-    test, val = predictions(40), predictions(30, seed=1, prefix="train")
+    test, val = fake_predictions(40), fake_predictions(30, seed=1, prefix="train")
     tables.write_run(out, test, {n: {"spec": f"spec of {n}"} for n in "abc"},
                      {"a": {"loss": [0.7, 0.5], "val_loss": [0.8, 0.6]}}, {"seed": 3}, val,
                      EvalSettings(seed=3, bootstrap_resamples=20), set(test["file"][::2]),
@@ -191,16 +179,16 @@ def test_figure_slugs_differ_for_different_names():
 # item 5 and 10: a damaged or tampered cached model -> one line, the file, what to do
 
 @pytest.fixture(scope="module")
-def trained_once(tmp_path_factory, tiny_model):
+def trained_once(image_set, run_args, tmp_path_factory, tiny_model):
     """One finished tiny run (its models folder is copied by ``cached_run``)."""
     base = tmp_path_factory.mktemp("trained")
-    root = make_set(base / "data", n=6, test_n=3, bad=False)
+    root = image_set(base / "data", n=6, test_n=3)
     assert main(run_args(base, root)) == 0
     return base
 
 
 @pytest.fixture
-def cached_run(trained_once, tmp_path):
+def cached_run(run_args, trained_once, tmp_path):
     """A copy of the finished run's models: the arguments that load it, and its two files."""
     import shutil
 
@@ -257,7 +245,8 @@ def test_evaluate_says_what_is_wrong_with_a_tampered_sidecar(cached_run, tmp_pat
 # ----------------------------------------------------------------------------------------
 # item 6: a diverging run stops with one line naming the variant and the epoch
 
-def test_nan_loss_stops_with_the_variant_and_epoch(tmp_path, tiny_model, monkeypatch, capsys):
+def test_nan_loss_stops_with_the_variant_and_epoch(image_set, run_args, tmp_path, tiny_model,
+                                                  monkeypatch, capsys):
     import keras
 
     from melanoma.models import training
@@ -270,7 +259,7 @@ def test_nan_loss_stops_with_the_variant_and_epoch(tmp_path, tiny_model, monkeyp
         return model
 
     monkeypatch.setattr(training, "compile_classifier", compile_nan)
-    root = make_set(tmp_path / "data", n=6, test_n=3, bad=False)
+    root = image_set(tmp_path / "data", n=6, test_n=3)
     previous = tmp_path / "out"
     previous.mkdir()
     (previous / "results.json").write_text('{"rows": []}')  # an earlier run's report
@@ -386,10 +375,10 @@ def _finishes(target, *args, fifo: Path, seconds: float = 20):
     return result["value"]
 
 
-def test_fifo_in_a_class_folder_is_counted_not_opened(tmp_path, capsys):
+def test_fifo_in_a_class_folder_is_counted_not_opened(image_set, tmp_path, capsys):
     from melanoma.data import layout, preflight
 
-    root = make_set(tmp_path / "data", n=3, test_n=2, bad=False)
+    root = image_set(tmp_path / "data", n=3, test_n=2)
     fifo = root / "train" / "Benign" / "pipe.jpg"
     os.mkfifo(fifo)
     report = _finishes(preflight.scan, layout.discover(root), fifo=fifo)
@@ -415,14 +404,15 @@ def test_fifo_as_a_model_file_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag", ["--out", "--models-dir"])
 @pytest.mark.parametrize("case", ["a file", "lock is a folder", "read-only"])
-def test_unusable_output_places_are_one_line(tmp_path, monkeypatch, capsys, flag, case):
+def test_unusable_output_places_are_one_line(image_set, run_args, tmp_path, monkeypatch, capsys,
+                                            flag, case):
     import errno
 
     from melanoma.util import locks
 
     if case == "lock is a folder" and flag == "--models-dir":
         pytest.skip("run locks each job in the models folder, not the folder itself")
-    root = make_set(tmp_path / "data", n=6, test_n=3, bad=False)
+    root = image_set(tmp_path / "data", n=6, test_n=3)
     args = run_args(tmp_path, root)
     place = Path(args[args.index(flag) + 1])
     if case == "a file":
@@ -502,9 +492,10 @@ def test_evaluate_and_report_respect_a_live_runs_lock(saved_run, tmp_path, capsy
         holder.wait()
 
 
-def test_lambda_model_file_row_is_refused_before_any_training(tmp_path, capsys):
-    root = make_set(tmp_path / "data", n=6, test_n=3, bad=False)
-    config = TINY + f"""
+def test_lambda_model_file_row_is_refused_before_any_training(image_set, run_args, hostile_config,
+                                                              tmp_path, capsys):
+    root = image_set(tmp_path / "data", n=6, test_n=3)
+    config = hostile_config + f"""
 [[variants]]
 name = "lambda_file"
 model_file = "{LEGACY / 'lambda_layer.h5'}"

@@ -14,7 +14,6 @@ import subprocess
 import numpy as np
 import pytest
 from PIL import Image
-from test_report import predictions  # tests/ is on sys.path (pytest prepend mode)
 
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.reporting import tables as report
@@ -39,12 +38,12 @@ def browse(binary: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_index_html_renders_in_headless_chromium(tmp_path):
+def test_index_html_renders_in_headless_chromium(fake_predictions, tmp_path):
     binary = chromium()
     out = tmp_path / "run"
-    report.write_run(out, predictions(200), {}, {}, {"config": {"name": "browser"}, "seed": 1},
-                     predictions(80, seed=1), EvalSettings(seed=1, bootstrap_resamples=100),
-                     set(predictions(200)["file"].unique()[::2]), {"n_test": 200})
+    report.write_run(out, fake_predictions(200), {}, {}, {"config": {"name": "browser"}, "seed": 1},
+                     fake_predictions(80, seed=1), EvalSettings(seed=1, bootstrap_resamples=100),
+                     set(fake_predictions(200)["file"].unique()[::2]), {"n_test": 200})
     url = (out / "index.html").resolve().as_uri()
     dom = browse(binary, tmp_path, "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -75,21 +74,21 @@ measure();window.addEventListener('load',measure);
 
 
 @pytest.mark.parametrize("width", [1280, 1920])
-def test_page_does_not_scroll_sideways(width, tmp_path):
+def test_page_does_not_scroll_sideways(fake_predictions, write_images, default_run_shape, width,
+                                       tmp_path):
     """The default run's shape (five long variant names, clean rows, audit, galleries with
     images): at 1280 and 1920 px the page is no wider than the window (only the wide table's
     own box scrolls). The measurement is written onto <body> by a script added to a copy."""
-    from test_report_extras import _images
-    from test_report_readable import AUDIT, LONG
+    LONG, AUDIT = default_run_shape
 
     binary = chromium()
     root = tmp_path / "data"
-    test = predictions(200, LONG)
-    _images(root, test["file"])
+    test = fake_predictions(200, LONG)
+    write_images(root, test["file"])
     out = tmp_path / "run"
     report.write_run(out, test, {n: {"spec": "x / 255 then x - mean(image) " * 3} for n in LONG},
                      {}, {"config": {"name": "browser"}, "seed": 1, "data": {"root": str(root)}},
-                     predictions(80, LONG, seed=1), EvalSettings(seed=1, bootstrap_resamples=100),
+                     fake_predictions(80, LONG, seed=1), EvalSettings(seed=1, bootstrap_resamples=100),
                      set(test["file"].unique()[::2]), AUDIT)
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "<h2>Error galleries</h2>" in page

@@ -3,7 +3,6 @@ the real ISIC 2017 label files (../shared/data/isic2017/labels; skipped when abs
 CI)."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -15,18 +14,6 @@ from PIL import Image
 from melanoma.cli import import_data
 from melanoma.cli.main import main
 from melanoma.data.importers import FORMATS
-
-ISIC2017 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
-LABELS = ISIC2017 / "labels"
-
-
-def need_isic2017() -> Path:
-    """The shared ISIC 2017 folder, or skip (fail in CI, where it must be present)."""
-    if not (LABELS / "ISIC-2017_Training_Part3_GroundTruth.csv").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real data expected in CI at {ISIC2017}")
-        pytest.skip(f"real ISIC 2017 data not found at {ISIC2017} (only on the project's machines)")
-    return ISIC2017
 
 
 def source_md_counts(root: Path) -> dict[str, tuple[int, int]]:
@@ -47,15 +34,15 @@ def test_format_choices_are_the_importers():
     assert set(import_data.FORMAT_NAMES) == {"auto", *FORMATS} and len(import_data.FORMAT_NAMES) == len(FORMATS) + 1
 
 
-def test_real_isic2017_label_files(tmp_path, capsys):
-    root = need_isic2017()
-    u = pd.read_csv(LABELS / "udacity_dermatologist-ai_ground_truth.csv")  # official test labels
+def test_real_isic2017_label_files(isic2017, tmp_path, capsys):
+    root, labels = isic2017, isic2017 / "labels"
+    u = pd.read_csv(labels / "udacity_dermatologist-ai_ground_truth.csv")  # official test labels
     test_gt = tmp_path / "test_gt.csv"
     pd.DataFrame({"image_id": u["Id"].str.extract(r"(ISIC_\d+)")[0], "melanoma": u["task_1"],
                   "seborrheic_keratosis": u["task_2"]}).to_csv(test_gt, index=False)
     out = tmp_path / "isic"
-    assert main(["import", "--labels", str(LABELS / "ISIC-2017_Training_Part3_GroundTruth.csv"),
-                 "--labels", str(LABELS / "ISIC-2017_Validation_Classes.csv"),
+    assert main(["import", "--labels", str(labels / "ISIC-2017_Training_Part3_GroundTruth.csv"),
+                 "--labels", str(labels / "ISIC-2017_Validation_Classes.csv"),
                  "--test-labels", str(test_gt), "--images", str(root), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert ("Classes: Malignant <- melanoma; Benign <- nevus, seborrheic_keratosis, "

@@ -3,7 +3,6 @@ lesion or patient, the output folder is handled safely, and the real ISIC 2017 l
 SOURCE.md's counts."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -21,18 +20,6 @@ from melanoma.data.importers import (
     read_labels,
 )
 from melanoma.util.errors import UserError
-
-ISIC2017 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
-LABELS = ISIC2017 / "labels"
-
-
-def need_isic2017() -> Path:
-    """The shared ISIC 2017 folder, or skip (fail in CI, where it must be present)."""
-    if not (LABELS / "ISIC-2017_Training_Part3_GroundTruth.csv").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real data expected in CI at {ISIC2017}")
-        pytest.skip(f"real ISIC 2017 data not found at {ISIC2017} (only on the project's machines)")
-    return ISIC2017
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -283,15 +270,15 @@ def udacity_as_isic2017(root: Path, path: Path) -> Path:
     return path
 
 
-def test_real_isic2017_label_files_give_source_md_counts(tmp_path):
-    root = need_isic2017()
-    train, fmt = read_labels(LABELS / "ISIC-2017_Training_Part3_GroundTruth.csv")
+def test_real_isic2017_label_files_give_source_md_counts(isic2017, tmp_path):
+    root, labels = isic2017, isic2017 / "labels"
+    train, fmt = read_labels(labels / "ISIC-2017_Training_Part3_GroundTruth.csv")
     assert fmt == "isic2017"
     assert train["diagnosis"].value_counts().to_dict() == {"nevus": 1372, "melanoma": 374, "seborrheic_keratosis": 254}
-    val, _ = read_labels(LABELS / "ISIC-2017_Validation_Classes.csv")
+    val, _ = read_labels(labels / "ISIC-2017_Validation_Classes.csv")
     assert val["diagnosis"].value_counts().to_dict() == {"nevus_or_seborrheic_keratosis": 120, "melanoma": 30}
-    s = import_dataset("auto", [LABELS / "ISIC-2017_Training_Part3_GroundTruth.csv",
-                                LABELS / "ISIC-2017_Validation_Classes.csv"], root, tmp_path / "out",
+    s = import_dataset("auto", [labels / "ISIC-2017_Training_Part3_GroundTruth.csv",
+                                labels / "ISIC-2017_Validation_Classes.csv"], root, tmp_path / "out",
                        test_labels_csv=udacity_as_isic2017(root, tmp_path / "test_gt.csv"))
     assert s.counts == source_md_counts(root)
     # SOURCE.md removed three test images that are byte-identical to training images

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sharing import CONFIG  # tests/ is on sys.path (pytest prepend mode)
 
 from melanoma.util import locks
 
 ROOT = Path(__file__).resolve().parents[1]
-# the tiny config of tests/test_sharing.py: 2 variants x 2 seeds = 4 jobs, 1 epoch, 32 px
+# conftest's four_job_config: 2 variants x 2 seeds = 4 jobs, 1 epoch, 32 px
 TRAINED = ": training 1 epochs"
 
 
@@ -65,8 +64,9 @@ def kill_after_first_model(tmp_path: Path, tag: str) -> dict[Path, int]:
 
 
 @pytest.mark.slow
-def test_sigkill_after_the_first_saved_model_then_rerun_resumes_without_retraining(tmp_path):
-    (tmp_path / "c.toml").write_text(CONFIG)
+def test_sigkill_after_the_first_saved_model_then_rerun_resumes_without_retraining(
+        tmp_path, four_job_config):
+    (tmp_path / "c.toml").write_text(four_job_config)
     reference = finish(tmp_path, "one")  # uninterrupted, one process (also makes the data)
     assert reference.count(TRAINED) == 4
     saved = kill_after_first_model(tmp_path, "killed")

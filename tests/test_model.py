@@ -20,7 +20,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def model():
     keras.utils.set_random_seed(0)
-    return build_classifier("B0", SIZE, "none", head_units=8)
+    return build_classifier("B0", SIZE, "none", head_units=8, bn_momentum=None)
 
 
 def pixels(n, seed=0):
@@ -153,7 +153,21 @@ def test_bn_momentum_override_on_every_batchnorm():
     assert {layer.momentum for layer in norms} == {0.9}
 
 
-def test_bn_momentum_default_is_keras(model):
+def test_factory_defaults_are_a_config_rows():
+    """build_classifier's defaults agree with VariantConfig's: a model built in a notebook
+    with the defaults is the model a config row with the defaults trains."""
+    import inspect
+
+    from melanoma.config import VariantConfig
+
+    row = VariantConfig(name="x")
+    given = {k: p.default for k, p in inspect.signature(build_classifier).parameters.items()
+             if p.default is not inspect.Parameter.empty}
+    assert given == {k: getattr(row, k) for k in given}
+    assert set(given) == {"weights", "head_units", "dropout", "freeze_backbone", "bn_momentum"}
+
+
+def test_bn_momentum_none_is_keras(model):
     assert {layer.momentum for layer in batch_norms(model)} == {0.99}
 
 

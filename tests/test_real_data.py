@@ -10,7 +10,6 @@ wall time on the shared 2-core machine at load 10).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,49 +19,13 @@ import pytest
 
 from melanoma.cli.main import main
 
-ISIC2017 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
 PER_CLASS = 10
-
-CONFIG = """
-name = "real_tiny"
-seed = 3
-
-[data]
-val_fraction = 0.3
-cache_dir = "{cache}"
-
-[evaluation]
-bootstrap_resamples = 200
-
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-bn_momentum = 0.5
-
-[[variants]]
-name = "tiny_real"
-preprocessing = "samplewise"
-"""
-
-
-def need_isic2017() -> Path:
-    """The shared ISIC 2017 folder, or skip (fail in CI, where it must be present)."""
-    if not (ISIC2017 / "train" / "Benign").is_dir() or not (ISIC2017 / "labels").is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real data expected in CI at {ISIC2017}")
-        pytest.skip(f"real ISIC 2017 data not found at {ISIC2017} (only on the project's machines)")
-    return ISIC2017
 
 
 @pytest.fixture(scope="module")
-def real_subset(tmp_path_factory) -> Path:
+def real_subset(isic2017, tmp_path_factory) -> Path:
     """10 images per class and split, a seeded choice, copied (never linked) into tmp."""
-    root = need_isic2017()
+    root = isic2017
     out = tmp_path_factory.mktemp("isic_subset")
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
@@ -74,9 +37,12 @@ def real_subset(tmp_path_factory) -> Path:
     return out
 
 
-def test_run_on_real_images(real_subset, tmp_path, capsys):
+def test_run_on_real_images(real_subset, tiny_config, tmp_path, capsys):
     config = tmp_path / "real.toml"
-    config.write_text(CONFIG.format(cache=tmp_path / "cache"))
+    config.write_text(tiny_config("real_tiny", [{"name": "tiny_real", "preprocessing": "samplewise"}],
+                                  seed=3, synthetic=None, defaults={"bn_momentum": 0.5},
+                                  data={"val_fraction": 0.3, "cache_dir": tmp_path / "cache"},
+                                  evaluation={"bootstrap_resamples": 200}))
     out = tmp_path / "out"
     assert main(["run", "--config", str(config), "--data-dir", str(real_subset), "--out", str(out),
                  "--models-dir", str(tmp_path / "models")]) == 0
@@ -101,10 +67,10 @@ def test_run_on_real_images(real_subset, tmp_path, capsys):
         assert (out / name).is_file(), name
 
 
-def test_import_the_real_validation_labels(tmp_path, capsys):
+def test_import_the_real_validation_labels(isic2017, tmp_path, capsys):
     """The official ISIC 2017 validation ground truth (150 images, 30 melanoma) imported from
     the shared images: counts from the file, a stratified seeded test share, bytes unchanged."""
-    root = need_isic2017()
+    root = isic2017
     labels = root / "labels" / "ISIC-2017_Validation_Classes.csv"
     out = tmp_path / "val_import"
     assert main(["import", "--labels", str(labels), "--images", str(root), "--out", str(out),

@@ -23,24 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESAMPLES = 200
 
 
-def predictions(n: int, names=("a", "b", "c"), seed: int = 0, prefix: str = "test") -> pd.DataFrame:
-    """Balanced labels and per-variant logistic scores of increasing quality."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat([0, 1], n // 2)
-    files = [f"{prefix}/{'Malignant' if v else 'Benign'}/{i}.jpg" for i, v in enumerate(y)]
-    frames = []
-    for k, name in enumerate(names):
-        score = y * (0.8 + 0.5 * k) + rng.normal(0, 1, len(y))
-        p = np.round(1 / (1 + np.exp(-score + 0.4)), 9)  # as saved: 9 significant digits
-        frames.append(pd.DataFrame({"variant": name, "file": files, "label": y,
-                                    "prob_malignant": p}))
-    return pd.concat(frames, ignore_index=True)
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(fake_predictions, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    test, val = predictions(120), predictions(80, seed=1, prefix="train")
+    test, val = fake_predictions(120), fake_predictions(80, seed=1, prefix="train")
     clean = set(test["file"].unique()[::2])
     report.write_run(out, test, {n: {"spec": f"spec of {n}"} for n in "abc"}, {},
                      {"config": {"name": "gen"}, "seed": 3}, val,
@@ -128,8 +114,8 @@ def test_rows_match_independent_computations(run_dir):
                 assert row["auc_delong_p"] == pytest.approx(want)
 
 
-def test_target_sensitivity_threshold():
-    test, val = predictions(100), predictions(60, seed=2)
+def test_target_sensitivity_threshold(fake_predictions):
+    test, val = fake_predictions(100), fake_predictions(60, seed=2)
     rows = evaluate(test, val, EvalSettings(bootstrap_resamples=50, target_sensitivity=0.9))
     for row in rows:
         v = val[val.variant == row["variant"]]
@@ -143,16 +129,16 @@ def test_target_sensitivity_threshold():
     (lambda f: f.assign(prob_malignant=f.prob_malignant.where(f.index != 3, 1.5)), "[0, 1]"),
     (lambda f: f.iloc[0:0], "empty"),
 ])
-def test_bad_predictions_are_clear_errors(bad, message):
+def test_bad_predictions_are_clear_errors(fake_predictions, bad, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
-        evaluate(bad(predictions(20)), None, EvalSettings(bootstrap_resamples=20))
+        evaluate(bad(fake_predictions(20)), None, EvalSettings(bootstrap_resamples=20))
     assert "empty" in str(err.value) or "variant 'a'" in str(err.value)
 
 
-def test_single_class_marks_metrics_undefined_not_half(tmp_path):
-    test = predictions(20)
+def test_single_class_marks_metrics_undefined_not_half(fake_predictions, tmp_path):
+    test = fake_predictions(20)
     test = test[test.label == 1]
-    val = predictions(20).query("label == 0")  # threshold impossible on one class
+    val = fake_predictions(20).query("label == 0")  # threshold impossible on one class
     rows = report.write_run(tmp_path, test, {}, {}, {"seed": 0}, val,
                             EvalSettings(bootstrap_resamples=20), set(), None)
     row = rows[0]

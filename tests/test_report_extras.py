@@ -2,6 +2,7 @@
 from saved predictions, gallery files and the page's section; Grad-CAM from a saved model."""
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -10,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from sklearn.metrics import roc_auc_score
-from test_report import predictions  # tests/ is on sys.path (pytest prepend mode)
 
 from melanoma import config
 from melanoma.cli.main import main
@@ -66,9 +65,17 @@ def test_config_overrides_reach_the_report_table():
     assert cfg.report.gallery_cases == 2
 
 
-def _saved_run(out: Path, seeds=(3,), ensemble_cfg=None, root: Path | None = None, **prov):
-    test = predictions(120)
-    val = predictions(80, seed=1, prefix="train")
+@pytest.fixture
+def saved_run(fake_predictions):
+    """``saved_run(out, seeds=(3,), ensemble_cfg=None, root=None, **provenance)``: a run
+    folder written from generated predictions; returns (test, val) predictions."""
+    return functools.partial(_saved_run, fake_predictions)
+
+
+def _saved_run(fake_predictions, out: Path, seeds=(3,), ensemble_cfg=None,
+               root: Path | None = None, **prov):
+    test = fake_predictions(120)
+    val = fake_predictions(80, seed=1, prefix="train")
     test = pd.concat([test.assign(seed=s) for s in seeds], ignore_index=True)
     val = pd.concat([val.assign(seed=s) for s in seeds], ignore_index=True)
     provenance = {"config": {"name": "t", "variants": VARIANTS,
@@ -80,8 +87,8 @@ def _saved_run(out: Path, seeds=(3,), ensemble_cfg=None, root: Path | None = Non
     return test, val
 
 
-def test_ensemble_rows_equal_rows_computed_by_hand(tmp_path):
-    test, _ = _saved_run(tmp_path, ensemble_cfg=[{"name": "ab_geo", "members": ["a", "b"],
+def test_ensemble_rows_equal_rows_computed_by_hand(saved_run, tmp_path):
+    test, _ = saved_run(tmp_path, ensemble_cfg=[{"name": "ab_geo", "members": ["a", "b"],
                                                    "method": "geometric"}])
     saved = json.loads((tmp_path / "results.json").read_text())
     row = next(r for r in saved["rows"] if r["variant"] == "ab_geo")
@@ -96,8 +103,8 @@ def test_ensemble_rows_equal_rows_computed_by_hand(tmp_path):
     assert (tmp_path / "confusion_ab_geo.png").is_file()
 
 
-def test_report_adds_an_ensemble_to_an_old_run_and_rebuilds_identically(tmp_path, capsys):
-    _saved_run(tmp_path / "run")
+def test_report_adds_an_ensemble_to_an_old_run_and_rebuilds_identically(saved_run, tmp_path, capsys):
+    saved_run(tmp_path / "run")
     assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "x"),
                  "--ensemble", "bc=b+c", "--gallery-cases", "0"]) == 0
     out = capsys.readouterr().out
@@ -110,8 +117,8 @@ def test_report_adds_an_ensemble_to_an_old_run_and_rebuilds_identically(tmp_path
     assert "NAME=VARIANT+VARIANT" in capsys.readouterr().err
 
 
-def test_ensembles_over_seeds_combine_each_seed_on_its_own(tmp_path):
-    test, _ = _saved_run(tmp_path, seeds=(1, 2), ensemble_cfg=[{"name": "ab",
+def test_ensembles_over_seeds_combine_each_seed_on_its_own(saved_run, tmp_path):
+    test, _ = saved_run(tmp_path, seeds=(1, 2), ensemble_cfg=[{"name": "ab",
                                                                 "members": ["a", "b"]}])
     test = test.copy()
     test.loc[test["seed"] == 2, "prob_malignant"] **= 2  # make the seeds differ
@@ -130,18 +137,10 @@ def test_ensembles_over_seeds_combine_each_seed_on_its_own(tmp_path):
     assert "ab" not in set(only_a["variant"])  # `run --variant a` left b out: skipped
 
 
-def _images(root: Path, files) -> None:
-    rng = np.random.default_rng(0)
-    for f in dict.fromkeys(files):
-        path = root / f
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
-
-
-def test_galleries_from_saved_predictions_without_models(tmp_path):
+def test_galleries_from_saved_predictions_without_models(saved_run, fake_predictions, write_images, tmp_path):
     root = tmp_path / "data"
-    _images(root, predictions(120)["file"])
-    _saved_run(tmp_path / "run", root=root)
+    write_images(root, fake_predictions(120)["file"])
+    saved_run(tmp_path / "run", root=root)
     code = ("import sys; from melanoma.cli.main import main; "
             f"assert main(['report', {str(tmp_path / 'run')!r}, '--gallery-cases', '3']) == 0; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
@@ -157,20 +156,20 @@ def test_galleries_from_saved_predictions_without_models(tmp_path):
     assert "Error galleries" not in (tmp_path / "run" / "index.html").read_text()
 
 
-def test_galleries_say_where_the_images_were_not_found(tmp_path):
-    _saved_run(tmp_path / "run", root=tmp_path / "gone")
+def test_galleries_say_where_the_images_were_not_found(saved_run, tmp_path):
+    saved_run(tmp_path / "run", root=tmp_path / "gone")
     page = (tmp_path / "run" / "index.html").read_text()
     assert "No galleries: the images are not at" in page and "--data-dir" in page
 
 
-def test_gradcam_overlays_from_a_saved_model(tmp_path):
+def test_gradcam_overlays_from_a_saved_model(saved_run, fake_predictions, write_images, tmp_path):
     """A tiny saved model under the key the run recorded: its variant's gallery gets Grad-CAM
     overlays, the others say they have no model."""
     keras = pytest.importorskip("keras")
     from melanoma.models import storage
 
     root = tmp_path / "data"
-    _images(root, predictions(120)["file"])
+    write_images(root, fake_predictions(120)["file"])
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((32, 32, 3)),
                               keras.layers.Conv2D(4, 3, padding="same", activation="relu",
@@ -182,7 +181,7 @@ def test_gradcam_overlays_from_a_saved_model(tmp_path):
     key = digest(recipe)
     storage.save(model, tmp_path / "models", "a", key, {"recipe": recipe,
                  "preprocessing": "samplewise", "image_size": 32, "interpolation": "nearest"})
-    _saved_run(tmp_path / "run", root=root, model_keys={"a": key, "b": "k999"})
+    saved_run(tmp_path / "run", root=root, model_keys={"a": key, "b": "k999"})
     report.rebuild(tmp_path / "run", options=ReportOptions(models_dir=tmp_path / "models",
                                                            gallery_cases=2))
     section = (tmp_path / "run" / "index.html").read_text().split("<h2>Error galleries")[1]
@@ -194,7 +193,7 @@ def test_gradcam_overlays_from_a_saved_model(tmp_path):
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.evaluation import gradcam
 
-    files = sorted(predictions(120)["file"].unique())[:4]
+    files = sorted(fake_predictions(120)["file"].unique())[:4]
     maps = gradcam.saved_model_heatmaps(tmp_path / "models", key, files, root, files[:2])
     loaded = storage.load(storage.find(tmp_path / "models", key))
     for class_index, part in ((0, files[:2]), (1, files[2:])):

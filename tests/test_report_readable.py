@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
-from test_report import predictions  # tests/ is on sys.path (pytest prepend mode)
 
 from melanoma.cli.main import main
 from melanoma.evaluation import metric_table, metrics
@@ -17,15 +16,6 @@ from melanoma.evaluation.rows import EvalSettings
 from melanoma.reporting import compact, same_model
 from melanoma.reporting import html as html_report
 from melanoma.reporting import tables as report
-
-LONG = ("efficient_net_b0_samplewise", "efficient_net_b0_featurewise",
-        "efficient_net_b0_samplewise_long", "efficient_net_b0_random_featurewise",
-        "efficient_net_b0_native")  # the default run's names: the widest it prints
-AUDIT = {"n_items": 300, "n_by_split": {"train": 340, "val": 60, "test": 200}, "n_test": 200,
-         "test_with_duplicate_in_train": 3, "test_with_exact_duplicate_in_train": 1,
-         "test_with_duplicate_in_val": 0, "test_with_same_lesion_in_train_or_val": 2,
-         "test_fraction_affected": 0.025, "n_test_clean": 195, "include_flips": False,
-         "min_corr": 0.95}
 
 
 def _write(out, test, val=None, clean=None, audit=None, provenance=None):
@@ -36,12 +26,13 @@ def _write(out, test, val=None, clean=None, audit=None, provenance=None):
 
 
 @pytest.fixture(scope="module")
-def default_like(tmp_path_factory):
+def default_like(fake_predictions, default_run_shape, tmp_path_factory):
     """A run shaped like the default one: its five names, a clean subset, an audit, and
     random_featurewise the same model as featurewise (identical predictions)."""
+    LONG, AUDIT = default_run_shape
     out = tmp_path_factory.mktemp("default_like")
-    test = predictions(200, LONG)
-    val = predictions(80, LONG, seed=1, prefix="train")
+    test = fake_predictions(200, LONG)
+    val = fake_predictions(80, LONG, seed=1, prefix="train")
     for frame in (test, val):
         same = frame["variant"] == LONG[3]
         frame.loc[same, "prob_malignant"] = frame.loc[frame["variant"] == LONG[1],
@@ -150,7 +141,9 @@ def test_audit_values_as_words():
     assert html_report.audit_value("n_grouped", None) == "n/a"
 
 
-def test_one_model_under_two_names_is_one_curve(default_like, monkeypatch, tmp_path):
+def test_one_model_under_two_names_is_one_curve(default_like, default_run_shape, monkeypatch,
+                                                 tmp_path):
+    LONG = default_run_shape[0]
     drawn = {}
 
     def spy(name):
@@ -171,8 +164,8 @@ def test_one_model_under_two_names_is_one_curve(default_like, monkeypatch, tmp_p
     assert f"{LONG[1]} = {LONG[3]} (same model): one curve" in page
 
 
-def test_same_models_needs_identical_predictions_for_every_seed():
-    test = predictions(40, ("a", "b", "c")).assign(seed=1)
+def test_same_models_needs_identical_predictions_for_every_seed(fake_predictions):
+    test = fake_predictions(40, ("a", "b", "c")).assign(seed=1)
     test.loc[test["variant"] == "b", "prob_malignant"] = test.loc[
         test["variant"] == "a", "prob_malignant"].to_numpy()
     assert same_model.same_models(test) == {"a": ["a", "b"]}

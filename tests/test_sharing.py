@@ -23,8 +23,9 @@ CLAIM = textwrap.dedent("""
     from types import SimpleNamespace
     from melanoma.runs import jobs
 
-    models, log = Path(sys.argv[1]), Path(sys.argv[2])
-    while not (models / "go").exists():  # start together
+    models, log, ready = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    (ready / str(os.getpid())).write_text("")  # imported: tell the test, then start together
+    while not (models / "go").exists():
         time.sleep(0.01)
     plan = [jobs.Job(i, SimpleNamespace(name=f"v{i}"), 0, f"k{i:02d}", f"job {i}",
                      donor_key="k00" if i == 1 else None) for i in range(6)]
@@ -44,14 +45,26 @@ CLAIM = textwrap.dedent("""
 """)
 
 
+def wait_until_both_ready(procs: list[subprocess.Popen], ready: Path, limit: float = 120) -> None:
+    """Return once every process has written its file in ``ready``; fail if one exits first
+    or the limit passes (imports take seconds on a loaded machine, never minutes)."""
+    deadline = time.monotonic() + limit
+    while len(list(ready.iterdir())) < len(procs):
+        exited = [p.communicate() for p in procs if p.poll() is not None]
+        assert not exited, exited
+        assert time.monotonic() < deadline, "the processes never became ready"
+        time.sleep(0.01)
+
+
 def test_two_processes_claim_every_job_once_and_wait_for_a_donor(tmp_path):
-    models, log = tmp_path / "models", tmp_path / "trained.log"
+    models, log, ready = tmp_path / "models", tmp_path / "trained.log", tmp_path / "ready"
     models.mkdir()
+    ready.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIM, str(models), str(log)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIM, str(models), str(log), str(ready)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
-    time.sleep(1.5)  # both imported and polling
+    wait_until_both_ready(procs, ready)  # a barrier: both imported and polling for "go"
     (models / "go").write_text("")
     outputs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
@@ -100,30 +113,6 @@ def test_same_plan_joins_the_output_folder_and_another_plan_fails(tmp_path):
         holder.wait()
 
 
-CONFIG = """
-name = "shared"
-seed = 5
-seeds = [5, 6]
-[data.synthetic]
-n_train_per_class = 8
-n_test_per_class = 4
-image_size = 40
-seed = 3
-[defaults]
-image_size = 32
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-[evaluation]
-bootstrap_resamples = 50
-[[variants]]
-name = "sw"
-preprocessing = "samplewise"
-[[variants]]
-name = "nat"
-preprocessing = "native"
-"""
 
 
 def _run(tmp_path: Path, tag: str, *extra) -> subprocess.Popen:
@@ -142,8 +131,9 @@ def _finish(proc: subprocess.Popen) -> str:
 
 
 @pytest.mark.slow
-def test_two_shards_give_the_predictions_of_one_process_training_each_job_once(tmp_path):
-    (tmp_path / "c.toml").write_text(CONFIG)
+def test_two_shards_give_the_predictions_of_one_process_training_each_job_once(tmp_path,
+                                                                                four_job_config):
+    (tmp_path / "c.toml").write_text(four_job_config)
     one = _finish(_run(tmp_path, "one"))
     assert one.count(": training 1 epochs") == 4
     shards = [_run(tmp_path, "shared", "--shard", f"{i}/2") for i in (1, 2)]

@@ -21,43 +21,23 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = """
-name = "tinytune"
-seed = 7
-[data.synthetic]
-n_train_per_class = 20
-n_test_per_class = 4
-image_size = 40
-seed = 3
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 1
-learning_rate = 1e-3
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-bn_momentum = 0.5
-[[variants]]
-name = "tiny"
-preprocessing = "samplewise"
-[tune]
-max_trials = {trials}
-epochs = 1
-[tune.head_units]
-min = 4
-max = 16
-step = 4
-[tune.dropout]
-min = 0.0
-max = 0.5
-step = 0.25
-[tune.learning_rate]
-min = 1e-4
-max = 1e-2
-sampling = "log"
-"""
+SEARCH = {"epochs": 1, "head_units": {"min": 4, "max": 16, "step": 4},
+          "dropout": {"min": 0.0, "max": 0.5, "step": 0.25},
+          "learning_rate": {"min": 1e-4, "max": 1e-2, "sampling": "log"}}
+
+
+@pytest.fixture(scope="module")
+def tune_config(tiny_config):
+    """``tune_config(trials)``: the tiny config on 40 training images with a [tune] table of
+    ``trials`` trials; ``trials=None`` leaves [tune] out, ``head`` sets the row's head."""
+    def text(trials: int | None, head: str | None = None) -> str:
+        row = {"name": "tiny", "preprocessing": "samplewise", **({"head": head} if head else {})}
+        return tiny_config("tinytune", [row],
+                           synthetic={"n_train_per_class": 20, "n_test_per_class": 4,
+                                      "image_size": 40, "seed": 3},
+                           defaults={"learning_rate": 1e-3, "bn_momentum": 0.5},
+                           **({"tune": {"max_trials": trials, **SEARCH}} if trials else {}))
+    return text
 
 
 def tune_cmd(config: Path, out: Path, *extra: str) -> list[str]:
@@ -80,10 +60,10 @@ def table(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tune_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     config = root / "tiny.toml"
-    config.write_text(TINY.format(trials=2))
+    config.write_text(tune_config(2))
     return {"root": root, "config": config, "env": env(root / "cache")}
 
 
@@ -147,16 +127,14 @@ def test_killed_search_resumes_only_the_remaining_trial_with_same_results(setup,
     assert again.returncode == 0 and trials_run(again.stderr) == []
 
 
-def test_run_with_tuned_head_uses_best_hyperparameters(setup, full_search, tmp_path,
+def test_run_with_tuned_head_uses_best_hyperparameters(setup, full_search, tune_config, tmp_path,
                                                        monkeypatch):
     from melanoma.cli.main import main
 
     best_path = full_search["out"] / "best_hyperparameters.json"
     best = json.loads(best_path.read_text())["hyperparameters"]
     config = tmp_path / "run.toml"
-    config.write_text(TINY.format(trials=2).split("[tune]")[0].replace(
-        'preprocessing = "samplewise"',
-        f'preprocessing = "samplewise"\nhead = "tuned:{best_path}"'))
+    config.write_text(tune_config(None, head=f"tuned:{best_path}"))
     monkeypatch.setenv("MELANOMA_DATA_CACHE", setup["env"]["MELANOMA_DATA_CACHE"])
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "out"),
                  "--models-dir", str(tmp_path / "models")]) == 0
@@ -176,9 +154,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_chief_and_two_workers_run_each_trial_once(setup, tmp_path):
+def test_chief_and_two_workers_run_each_trial_once(setup, tune_config, tmp_path):
     config = tmp_path / "tiny3.toml"
-    config.write_text(TINY.format(trials=3))
+    config.write_text(tune_config(3))
     out, address = tmp_path / "dist", f"127.0.0.1:{free_port()}"
     chief = subprocess.Popen(tune_cmd(config, out, "--role", "chief", "--oracle", address),
                              env=setup["env"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -202,12 +180,12 @@ def test_chief_and_two_workers_run_each_trial_once(setup, tmp_path):
     assert (out / "best_hyperparameters.json").is_file()
 
 
-def test_memory_does_not_grow_trial_to_trial(setup, tmp_path):
+def test_memory_does_not_grow_trial_to_trial(setup, tune_config, tmp_path):
     """TensorFlow keeps ~300 MB per traced EfficientNet in a process (measured, even after
     clear_session, gc and malloc_trim), so ``--isolate`` runs each trial in a fresh child:
     the RSS printed after each trial then stays flat, and the search still completes."""
     config = tmp_path / "tiny3.toml"
-    config.write_text(TINY.format(trials=3))
+    config.write_text(tune_config(3))
     done = subprocess.run(tune_cmd(config, tmp_path / "mem", "--isolate"), env=setup["env"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -20,25 +20,6 @@ from melanoma.util.errors import UserError
 TOL = 1e-9
 
 
-def make_predictions(variants=("a", "b"), seeds=(1, 2, 3), n_pos=12, n_neg=18, spread=0.5,
-                     separation=1.0, rng_seed=0, image_sd=1.0, variant_gap=0.3):
-    """Seeds differ by a random shift of the class separation (SD ``spread``); each image has
-    one difficulty shared by every seed and variant, plus a little per-seed noise."""
-    rng = np.random.default_rng(rng_seed)
-    y = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
-    difficulty = rng.normal(0, image_sd, len(y))
-    seed_effect = rng.normal(0, 1, (len(variants), len(seeds)))
-    files = [f"img_{i:03d}.jpg" for i in range(len(y))]
-    frames = []
-    for v, variant in enumerate(variants):
-        for s, seed in enumerate(seeds):
-            sep = separation - v * variant_gap + spread * seed_effect[v, s]
-            logit = sep * (2 * y - 1) + difficulty + rng.normal(0, 0.3, len(y))
-            frames.append(pd.DataFrame({"variant": variant, "seed": seed, "file": files,
-                                        "label": y, "prob_malignant": 1 / (1 + np.exp(-logit))}))
-    return pd.concat(frames, ignore_index=True).sample(frac=1.0, random_state=1)  # any order
-
-
 def naive_draws(y, n_resamples, n_seeds, rng):
     """Stratified image resamples (positives' block, then negatives'), then seed draws."""
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
@@ -77,8 +58,8 @@ def by_seed(pred, variant):
 
 
 @pytest.mark.parametrize("n_seeds", [1, 2, 4])
-def test_summary_matches_naive_loop(n_seeds):
-    pred = make_predictions(variants=("a",), seeds=tuple(range(10, 10 + n_seeds)))
+def test_summary_matches_naive_loop(seeded_predictions, n_seeds):
+    pred = seeded_predictions(variants=("a",), seeds=tuple(range(10, 10 + n_seeds)))
     row = V.summarise(pred, n_resamples=40, seed=7)[0]
     seeds, y, probs = by_seed(pred, "a")
     idx, draws = naive_draws(y, 40, len(seeds), np.random.default_rng(7))
@@ -96,9 +77,9 @@ def test_summary_matches_naive_loop(n_seeds):
 
 
 @pytest.mark.parametrize("seeds_b", [(1, 2, 3), (4, 5)])
-def test_compare_matches_naive_loop(seeds_b):
-    pred = pd.concat([make_predictions(variants=("a",), seeds=(1, 2, 3), rng_seed=1),
-                      make_predictions(variants=("b",), seeds=seeds_b, rng_seed=2)])
+def test_compare_matches_naive_loop(seeded_predictions, seeds_b):
+    pred = pd.concat([seeded_predictions(variants=("a",), seeds=(1, 2, 3), rng_seed=1),
+                      seeded_predictions(variants=("b",), seeds=seeds_b, rng_seed=2)])
     got = V.compare(pred, "a", "b", "auc", n_resamples=30, seed=3)
     sa, y, pa = by_seed(pred, "a")
     sb, _, pb = by_seed(pred, "b")
@@ -120,8 +101,8 @@ def test_compare_matches_naive_loop(seeds_b):
     assert ("independently" in got.note) is not paired
 
 
-def test_one_seed_is_the_image_bootstrap_and_says_variance_was_not_measured():
-    pred = make_predictions(variants=("a",), seeds=(5,))
+def test_one_seed_is_the_image_bootstrap_and_says_variance_was_not_measured(seeded_predictions):
+    pred = seeded_predictions(variants=("a",), seeds=(5,))
     row = V.summarise(pred, n_resamples=200, seed=11)[0]
     _, y, probs = by_seed(pred, "a")
     ci = metrics.bootstrap_ci(y, probs[0], list(V.METRICS), 200, seed=11)
@@ -133,8 +114,8 @@ def test_one_seed_is_the_image_bootstrap_and_says_variance_was_not_measured():
                                                                                   abs=1e-12)
 
 
-def test_identical_seeds_give_the_image_only_interval():
-    one = make_predictions(variants=("a",), seeds=(0,))
+def test_identical_seeds_give_the_image_only_interval(seeded_predictions):
+    one = seeded_predictions(variants=("a",), seeds=(0,))
     copies = pd.concat([one.assign(seed=s) for s in (0, 1, 2, 3)])
     wide = V.summarise(copies, ["auc", "brier"], n_resamples=300, seed=2)[0]
     single = V.summarise(one, ["auc", "brier"], n_resamples=300, seed=2)[0]
@@ -143,10 +124,10 @@ def test_identical_seeds_give_the_image_only_interval():
         assert wide[key] == pytest.approx(single[key], abs=1e-12)
 
 
-def test_interval_widens_with_seed_spread():
+def test_interval_widens_with_seed_spread(seeded_predictions):
     widths = []
     for spread in (0.0, 0.3, 0.6, 1.2):  # same random numbers, only the seed SD grows
-        pred = make_predictions(variants=("a",), seeds=tuple(range(6)), spread=spread,
+        pred = seeded_predictions(variants=("a",), seeds=tuple(range(6)), spread=spread,
                                 n_pos=40, n_neg=40, rng_seed=5)
         row = V.summarise(pred, ["auc", "accuracy"], n_resamples=400, seed=0)[0]
         widths.append(row["auc_ci_high"] - row["auc_ci_low"])
@@ -154,8 +135,8 @@ def test_interval_widens_with_seed_spread():
     assert widths[-1] > 1.5 * widths[0], widths
 
 
-def test_shapes_order_and_per_seed_rows():
-    pred = make_predictions(variants=("zeta", "alpha"), seeds=(3, 1, 2))
+def test_shapes_order_and_per_seed_rows(seeded_predictions):
+    pred = seeded_predictions(variants=("zeta", "alpha"), seeds=(3, 1, 2))
     rows = V.summarise(pred, n_resamples=20)
     assert [r["variant"] for r in rows] == list(dict.fromkeys(pred["variant"]))
     for r in rows:
@@ -168,21 +149,21 @@ def test_shapes_order_and_per_seed_rows():
     assert sorted(table[table["variant"] == "alpha"]["seed"]) == [1, 2, 3]
 
 
-def test_compare_identical_variants_is_within_noise_and_clear_gaps_are_not():
-    base = make_predictions(variants=("a",), seeds=(1, 2, 3))
+def test_compare_identical_variants_is_within_noise_and_clear_gaps_are_not(seeded_predictions):
+    base = seeded_predictions(variants=("a",), seeds=(1, 2, 3))
     same = pd.concat([base, base.assign(variant="b")])
     c = V.compare(same, "a", "b", n_resamples=200)
     assert (c.difference, c.ci_low, c.ci_high, c.p_value) == (0.0, 0.0, 0.0, 1.0)
     assert c.within_training_noise
-    far = make_predictions(variants=("good", "bad"), variant_gap=1.5, spread=0.1, n_pos=50,
+    far = seeded_predictions(variants=("good", "bad"), variant_gap=1.5, spread=0.1, n_pos=50,
                            n_neg=50)
     c = V.compare(far, "good", "bad", n_resamples=300)
     assert c.difference > 0 and c.ci_low > 0 and not c.within_training_noise
     assert c.p_value < 0.01
 
 
-def test_compare_to_best_uses_the_metric_direction():
-    pred = make_predictions(variants=("best", "mid", "worst"), variant_gap=0.8, spread=0.1)
+def test_compare_to_best_uses_the_metric_direction(seeded_predictions):
+    pred = seeded_predictions(variants=("best", "mid", "worst"), variant_gap=0.8, spread=0.1)
     by_auc = V.compare_to_best(pred, "auc", n_resamples=50)
     assert sorted((c.a, c.b) for c in by_auc) == [("mid", "best"), ("worst", "best")]
     by_brier = V.compare_to_best(pred, "brier", n_resamples=50)
@@ -208,14 +189,14 @@ def test_seed_average_by_hand():
     (lambda d: d.assign(seed=d["seed"].astype(str)), "must be integers"),
     (lambda d: d.assign(prob_malignant=d["prob_malignant"] + 2), "lie in [0, 1]"),
 ])
-def test_bad_predictions_are_user_errors(mutate, message):
-    pred = make_predictions(variants=("a",), seeds=(1, 2))
+def test_bad_predictions_are_user_errors(seeded_predictions, mutate, message):
+    pred = seeded_predictions(variants=("a",), seeds=(1, 2))
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         V.summarise(mutate(pred), n_resamples=5)
 
 
-def test_bad_settings_and_unpaired_test_sets_are_user_errors():
-    pred = make_predictions()
+def test_bad_settings_and_unpaired_test_sets_are_user_errors(seeded_predictions):
+    pred = seeded_predictions()
     with pytest.raises(UserError, match="Unknown metric"):
         V.summarise(pred, ["auroc"])
     with pytest.raises(UserError, match="n_resamples"):

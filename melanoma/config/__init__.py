@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 from melanoma.config.checks import (
     CLASS_NAMES,
@@ -30,6 +31,7 @@ from melanoma.config.files import SHIPPED, read_raw, resolve, shipped_names  # n
 from melanoma.config.overrides import apply as apply_overrides
 from melanoma.config.report import EnsembleConfig, ReportConfig, parse_report
 from melanoma.config.run_keys import cv_folds_check, mlflow_check
+from melanoma.config.schema import _build, _check_keys, _checked, _no_key, _table
 from melanoma.config.tune import HEAD_KEYS, TuneConfig, load_tuned_head, parse_tune
 from melanoma.data.augmentation import Augmentation
 from melanoma.data.decode import INTERPOLATIONS
@@ -39,17 +41,6 @@ from melanoma.models.backbones import MIN_IMAGE_SIZE, get_backbone
 from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.keys import digest
 from melanoma.util.names import check_safe_name
-
-
-def _no_key(default, **more):
-    """A field that does NOT enter the model's cache key (names, notes, file pointers)."""
-    return field(default=default, metadata={"key": False, **more})
-
-
-def _checked(default, check, **more):
-    """A field validated by ``check(value) -> error text or None`` (beside its declaration)."""
-    return field(default=default, metadata={"check": check, **more})
-
 
 # The [defaults] of the shipped default config (melanoma/configs/default.toml): a config that
 # leaves a key out gets exactly what `melanoma-bench run` uses, never a silent B6/ImageNet job.
@@ -88,8 +79,7 @@ class VariantConfig:
     class_weight: str | dict = _checked("none", class_weight_check)
     balanced_sampling: bool = False
     note: str = _no_key("")  # free text printed in the report
-    model_file: str | None = _no_key(None)  # evaluate this existing model instead of training
-    trust_model_code: bool = _no_key(False)  # let model_file contain code (Lambda, SavedModel)
+    model_file: ClassVar[None] = None  # a trained row; ModelFileRow names an existing file
     head: str = _no_key("")  # "tuned:PATH": head_units/dropout/learning_rate from tune
     # the original paper's numbers for this row: the report says whether each lies inside
     # the reproduced interval
@@ -160,6 +150,37 @@ _digest = digest
 
 
 @dataclass(frozen=True)
+class ModelFileRow:
+    """A row that evaluates an existing model file instead of training one
+    (``model_file = "..."``): only what evaluating a file needs. [defaults] keys that are
+    fields here apply; the training ones do not."""
+
+    name: str
+    model_file: str = ""
+    preprocessing: str = "auto"  # "auto": the model's sidecar, else its file name's convention
+    trust_model_code: bool = False  # let model_file contain code (Lambda, SavedModel)
+    val_batch_size: int = _checked(64, positive_int)
+    note: str = ""  # free text printed in the report
+    published: dict | None = field(default=None, hash=False,
+                                   metadata={"check": published_check})
+
+
+def _model_file_row(table: dict, defaults: dict, where: str) -> ModelFileRow:
+    """A ``model_file`` row: its own keys, plus the [defaults] that apply to a file."""
+    known = {f.name for f in fields(ModelFileRow)}
+    misplaced = [k for k in table if k not in known and k in {f.name for f in fields(VariantConfig)}]
+    if misplaced:
+        raise UserError(f"{where}: {', '.join(misplaced)} cannot be set on a model_file row "
+                        f"(the file is evaluated, not trained)")
+    merged = {**{k: v for k, v in defaults.items() if k in known}, **table}
+    row = _build(ModelFileRow, merged, where)
+    if row.preprocessing != "auto":
+        get_preprocessing(row.preprocessing)
+    return row
+
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the images come from and how they are read."""
 
@@ -193,7 +214,7 @@ class RunConfig:
     """A whole benchmark: data, seed and the variants (rows) to train or load."""
 
     name: str
-    variants: tuple[VariantConfig, ...]
+    variants: tuple[VariantConfig | ModelFileRow, ...]  # trained rows and model-file rows
     seed: int = _checked(42, non_negative_int)  # the train/val split (and the one training seed)
     seeds: tuple[int, ...] | None = _checked(None, seeds_check)  # training seeds: one model each
     data: DataConfig = field(default_factory=DataConfig)
@@ -215,53 +236,18 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _check_keys(table: dict, cls, where: str) -> None:
-    known = {f.name for f in fields(cls)} - {"source", "overrides"}
-    for key in table:
-        if key not in known:
-            raise unknown_name("key", key, sorted(known), where)
-
-
-_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
-
-
-def _build(cls, table: dict, where: str):
-    """``cls(**table)`` with each scalar type-checked by its annotation and each field's own
-    ``check`` run: every failure is one UserError line naming ``where`` and the key."""
-    _check_keys(table, cls, where)
-    table = dict(table)
-    for f in fields(cls):
-        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        kind = _KINDS.get(annotation.removesuffix(" | None"))
-        if kind and f.name in table and not (table[f.name] is None and "None" in annotation):
-            table[f.name] = _typed(table[f.name], kind, where, f.name)
-    try:
-        built = cls(**table)
-    except TypeError as error:
-        raise UserError(f"{where}: {error}") from None
-    for f in fields(cls):
-        check = f.metadata.get("check")
-        problem = check(getattr(built, f.name)) if check else None
-        if problem:
-            raise UserError(f"{where}: {f.name} {problem}, got {getattr(built, f.name)!r}")
-    return built
-
-
-def _typed(value, kind, where: str, key: str):
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UserError(f"{where}: {key} must be {kind.__name__}, got {value!r}")
-    return value
-
-
 def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = None
-             ) -> VariantConfig:
+             ) -> VariantConfig | ModelFileRow:
     merged = {**defaults, **table}
     where = f"variant {merged.get('name', f'#{index + 1}')!r}"
     if "name" not in merged:
         raise UserError(f"variant #{index + 1} has no name")
     check_safe_name(merged["name"], f"{where}: name")  # it names model files and figures
+    if merged.get("model_file"):
+        return _model_file_row(table, defaults, where)
+    # [defaults] may hold keys meant for model-file rows; a trained row has no use for them
+    defaults = {k: v for k, v in defaults.items() if k not in ("model_file", "trust_model_code")}
+    merged = {**defaults, **table}
     if merged.get("head"):
         clash = [k for k in HEAD_KEYS if k in table]
         if "head" in table and clash:
@@ -279,8 +265,6 @@ def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = No
         if "augmentation" in defaults else dataclasses.asdict(DEFAULT_AUGMENTATION)
     merged["augmentation"] = _build(Augmentation, {**base_aug, **(aug or {})},
                                     f"{where} augmentation")
-    if merged.get("model_file") and "preprocessing" not in merged:
-        merged["preprocessing"] = "auto"  # sidecar, else file name (evaluation.model_files)
     variant = _build(VariantConfig, merged, where)
     if isinstance(variant.class_weight, dict):  # one spelling per value: 4 and 4.0 same key
         variant = dataclasses.replace(variant, class_weight={
@@ -293,20 +277,10 @@ def validate_variant(v: VariantConfig, where: str) -> None:
     """The checks that involve other registries or several fields (the per-field ones run
     in ``_build``)."""
     get_backbone(v.backbone)
-    if not (v.model_file and v.preprocessing == "auto"):
-        get_preprocessing(v.preprocessing)
+    get_preprocessing(v.preprocessing)
     aug = v.augmentation
     if aug.rotation_deg < 0 or not 0 <= aug.shear_deg < 90:
         raise UserError(f"{where}: augmentation rotation_deg must be >= 0 and shear_deg in [0, 90)")
-
-
-def _table(value, where: str) -> dict:
-    """A copy of a TOML table / YAML mapping (None -> empty), or a UserError."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UserError(f"{where} must be a table, got {value!r}")
-    return dict(value)
 
 
 def _data(table: dict) -> DataConfig:
@@ -356,7 +330,13 @@ def from_dict(raw: dict, source: str = "", overrides=()) -> RunConfig:
                              "evaluation": evaluation}, "config")
     if top.seeds is not None:
         top = dataclasses.replace(top, seeds=tuple(top.seeds))
-    return dataclasses.replace(top, tune=parse_tune(tune_table, names, top.seed), source=source,
+    tune = parse_tune(tune_table, names, top.seed)
+    if tune is not None:
+        base = next(v for v in rows if v.name == (tune.variant or rows[0].name))
+        if isinstance(base, ModelFileRow):
+            raise UserError(f"tune: variant {base.name!r} names an existing model file; the "
+                            f"search needs a trained row (set tune.variant)")
+    return dataclasses.replace(top, tune=tune, source=source,
                                overrides=tuple(overrides), report=report, ensembles=ensembles)
 
 

@@ -11,23 +11,40 @@
     method = "mean"      # or "geometric" (geometric mean of the malignant probabilities)
 
 Both only change the report: they are not part of any model's cache key. No TensorFlow.
+Each field's rule sits beside it (melanoma.config.schema).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import dataclasses
+from dataclasses import dataclass
 
+from melanoma.config.schema import _build, _check_keys, _checked, _table
+from melanoma.evaluation.ensembles import METHODS  # how members combine: declared once, there
 from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.names import check_safe_name
 
-METHODS = ("mean", "geometric")  # evaluation.ensembles.METHODS (that module needs pandas)
+
+def gallery_cases_check(value):
+    return None if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else "must be an integer >= 0 (0: no galleries)"
+
+
+def members_check(value):
+    if not (isinstance(value, (list, tuple)) and all(isinstance(m, str) for m in value)):
+        return "must be a list of variant names"
+    if len(set(value)) < 2 or len(set(value)) != len(value):
+        return "needs at least two distinct member variants"
+    return None
 
 
 @dataclass(frozen=True)
 class ReportConfig:
     """What the report shows beyond the tables and figures."""
 
-    gallery_cases: int = 6  # per variant and kind (false negatives, false positives); 0: none
-    gradcam: bool = True  # heat maps on the gallery images when the saved model is found
+    # per variant and kind (false negatives, false positives); 0: none
+    gallery_cases: int = _checked(6, gallery_cases_check, "must be an integer >= 0 (0: no galleries)")
+    # heat maps on the gallery images when the saved model is found
+    gradcam: bool = _checked(True, None, "must be true or false")
 
 
 @dataclass(frozen=True)
@@ -35,54 +52,27 @@ class EnsembleConfig:
     """One ensemble row: ``method`` of the members' malignant probabilities, per image."""
 
     name: str
-    members: tuple[str, ...]
-    method: str = "mean"
-
-
-def _report(table) -> ReportConfig:
-    if table is None:
-        return ReportConfig()
-    if not isinstance(table, dict):
-        raise UserError(f"config: report must be a table, got {table!r}")
-    known = [f.name for f in fields(ReportConfig)]
-    for key in table:
-        if key not in known:
-            raise unknown_name("key", key, known, "report")
-    cases = table.get("gallery_cases", ReportConfig.gallery_cases)
-    if isinstance(cases, bool) or not isinstance(cases, int) or cases < 0:
-        raise UserError(f"report: gallery_cases must be an integer >= 0 (0: no galleries), "
-                        f"got {cases!r}")
-    gradcam = table.get("gradcam", ReportConfig.gradcam)
-    if not isinstance(gradcam, bool):
-        raise UserError(f"report: gradcam must be true or false, got {gradcam!r}")
-    return ReportConfig(gallery_cases=cases, gradcam=gradcam)
+    members: tuple[str, ...] = _checked((), members_check)
+    method: str = "mean"  # one of METHODS (checked with a "did you mean")
 
 
 def _ensemble(entry, index: int, known: list[str]) -> EnsembleConfig:
     where = f"ensemble #{index + 1}"
-    if not isinstance(entry, dict):
-        raise UserError(f"config: {where} must be a table, got {entry!r}")
-    for key in entry:
-        if key not in ("name", "members", "method"):
-            raise unknown_name("key", key, ["name", "members", "method"], where)
+    entry = _table(entry, f"config: {where}")
+    _check_keys(entry, EnsembleConfig, where)
     if "name" not in entry:
         raise UserError(f"config: {where} has no name")
     name = check_safe_name(entry["name"], f"{where}: name")  # it names figure files
     where = f"ensemble {name!r}"
     if name in known:
         raise UserError(f"{where}: the name is already a variant or an earlier ensemble")
-    members = entry.get("members")
-    if not (isinstance(members, (list, tuple)) and all(isinstance(m, str) for m in members)):
-        raise UserError(f"{where}: members must be a list of variant names, got {members!r}")
-    if len(set(members)) < 2 or len(set(members)) != len(members):
-        raise UserError(f"{where}: needs at least two distinct member variants, got {members}")
-    for member in members:
+    ensemble = _build(EnsembleConfig, entry, where)
+    for member in ensemble.members:
         if member not in known:
             raise unknown_name("member variant", member, known, where)
-    method = entry.get("method", "mean")
-    if method not in METHODS:
-        raise unknown_name("ensemble method", method, METHODS, where)
-    return EnsembleConfig(name, tuple(members), method)
+    if ensemble.method not in METHODS:
+        raise unknown_name("ensemble method", ensemble.method, METHODS, where)
+    return dataclasses.replace(ensemble, members=tuple(ensemble.members))
 
 
 def parse_report(report_table, ensembles, variant_names) -> tuple[ReportConfig, tuple]:
@@ -97,4 +87,5 @@ def parse_report(report_table, ensembles, variant_names) -> tuple[ReportConfig, 
     for index, entry in enumerate(ensembles):
         parsed.append(_ensemble(entry, index, known))
         known.append(parsed[-1].name)
-    return _report(report_table), tuple(parsed)
+    report = _build(ReportConfig, _table(report_table, "config: report"), "report")
+    return report, tuple(parsed)

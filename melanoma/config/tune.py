@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from melanoma.config.checks import jit_compile_check
+from melanoma.config.schema import _build, _check_keys, _checked, _table, one_of
 from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.names import check_safe_name
 
@@ -26,15 +28,36 @@ TUNED_PREFIX = "tuned:"
 HEAD_KEYS = ("head_units", "dropout", "learning_rate", "freeze_backbone")
 
 
+def number(value):
+    """A check: an int or a float (not a bool)."""
+    return None if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else "must be a number"
+
+
+def optional_number(value):
+    return None if value is None else number(value)
+
+
+def integer_at_least(low: int):
+    """A check: an integer >= ``low`` (not a bool)."""
+    text = "must be a positive integer" if low == 1 else f"must be an integer >= {low}"
+
+    def check(value):
+        return None if isinstance(value, int) and not isinstance(value, bool) and value >= low \
+            else text
+    return check
+
+
 @dataclass(frozen=True)
 class Range:
-    """A numeric search range; ``default`` None -> the base variant's value (or ``min``)."""
+    """A numeric search range; ``default`` None -> the base variant's value (or ``min``).
+    ``min``/``max`` keep the type written (an int range stays int)."""
 
-    min: float
-    max: float
-    step: float | None = None
-    sampling: str = "linear"  # linear | log
-    default: float | None = None
+    min: int | float = _checked(None, number)
+    max: int | float = _checked(None, number)
+    step: int | float | None = _checked(None, optional_number)
+    sampling: str = _checked("linear", one_of(("linear", "log")))
+    default: int | float | None = _checked(None, optional_number)
 
 
 @dataclass(frozen=True)
@@ -42,19 +65,20 @@ class TuneConfig:
     """What ``melanoma-bench tune`` searches, how, and on what hardware switches."""
 
     variant: str | None = None  # base row (default: the first variant)
-    algorithm: str = "random"
-    max_trials: int = 10
-    epochs: int = 3
-    hyperband_factor: int = 3
-    hyperband_iterations: int = 1
+    algorithm: str = "random"  # one of ALGORITHMS (checked with a "did you mean")
+    max_trials: int = _checked(10, integer_at_least(1), "must be a positive integer")
+    epochs: int = _checked(3, integer_at_least(1), "must be a positive integer")
+    hyperband_factor: int = _checked(3, integer_at_least(2), "must be an integer >= 2")
+    hyperband_iterations: int = _checked(1, integer_at_least(1), "must be a positive integer")
     seed: int | None = None  # None -> the config's seed
     project: str = "head"  # keras-tuner project_name (folder under --out)
     head_units: Range = field(default_factory=lambda: Range(32, 512, 32))
     dropout: Range = field(default_factory=lambda: Range(0.0, 0.5, 0.1))
     learning_rate: Range = field(default_factory=lambda: Range(1e-5, 1e-2, None, "log"))
-    tune_freeze_backbone: bool = False  # also search frozen vs fine-tuned backbone
-    mixed_precision: bool = False  # mixed_float16 (GPU); the output Dense stays float32
-    jit_compile: bool | str = "auto"  # XLA: true | false | "auto" (Keras decides)
+    tune_freeze_backbone: bool = _checked(False, None, "must be true or false")
+    # mixed_float16 (GPU); the output Dense stays float32
+    mixed_precision: bool = _checked(False, None, "must be true or false")
+    jit_compile: bool | str = _checked("auto", jit_compile_check)  # XLA: true | false | "auto"
 
     def digest(self) -> dict:
         """What must match for a rerun to resume the same search."""
@@ -62,27 +86,19 @@ class TuneConfig:
                 if k not in ("mixed_precision", "jit_compile")}
 
 
-def _unknown(table: dict, cls, where: str) -> None:
-    known = sorted(f.name for f in fields(cls))
-    for key in table:
-        if key not in known:
-            raise unknown_name("key", key, known, where)
-
-
-def _number(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{where} must be a number, got {value!r}")
-    return value
+# the searched hyperparameters: (integer, lowest value, bound it must stay below or None)
+RANGES = {"head_units": (True, 1, None), "dropout": (False, 0.0, 1.0),
+          "learning_rate": (False, 1e-12, None)}
 
 
 def _range(table, where: str, integer: bool, low: float, high: float | None) -> Range:
     if not isinstance(table, dict):
         raise UserError(f"{where} must be a table like {{min = ..., max = ...}}")
-    _unknown(table, Range, where)
     if "min" not in table or "max" not in table:
+        _check_keys(table, Range, where)
         raise UserError(f"{where} needs both min and max")
-    r = Range(**table)
-    lo, hi = _number(r.min, f"{where}.min"), _number(r.max, f"{where}.max")
+    r = _build(Range, table, where)
+    lo, hi = r.min, r.max
     if integer and (int(lo) != lo or int(hi) != hi):
         raise UserError(f"{where}: min and max must be integers, got {lo} and {hi}")
     if lo > hi:
@@ -93,49 +109,30 @@ def _range(table, where: str, integer: bool, low: float, high: float | None) -> 
     if lo < low or (high is not None and hi >= high):
         upper = f", below {high}" if high is not None else ""
         raise UserError(f"{where}: values must be at least {low}{upper}, got [{lo}, {hi}]")
-    if r.sampling not in ("linear", "log"):
-        raise UserError(f"{where}: sampling must be \"linear\" or \"log\", got {r.sampling!r}")
     if r.sampling == "log" and lo <= 0:
         raise UserError(f"{where}: log sampling needs min > 0, got {lo}")
-    if r.step is not None and not 0 < _number(r.step, f"{where}.step") <= hi - lo:
+    if r.step is not None and not 0 < r.step <= hi - lo:
         raise UserError(f"{where}: step must be in (0, max - min], got {r.step}")
-    if r.default is not None and not lo <= _number(r.default, f"{where}.default") <= hi:
+    if r.default is not None and not lo <= r.default <= hi:
         raise UserError(f"{where}: default {r.default} is outside [{lo}, {hi}]")
     return r
 
 
 def parse_tune(table, variant_names: list[str], seed: int) -> TuneConfig | None:
-    """Build and validate the ``[tune]`` table (None when the config has none)."""
+    """Build and validate the ``[tune]`` table (None when the config has none): per-field
+    rules in the declarations above, then the ones that look at other fields or tables."""
     if table is None:
         return None
-    if not isinstance(table, dict):
-        raise UserError("tune must be a table")
-    table = dict(table)
-    _unknown(table, TuneConfig, "tune")
-    ranges = {"head_units": (True, 1, None), "dropout": (False, 0.0, 1.0),
-              "learning_rate": (False, 1e-12, None)}
-    for key, (integer, low, high) in ranges.items():
+    table = _table(table, "tune")
+    _check_keys(table, TuneConfig, "tune")
+    for key, (integer, low, high) in RANGES.items():
         if key in table:
             table[key] = _range(table[key], f"tune.{key}", integer, low, high)
-    tune = TuneConfig(**table)
+    tune = _build(TuneConfig, table, "tune")
     if tune.algorithm not in ALGORITHMS:
         raise unknown_name("algorithm", tune.algorithm, ALGORITHMS, "tune")
-    for key in ("max_trials", "epochs", "hyperband_iterations"):
-        value = getattr(tune, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"tune: {key} must be a positive integer, got {value!r}")
-    if isinstance(tune.hyperband_factor, bool) or not isinstance(tune.hyperband_factor, int) \
-            or tune.hyperband_factor < 2:
-        raise UserError(f"tune: hyperband_factor must be an integer >= 2, got "
-                        f"{tune.hyperband_factor!r}")
     if tune.algorithm == "hyperband" and tune.epochs < 2:
         raise UserError("tune: hyperband needs epochs (its max_epochs) of at least 2")
-    if tune.jit_compile not in (True, False, "auto"):
-        raise UserError(f"tune: jit_compile must be true, false or \"auto\", got "
-                        f"{tune.jit_compile!r}")
-    for key in ("mixed_precision", "tune_freeze_backbone"):
-        if not isinstance(getattr(tune, key), bool):
-            raise UserError(f"tune: {key} must be true or false")
     if tune.variant is not None and tune.variant not in variant_names:
         raise unknown_name("variant", tune.variant, variant_names, "tune")
     check_safe_name(tune.project, "tune: project")

@@ -23,7 +23,7 @@ Two passes, so that smooth skin with a dark blob does not look like every other 
    by SSIM and by the correlation of band-pass images. A pair is a duplicate when the
    band-pass correlation is >= ``min_corr``.
 
-Defaults were chosen by measurement (``python -m benchmarks.measure_audit``; numbers in
+Defaults were chosen by measurement (the command and the numbers are in
 docs/duplicate_audit.md). Python::
 
     from melanoma.evaluation.dedup import find_duplicate_files, find_duplicate_pairs

@@ -21,7 +21,7 @@ each test's false-alarm rate is at most its level for normally distributed per-s
 (Welch's test is approximate, and close for such samples), and Holm keeps the chance of any
 false alarm in the whole family at most ``family_alpha`` whatever the correlation between
 metrics. Rerunning the baseline's seeds on the same machine gives identical values: d = 0,
-never flagged. benchmarks/simulate_gate.py measures the real rates (correlated metrics,
+never flagged. docs/seed_variance.md gives the real rates, simulated (correlated metrics,
 heavy tails, whole predictions) and the power against shifts of known size.
 
 Why there is no separate test-set term: the baseline and the run are scored on the same test

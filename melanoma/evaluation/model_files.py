@@ -366,11 +366,13 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
 
 
 def evaluate_row(variant, found: layout.DataLayout, interpolation: str, label: str) -> ModelResult:
-    """A run config row naming ``model_file``: evaluated on the run's test split, not trained."""
+    """A run config row naming ``model_file`` (config.ModelFileRow): evaluated on the run's
+    test split, not trained."""
     log.info("%s: evaluating %s (model_file: not trained)", label, variant.model_file)
     data = EvalData(found.root, found.test, found.train)
     options = EvalOptions(variant=None if variant.preprocessing == "auto" else variant.preprocessing,
                           trust_code=variant.trust_model_code, interpolation=interpolation,
                           batch_size=variant.val_batch_size)
     result = evaluate_file(variant.model_file, data, options, variant.name)
-    return replace(result, spec={**result.spec, "note": variant.note})
+    published = {"published": dict(variant.published)} if variant.published else {}
+    return replace(result, spec={**result.spec, "note": variant.note, **published})

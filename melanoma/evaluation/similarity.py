@@ -14,7 +14,7 @@ batched: arrays are (P, S, S) stacks of greyscale images (P pairs), float32 in [
 * :func:`match_pairs` warps at full size and scores the overlap: SSIM and the correlation of
   band-pass (difference-of-Gaussians) images. Smooth skin makes SSIM high for unrelated lesions
   (flat areas score ~1); the band-pass correlation looks only at texture and edges, which is
-  what separates a copy from another lesion on plain skin (measured: benchmarks/measure_audit.py).
+  what separates a copy from another lesion on plain skin (measured: docs/duplicate_audit.md).
 
 Coordinates are normalised to [-1, 1] with pixel i of S at ``(2i + 1) / S - 1`` (pixel-area
 convention), so one set of parameters means the same warp at every pyramid level.

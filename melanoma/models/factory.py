@@ -41,15 +41,18 @@ def check_image_size(backbone: Backbone, image_size: int | None) -> int:
     return size
 
 
-def build_classifier(backbone: str = "B6", image_size: int | None = None,
-                     weights: str = "none", head_units: int = 256, dropout: float = 0.0,
-                     freeze_backbone: bool = False, bn_momentum: float | None = None):
+def build_classifier(backbone: str, image_size: int | None, weights: str = "none",
+                     head_units: int = 128, dropout: float = 0.0, freeze_backbone: bool = False,
+                     bn_momentum: float | None = 0.9):
     """A compiled-later keras.Model mapping (size, size, 3) pixels to 2 softmax columns.
+
+    The defaults are a config row's (melanoma.config.VariantConfig; tests/test_model.py
+    checks they agree); ``image_size`` None is the backbone's own size.
 
     The last Dense is float32 even under a mixed-precision policy, so probabilities are
     exact enough for AUC. ``bn_momentum`` overrides the backbone's BatchNormalization
-    momentum (0.99): with few steps, as on CPU, moving statistics at 0.99 stay near their
-    initial values and inference collapses to one class.
+    momentum (None keeps Keras' 0.99): with few steps, as on CPU, moving statistics at 0.99
+    stay near their initial values and inference collapses to one class.
     """
     import keras
 
