@@ -5,8 +5,12 @@
 files -> parallel PIL decode (the very function ``melanoma.data.decode.load_images`` calls per
 image, so every pixel equals today's) -> ``<cache_dir>/decoded-<S>px-<interp>-<key>/``
 holding ``pixels.npy`` (uint8 [N, S, S, 3], memory-mappable) and ``meta.json`` (files,
-labels, skipped files with reasons, key, version). The key hashes the files' names and
-bytes, the labels, the size, the interpolation and the decoder's versions.
+labels, skipped files with reasons, a CRC-32 of every row, key, version). The key hashes the
+files' names and bytes, the labels, the size, the interpolation and the decoder's versions.
+
+Verified: opening a cache checks every row against its CRC-32 (a changed byte means the
+cache is rebuilt, with a warning), and every row read is checked again (a row changed after
+opening is a one-line error that marks the cache for rebuilding by the next run).
 
 Built in a ``.building-*`` folder that is renamed into place only when complete, under a
 per-key lock: a killed build leaves no folder that is ever trusted (the next build of that
@@ -26,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -41,8 +46,8 @@ from melanoma.util.names import printable
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
-PIXELS, META = "pixels.npy", "meta.json"
+CACHE_VERSION = 2  # 2: meta.json holds row_crc32
+PIXELS, META, DAMAGED = "pixels.npy", "meta.json", "DAMAGED"
 CHUNK_BYTES = 64 * 2**20  # decoded rows held at once while building or reading in chunks
 DEFAULT_WORKERS = 4  # threads; measured faster than processes (benchmarks/measure_memory.py)
 
@@ -102,6 +107,7 @@ class DecodedCache:
     kept_index: np.ndarray  # row i holds input file kept_index[i]
     skipped: tuple[tuple[str, str], ...]  # (file, reason), as load_images reports them
     data_offset: int = field(repr=False)
+    row_crc32: tuple[int, ...] = field(repr=False, default=())  # zlib.crc32 of each row
 
     def __len__(self) -> int:
         return len(self.files)
@@ -112,13 +118,43 @@ class DecodedCache:
 
     @functools.cached_property
     def pixels(self) -> np.ndarray:
-        """All rows as a read-only ``np.memmap`` (pages it touches count as resident)."""
+        """All rows as a read-only ``np.memmap`` (pages it touches count as resident),
+        every row verified first."""
         if not len(self):
             return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        bad = self.first_damaged_row()
+        if bad is not None:
+            self._refuse(bad)
         return np.load(self.path / PIXELS, mmap_mode="r")
 
-    def read_rows(self, indices) -> np.ndarray:
-        """Rows ``indices`` (in that order) as a new uint8 array, read with ``pread``."""
+    def first_damaged_row(self, chunk: int | None = None) -> int | None:
+        """The first row whose bytes no longer match their CRC-32, or None (reads them all,
+        a chunk at a time)."""
+        for part, rows in self.iter_chunks(chunk=chunk, verify=False):
+            for j, bad in enumerate(self._mismatches(rows, part)):
+                if bad:
+                    return int(part[j])
+        return None
+
+    def _mismatches(self, rows: np.ndarray, indices: np.ndarray) -> list[bool]:
+        flat = rows.reshape(len(indices), -1)
+        return [zlib.crc32(flat[j]) != self.row_crc32[i] for j, i in enumerate(indices.tolist())]
+
+    def _refuse(self, row: int):
+        """One line for a row changed after the cache was built; the cache is marked so
+        that the next run rebuilds it."""
+        try:
+            (self.path / DAMAGED).write_text(f"row {row} does not match its checksum\n")
+            then = "rerun to rebuild it"
+        except OSError:
+            then = f"delete {self.path} and rerun to rebuild it"
+        raise UserError(f"the decoded-image cache {self.path} was changed after it was built "
+                        f"(the row of {printable(self.files[row])} does not match its "
+                        f"checksum); {then}")
+
+    def read_rows(self, indices, verify: bool = True) -> np.ndarray:
+        """Rows ``indices`` (in that order) as a new uint8 array, read with ``pread``, each
+        checked against its CRC-32 (a UserError when one was changed)."""
         indices = np.asarray(indices, np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"row index out of range 0..{len(self) - 1}")
@@ -133,15 +169,19 @@ class DecodedCache:
                             self.data_offset + int(indices[start]) * self.row_bytes)
         finally:
             os.close(fd)
+        if verify:
+            for j, bad in enumerate(self._mismatches(out, indices)):
+                if bad:
+                    self._refuse(int(indices[j]))
         return out
 
-    def iter_chunks(self, indices=None, chunk: int | None = None):
+    def iter_chunks(self, indices=None, chunk: int | None = None, verify: bool = True):
         """Yield (row indices, uint8 rows) over ``indices`` (default all), ``chunk`` at a time."""
         indices = np.arange(len(self)) if indices is None else np.asarray(indices, np.int64)
         chunk = chunk or max(1, CHUNK_BYTES // self.row_bytes)
         for start in range(0, len(indices), chunk):
             part = indices[start:start + chunk]
-            yield part, self.read_rows(part)
+            yield part, self.read_rows(part, verify)
 
     def channel_mean(self, indices=None, chunk: int | None = None) -> np.ndarray:
         """Per-channel mean of rows ``indices`` in [0, 255] (float64), from exact integer sums
@@ -204,13 +244,13 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     key = cache_key(fingerprint or content_fingerprint(files), labels, image_size, interpolation)
     target = root / folder_name(image_size, interpolation, key)
-    opened = open_cache(target, key, files, labels)
+    opened = open_cache(target, key, files, labels, verify=True)
     if opened is not None:
         logger.info("decoded-image cache: %s (%d images, nothing decoded)", target, len(opened))
         return opened
     root.mkdir(parents=True, exist_ok=True)
     with _key_lock(root, key):
-        opened = open_cache(target, key, files, labels)  # built meanwhile by another process
+        opened = open_cache(target, key, files, labels, verify=True)  # built meanwhile
         if opened is not None:
             return opened
         _remove_untrusted(root, target, key)
@@ -229,9 +269,11 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
     return opened
 
 
-def open_cache(target: Path, key: str, files, labels) -> DecodedCache | None:
+def open_cache(target: Path, key: str, files, labels, verify: bool = False
+               ) -> DecodedCache | None:
     """The cache in ``target`` if it is complete and was built for exactly this key and
-    these files; else None (never a partial or foreign cache)."""
+    these files (and, with ``verify``, every row still matches its CRC-32); else None
+    (never a partial, foreign or changed cache)."""
     try:
         meta = json.loads((target / META).read_text(encoding="utf-8"))
         shape, fortran, dtype, offset = _npy_header(target / PIXELS)
@@ -239,14 +281,25 @@ def open_cache(target: Path, key: str, files, labels) -> DecodedCache | None:
     except (OSError, ValueError, KeyError):
         return None
     kept = np.asarray(meta.get("kept_index", []), np.int64)
-    s = meta.get("image_size")
+    s, crcs = meta.get("image_size"), meta.get("row_crc32")
     if (meta.get("version") != CACHE_VERSION or meta.get("key") != key
             or meta.get("n_files") != len(files) or dtype != np.uint8 or fortran
-            or tuple(shape) != (len(kept), s, s, 3) or size != offset + len(kept) * s * s * 3):
+            or tuple(shape) != (len(kept), s, s, 3) or size != offset + len(kept) * s * s * 3
+            or not isinstance(crcs, list) or len(crcs) != len(kept)):
         return None
     skipped = tuple((printable(files[int(i)]), reason) for i, reason in meta["skipped"])
-    return DecodedCache(target, key, s, meta["interpolation"], tuple(files[i] for i in kept),
-                        np.asarray(labels, np.int64)[kept], kept, skipped, offset)
+    opened = DecodedCache(target, key, s, meta["interpolation"], tuple(files[i] for i in kept),
+                          np.asarray(labels, np.int64)[kept], kept, skipped, offset,
+                          tuple(int(c) for c in crcs))
+    if (target / DAMAGED).exists():
+        logger.warning("%s was found changed after it was built: rebuilding it", target)
+        return None
+    bad = opened.first_damaged_row() if verify else None
+    if bad is not None:
+        logger.warning("%s: the row of %s does not match its checksum (the cache was changed "
+                       "after it was built): rebuilding it", target, printable(opened.files[bad]))
+        return None
+    return opened
 
 
 def check_disk_space(root: Path, n_images: int, image_size: int) -> None:
@@ -305,7 +358,8 @@ def _build(staging: Path, files, labels, size: int, interpolation: str, key: str
     npy = staging / PIXELS
     np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
     offset = _npy_header(npy)[3]  # rows start right after the header
-    kept, skipped = _decode_into(npy, offset, files, size, interpolation, workers, executor)
+    kept, skipped, crcs = _decode_into(npy, offset, files, size, interpolation, workers,
+                                       executor)
     if len(kept) < len(files):
         _shrink(npy, offset, len(kept), size)
     with open(npy, "rb") as handle:
@@ -314,15 +368,16 @@ def _build(staging: Path, files, labels, size: int, interpolation: str, key: str
         "version": CACHE_VERSION, "key": key, "image_size": size,
         "interpolation": interpolation, "n_files": len(files), "kept_index": kept,
         "files": [printable(f) for f in files], "labels": [int(v) for v in labels],
-        "skipped": skipped, "decoder": decoder_versions()})
+        "skipped": skipped, "row_crc32": crcs, "decoder": decoder_versions()})
 
 
 def _decode_into(npy: Path, offset: int, files, size: int, interpolation: str,
-                 workers: int, executor: str) -> tuple[list[int], list]:
-    """Decode in parallel, a chunk at a time, appending kept rows; logs progress."""
+                 workers: int, executor: str) -> tuple[list[int], list, list[int]]:
+    """Decode in parallel, a chunk at a time, appending kept rows (and their CRC-32s); logs
+    progress."""
     row = size * size * 3
     chunk = max(2 * workers, CHUNK_BYTES // row)
-    kept, skipped = [], []
+    kept, skipped, crcs = [], [], []
     started, next_log = time.perf_counter(), 0
     with _executor(executor, workers) as pool, open(npy, "r+b") as handle:
         for start in range(0, len(files), chunk):
@@ -336,11 +391,12 @@ def _decode_into(npy: Path, offset: int, files, size: int, interpolation: str,
                 data = memoryview(np.ascontiguousarray(pixels, np.uint8)).cast("B")
                 _pwrite_all(handle.fileno(), data, offset + len(kept) * row)
                 kept.append(i)
+                crcs.append(zlib.crc32(data))
             done = start + len(part)
             if done >= next_log or done == len(files):
                 next_log = done + max(1, len(files) // 20)
                 _log_progress(done, len(files), time.perf_counter() - started)
-    return kept, skipped
+    return kept, skipped, crcs
 
 
 def _executor(kind: str, workers: int):
