@@ -13,11 +13,30 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from melanoma.cli.main import main
 from melanoma.data import cache as cache_mod
 from melanoma.data.decode import load_images
 from melanoma.util.errors import UserError
 
 SIZE = 32
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+TINY = """
+name = "hostile2"
+seed = 7
+
+[defaults]
+backbone = "B0"
+image_size = 32
+weights = "none"
+epochs = 1
+batch_size = 8
+val_batch_size = 8
+head_units = 8
+
+[[variants]]
+name = "tiny"
+preprocessing = "samplewise"
+"""
 
 
 def jpeg_bytes(seed: int, size: int = 40) -> bytes:
@@ -91,3 +110,118 @@ def test_cache_checksums_are_recorded_per_row(tmp_path):
     meta = json.loads((built.path / cache_mod.META).read_text())
     assert len(meta["row_crc32"]) == len(built) == len(files) - 1
     assert np.array_equal(built.pixels, load_images(files, labels, SIZE).pixels)
+
+
+def data_set(root: Path, n: int = 8, test_n: int = 3) -> Path:
+    """``root/{train,test}/{Benign,Malignant}`` with small JPEGs."""
+    for split, count in (("train", n), ("test", test_n)):
+        for k, cls in enumerate(("Benign", "Malignant")):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                (folder / f"{split}_{k}_{i}.jpg").write_bytes(jpeg_bytes(100 * k + i, 36))
+    return root
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# ----------------------------------------------------------------------------------------
+# 2. no output, models or cache folder inside the data folder
+
+@pytest.fixture
+def data(tmp_path):
+    root = data_set(tmp_path / "data")
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    return root, config
+
+
+@pytest.mark.parametrize("flag, inside", [("--out", "train/Benign/rep"),
+                                           ("--out", "test"), ("--out", "."),
+                                           ("--models-dir", "test/Malignant/m"),
+                                           ("--models-dir", "train/x")])
+def test_run_refuses_outputs_inside_the_data(data, tmp_path, capsys, flag, inside):
+    root, config = data
+    before = tree(root)
+    other = "--models-dir" if flag == "--out" else "--out"
+    args = ["run", "--config", str(config), "--data-dir", str(root), flag, str(root / inside),
+            other, str(tmp_path / "elsewhere")]
+    assert main(args) == 2
+    one_line_error(capsys, flag, "inside the data folder")
+    assert tree(root) == before and not (tmp_path / "elsewhere").exists()
+
+
+def test_other_folders_under_the_data_root_are_not_data(data):
+    from melanoma.data import layout
+
+    root, _ = data
+    layout.refuse_inside_data(root, {"--out": root / "reports", "--models-dir": root.parent})
+    with pytest.raises(UserError, match="inside the data folder"):
+        layout.refuse_inside_data(root, {"--out": root / "x" / ".." / "TRAIN" / ".." / "train"})
+
+
+def test_cache_folder_inside_the_data_is_refused(data, tmp_path, monkeypatch, capsys):
+    root, config = data
+    monkeypatch.setenv("MELANOMA_DATA_CACHE", str(root / "train" / "cache"))
+    before = tree(root)
+    assert main(["prepare", "--config", str(config), "--data-dir", str(root)]) == 2
+    one_line_error(capsys, "MELANOMA_DATA_CACHE", "inside the data folder")
+    monkeypatch.delenv("MELANOMA_DATA_CACHE")
+    assert main(["prepare", "--config", str(config), "--data-dir", str(root), "--set",
+                 f"data.cache_dir={root / 'test' / 'Benign'}"]) == 2
+    one_line_error(capsys, "cache_dir", "inside the data folder")
+    assert tree(root) == before
+
+
+def test_evaluate_audit_and_tune_refuse_out_inside_the_data(data, tmp_path, capsys):
+    root, config = data
+    before = tree(root)
+    model = str(LEGACY / "tiny_efficientnet_samplewise.h5")
+    assert main(["evaluate", model, "--data-dir", str(root / "test"),
+                 "--out", str(root / "test" / "Benign" / "eval")]) == 2
+    one_line_error(capsys, "--out", "inside the data folder")
+    assert main(["evaluate", model, "--data-dir", str(root),
+                 "--out", str(root / "train")]) == 2
+    one_line_error(capsys, "--out", "inside the data folder")
+    assert main(["audit", str(root), "--out", str(root / "test" / "audit")]) == 2
+    one_line_error(capsys, "--out", "inside the data folder")
+    assert main(["tune", "--data-dir", str(root), "--out", str(root / "train" / "t")]) == 2
+    one_line_error(capsys, "--out", "inside the data folder")
+    assert tree(root) == before
+
+
+def test_report_refuses_out_inside_the_runs_data(data, tmp_path, capsys):
+    import pandas as pd
+
+    from melanoma.evaluation.rows import EvalSettings
+    from melanoma.reporting import tables
+
+    root, _ = data
+    y = np.repeat([0, 1], 10)
+    frame = pd.DataFrame({"variant": "a", "file": [f"test/x/{i}.jpg" for i in range(20)],
+                          "label": y, "prob_malignant": np.linspace(0.1, 0.9, 20)})
+    run = tmp_path / "run"
+    tables.write_run(run, frame, {"a": {"spec": "a"}}, {}, {"seed": 1, "data": {
+        "root": str(root)}}, None, EvalSettings(seed=1, bootstrap_resamples=10))
+    before = tree(root)
+    assert main(["report", str(run), "--out", str(root / "train" / "Benign" / "rep")]) == 2
+    one_line_error(capsys, "--out", "inside the data folder")
+    assert tree(root) == before
+
+
+def test_import_into_its_images_folder_never_reads_its_copies(tmp_path, capsys):
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    for i in range(10):
+        (images_dir / f"ISIC_{i:07d}.jpg").write_bytes(jpeg_bytes(i))
+    labels = tmp_path / "gt.csv"
+    labels.write_text("image_id,melanoma,seborrheic_keratosis\n" + "".join(
+        f"ISIC_{i:07d},{i % 2}.0,0.0\n" for i in range(10)))
+    args = ["import", "--labels", str(labels), "--images", str(images_dir),
+            "--out", str(images_dir / "imported")]
+    assert main(args) == 0
+    manifest = (images_dir / "imported" / "manifest.csv").read_text()
+    assert main(args) == 0  # again: the copies under imported/ are not found as sources
+    assert (images_dir / "imported" / "manifest.csv").read_text() == manifest

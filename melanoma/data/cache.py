@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from melanoma.data.decode import INTERPOLATIONS, _try_load
+from melanoma.data.layout import CLASS_NAMES
 from melanoma.data.synthetic import default_cache_dir
 from melanoma.util import atomic
 from melanoma.util.errors import UserError, unknown_name
@@ -242,6 +243,7 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
     if len(files) != len(labels):
         raise ValueError(f"{len(files)} files but {len(labels)} labels")
     root = Path(cache_dir) if cache_dir else default_cache_dir()
+    _refuse_inside_data(root, files)
     key = cache_key(fingerprint or content_fingerprint(files), labels, image_size, interpolation)
     target = root / folder_name(image_size, interpolation, key)
     opened = open_cache(target, key, files, labels, verify=True)
@@ -267,6 +269,19 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
     if opened is None:
         raise RuntimeError(f"the decoded-image cache {target} did not verify after building")
     return opened
+
+
+def _refuse_inside_data(root: Path, files) -> None:
+    """A one-line UserError when the cache folder lies in a split folder the images are
+    read from (the folder holding their Benign/ and Malignant/ folders)."""
+    resolved = root.expanduser().resolve()
+    for split in {Path(f).parent.parent for f in files
+                  if Path(f).parent.name.lower() in CLASS_NAMES}:
+        split = split.resolve()
+        if resolved == split or split in resolved.parents:
+            raise UserError(f"the decoded-image cache folder {root} (MELANOMA_DATA_CACHE or "
+                            f"the cache_dir setting) lies inside the data folder {split}; "
+                            f"choose a folder outside it")
 
 
 def open_cache(target: Path, key: str, files, labels, verify: bool = False
@@ -432,5 +447,7 @@ def _shrink(npy: Path, offset: int, n_rows: int, size: int) -> None:
 def open_layout(found, image_size: int, interpolation: str = "nearest",
                 cache_dir=None, **kwargs) -> tuple[DecodedCache, DecodedCache]:
     """The (train, test) caches of a data set found by ``melanoma.data.layout.discover``."""
+    _refuse_inside_data(Path(cache_dir) if cache_dir else default_cache_dir(),
+                        found.train.files + found.test.files)  # before building either
     return tuple(open_or_build(split.files, split.labels, image_size, interpolation, cache_dir,
                                **kwargs) for split in (found.train, found.test))

@@ -236,6 +236,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         check_split_sizes(found, cfg.data.val_fraction)
     folds = cv.fold_plan(cfg, found)  # a bad data.cv_folds fails here, before any folder
     out_dir, models_dir = Path(out_dir or Path("reports") / cfg.name), Path(models_dir)
+    layout.refuse_inside_data(found.root, {"--out": out_dir, "--models-dir": models_dir})
     plan = jobs_mod.plan_id(cfg, models_dir)
     created = not models_dir.exists()
     if any(not v.model_file for v in cfg.variants):
