@@ -8,9 +8,8 @@ holding ``pixels.npy`` (uint8 [N, S, S, 3], memory-mappable) and ``meta.json`` (
 labels, skipped files with reasons, a CRC-32 of every row, key, version). The key hashes the
 files' names and bytes, the labels, the size, the interpolation and the decoder's versions.
 
-Verified: opening a cache checks every row against its CRC-32 (a changed byte means the
-cache is rebuilt, with a warning), and every row read is checked again (a row changed after
-opening is a one-line error that marks the cache for rebuilding by the next run).
+Verified: opening checks every row's CRC-32 (changed: rebuilt, with a warning); every read
+checks again (changed after opening: one line, and the next run rebuilds it).
 
 Built in a ``.building-*`` folder that is renamed into place only when complete, under a
 per-key lock: a killed build leaves no folder that is ever trusted (the next build of that
@@ -38,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from melanoma.data import cache_files as files_of_cache
 from melanoma.data.decode import INTERPOLATIONS, _try_load
-from melanoma.data.layout import CLASS_NAMES
 from melanoma.data.synthetic import default_cache_dir
 from melanoma.util import atomic
 from melanoma.util.errors import UserError, unknown_name
@@ -132,14 +131,10 @@ class DecodedCache:
         """The first row whose bytes no longer match their CRC-32, or None (reads them all,
         a chunk at a time)."""
         for part, rows in self.iter_chunks(chunk=chunk, verify=False):
-            for j, bad in enumerate(self._mismatches(rows, part)):
+            for j, bad in enumerate(files_of_cache.mismatched(rows, part, self.row_crc32)):
                 if bad:
                     return int(part[j])
         return None
-
-    def _mismatches(self, rows: np.ndarray, indices: np.ndarray) -> list[bool]:
-        flat = rows.reshape(len(indices), -1)
-        return [zlib.crc32(flat[j]) != self.row_crc32[i] for j, i in enumerate(indices.tolist())]
 
     def _refuse(self, row: int):
         """One line for a row changed after the cache was built; the cache is marked so
@@ -166,12 +161,12 @@ class DecodedCache:
         fd = os.open(self.path / PIXELS, os.O_RDONLY)
         try:
             for start, end in zip(starts.tolist(), ends.tolist()):
-                _pread_into(fd, memoryview(flat[start:end]).cast("B"),
+                files_of_cache.pread_into(fd, memoryview(flat[start:end]).cast("B"),
                             self.data_offset + int(indices[start]) * self.row_bytes)
         finally:
             os.close(fd)
         if verify:
-            for j, bad in enumerate(self._mismatches(out, indices)):
+            for j, bad in enumerate(files_of_cache.mismatched(out, indices, self.row_crc32)):
                 if bad:
                     self._refuse(int(indices[j]))
         return out
@@ -192,30 +187,6 @@ class DecodedCache:
             sums += [rows[..., c].sum(dtype=np.uint64) for c in range(3)]  # ~6x reshape's
             count += rows.shape[0] * rows.shape[1] * rows.shape[2]
         return sums.astype(np.float64) / max(count, 1)
-
-
-def _npy_header(path: Path) -> tuple[tuple, bool, np.dtype, int]:
-    """(shape, fortran order, dtype, data offset) of a .npy file, read from its header."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        shape, fortran, dtype = readers[version](handle)
-        return shape, fortran, dtype, handle.tell()
-
-
-def _pread_into(fd: int, view: memoryview, offset: int) -> None:
-    while len(view):
-        got = os.preadv(fd, [view], offset)
-        if got <= 0:
-            raise OSError(f"decoded-image cache ended early at byte {offset} (file truncated?)")
-        view, offset = view[got:], offset + got
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while len(data):
-        done = os.pwrite(fd, data, offset)
-        data, offset = data[done:], offset + done
 
 
 def fit_preprocessing(preprocessing, cache: DecodedCache, indices=None, chunk: int | None = None):
@@ -243,7 +214,7 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
     if len(files) != len(labels):
         raise ValueError(f"{len(files)} files but {len(labels)} labels")
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    _refuse_inside_data(root, files)
+    files_of_cache.refuse_inside_data(root, files)
     key = cache_key(fingerprint or content_fingerprint(files), labels, image_size, interpolation)
     target = root / folder_name(image_size, interpolation, key)
     opened = open_cache(target, key, files, labels, verify=True)
@@ -256,7 +227,7 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
         if opened is not None:
             return opened
         _remove_untrusted(root, target, key)
-        check_disk_space(root, len(files), image_size)
+        files_of_cache.check_disk_space(root, len(files), image_size)
         staging = Path(tempfile.mkdtemp(prefix=f".building-{key}-", dir=root))
         try:
             os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide a shared cache from others
@@ -271,19 +242,6 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
     return opened
 
 
-def _refuse_inside_data(root: Path, files) -> None:
-    """A one-line UserError when the cache folder lies in a split folder the images are
-    read from (the folder holding their Benign/ and Malignant/ folders)."""
-    resolved = root.expanduser().resolve()
-    for split in {Path(f).parent.parent for f in files
-                  if Path(f).parent.name.lower() in CLASS_NAMES}:
-        split = split.resolve()
-        if resolved == split or split in resolved.parents:
-            raise UserError(f"the decoded-image cache folder {root} (MELANOMA_DATA_CACHE or "
-                            f"the cache_dir setting) lies inside the data folder {split}; "
-                            f"choose a folder outside it")
-
-
 def open_cache(target: Path, key: str, files, labels, verify: bool = False
                ) -> DecodedCache | None:
     """The cache in ``target`` if it is complete and was built for exactly this key and
@@ -291,7 +249,7 @@ def open_cache(target: Path, key: str, files, labels, verify: bool = False
     (never a partial, foreign or changed cache)."""
     try:
         meta = json.loads((target / META).read_text(encoding="utf-8"))
-        shape, fortran, dtype, offset = _npy_header(target / PIXELS)
+        shape, fortran, dtype, offset = files_of_cache.npy_header(target / PIXELS)
         size = (target / PIXELS).stat().st_size
     except (OSError, ValueError, KeyError):
         return None
@@ -315,17 +273,6 @@ def open_cache(target: Path, key: str, files, labels, verify: bool = False
                        "after it was built): rebuilding it", target, printable(opened.files[bad]))
         return None
     return opened
-
-
-def check_disk_space(root: Path, n_images: int, image_size: int) -> None:
-    """A one-line UserError when ``root``'s disk cannot hold the decoded images."""
-    needed = n_images * image_size * image_size * 3 + 2**20  # + header and meta.json
-    free = shutil.disk_usage(root).free
-    if free < needed:
-        raise UserError(f"the decoded-image cache needs {needed / 1e9:.2f} GB free in {root} "
-                        f"({n_images:,} images x {image_size}x{image_size}x3 bytes) but only "
-                        f"{free / 1e9:.2f} GB is free there: free space, or set another cache "
-                        f"folder (MELANOMA_DATA_CACHE or the cache_dir setting)")
 
 
 @contextlib.contextmanager
@@ -372,7 +319,7 @@ def _build(staging: Path, files, labels, size: int, interpolation: str, key: str
     """Decode every file into ``staging/pixels.npy`` chunk by chunk, then write meta.json."""
     npy = staging / PIXELS
     np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
-    offset = _npy_header(npy)[3]  # rows start right after the header
+    offset = files_of_cache.npy_header(npy)[3]  # rows start right after the header
     kept, skipped, crcs = _decode_into(npy, offset, files, size, interpolation, workers,
                                        executor)
     if len(kept) < len(files):
@@ -404,7 +351,7 @@ def _decode_into(npy: Path, offset: int, files, size: int, interpolation: str,
                     logger.warning("skipped unreadable image %s (%s)", printable(files[i]), error)
                     continue
                 data = memoryview(np.ascontiguousarray(pixels, np.uint8)).cast("B")
-                _pwrite_all(handle.fileno(), data, offset + len(kept) * row)
+                files_of_cache.pwrite_all(handle.fileno(), data, offset + len(kept) * row)
                 kept.append(i)
                 crcs.append(zlib.crc32(data))
             done = start + len(part)
@@ -447,7 +394,7 @@ def _shrink(npy: Path, offset: int, n_rows: int, size: int) -> None:
 def open_layout(found, image_size: int, interpolation: str = "nearest",
                 cache_dir=None, **kwargs) -> tuple[DecodedCache, DecodedCache]:
     """The (train, test) caches of a data set found by ``melanoma.data.layout.discover``."""
-    _refuse_inside_data(Path(cache_dir) if cache_dir else default_cache_dir(),
+    files_of_cache.refuse_inside_data(Path(cache_dir) if cache_dir else default_cache_dir(),
                         found.train.files + found.test.files)  # before building either
     return tuple(open_or_build(split.files, split.labels, image_size, interpolation, cache_dir,
                                **kwargs) for split in (found.train, found.test))
