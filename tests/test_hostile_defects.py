@@ -225,3 +225,85 @@ def test_import_into_its_images_folder_never_reads_its_copies(tmp_path, capsys):
     manifest = (images_dir / "imported" / "manifest.csv").read_text()
     assert main(args) == 0  # again: the copies under imported/ are not found as sources
     assert (images_dir / "imported" / "manifest.csv").read_text() == manifest
+
+
+# ----------------------------------------------------------------------------------------
+# 3. a damaged bench baseline is a one-line error naming the file and the field
+
+def seed_predictions(seeds=range(5)):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    frames = [pd.DataFrame({"variant": "a", "seed": s, "file": [f"test/{i}.jpg" for i in
+                                                                range(60)],
+                            "label": y, "prob_malignant": 1 / (1 + np.exp(
+                                -(rng.normal(0, 1, 60) + (1.5 + rng.normal(0, 0.1)) * (2 * y - 1))))})
+              for s in seeds]
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture
+def bench_files(tmp_path):
+    config = tmp_path / "saved.toml"
+    config.write_text('name = "saved"\nseed = 1\n[[variants]]\nname = "a"\n')
+    predictions = tmp_path / "predictions.csv"
+    seed_predictions().to_csv(predictions, index=False)
+    baseline = tmp_path / "saved.json"
+    assert main(["bench", "--config", str(config), "--baseline", str(baseline),
+                 "--predictions", str(predictions), "--update-baseline"]) == 0
+    return ["bench", "--config", str(config), "--baseline", str(baseline),
+            "--predictions", str(predictions)], baseline
+
+
+def _set(path: tuple, value):
+    def apply(doc):
+        for key in path[:-1]:
+            doc = doc[key]
+        doc[path[-1]] = value
+    return apply
+
+
+BASELINE_DAMAGE = {
+    "nan auc": (_set(("variants", "a", "per_seed", "auc", 0), float("nan")), "auc"),
+    "huge auc": (_set(("variants", "a", "per_seed", "auc", 1), 1e308), "auc"),
+    "negative auc": (_set(("variants", "a", "per_seed", "auc", 1), -1e308), "auc"),
+    "auc 9": (_set(("variants", "a", "per_seed", "auc", 2), 9.0), "auc"),
+    "auc text": (_set(("variants", "a", "per_seed", "auc", 2), "0.9"), "auc"),
+    "no variants": (_set(("variants",), {}), "variants"),
+    "variants a list": (_set(("variants",), [1]), "variants"),
+    "no gated metrics": (_set(("gated_metrics",), []), "gated_metrics"),
+    "unknown gated metric": (_set(("gated_metrics",), ["auc", "acuracy"]), "acuracy"),
+    "gated metric missing": (lambda d: d["variants"]["a"]["per_seed"].pop("brier"), "brier"),
+    "alpha 2": (_set(("family_alpha",), 2), "family_alpha"),
+    "seeds short": (_set(("variants", "a", "per_seed", "auc"), [0.8, 0.9]), "auc"),
+    "n text": (_set(("variants", "a", "n"), "sixty"), "n"),
+}
+
+
+@pytest.mark.parametrize("case", BASELINE_DAMAGE)
+def test_damaged_baseline_is_one_line_naming_file_and_field(bench_files, capsys, case):
+    args, baseline = bench_files
+    damage, field = BASELINE_DAMAGE[case]
+    doc = json.loads(baseline.read_text())
+    damage(doc)
+    baseline.write_text(json.dumps(doc))  # NaN and 1e308 written as JSON allows them
+    capsys.readouterr()
+    assert main(args) == 2
+    one_line_error(capsys, str(baseline), field)
+
+
+@pytest.mark.parametrize("content", [b"", b'{"format": "melanoma-bench seed baseline 1", "var',
+                                     b"[1, 2]", b"\xff\xfe\x00binary", b"null"])
+def test_empty_truncated_or_mistyped_baseline_is_one_line(bench_files, capsys, content):
+    args, baseline = bench_files
+    baseline.write_bytes(content)
+    capsys.readouterr()
+    assert main(args) == 2
+    one_line_error(capsys, str(baseline))
+
+
+def test_sound_baseline_still_passes(bench_files, capsys):
+    args, _ = bench_files
+    assert main(args) == 0
+    assert "PASS" in capsys.readouterr().out

@@ -28,6 +28,7 @@ import pandas as pd
 
 from melanoma.evaluation import gate
 from melanoma.util import atomic, provenance
+from melanoma.util.errors import UserError
 
 TRAIN_FIELD = "train_fingerprint"  # in the baseline, and in results.json's provenance.data
 
@@ -72,7 +73,20 @@ def write_baseline(path: Path, baseline: dict) -> None:
 
 
 def read_baseline(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The baseline in ``path``, checked field by field (``gate.validate_baseline``): a
+    damaged, empty or mistyped file is a one-line UserError naming it and the field."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a seed baseline (not UTF-8 text)") from None
+    except OSError as error:
+        raise UserError(f"cannot read the baseline {path}: {error.strerror or error}") from None
+    try:
+        baseline = json.loads(text)
+    except ValueError as error:
+        raise UserError(f"{path}: not valid JSON ({error}); make the baseline again with "
+                        f"--update-baseline") from None
+    return gate.validate_baseline(baseline, str(path))
 
 
 def config_mismatch(baseline: dict, config_path: Path, overrides=()) -> str | None:
