@@ -307,3 +307,104 @@ def test_sound_baseline_still_passes(bench_files, capsys):
     args, _ = bench_files
     assert main(args) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------
+# 4. unusable places are one line, not a traceback
+
+def test_cache_variable_naming_a_file_is_one_line(data, tmp_path, monkeypatch, capsys):
+    root, config = data
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "afile"))
+    assert main(["prepare", "--config", str(config), "--data-dir", str(root)]) == 2
+    one_line_error(capsys, str(tmp_path / "afile"), "MELANOMA_DATA_CACHE")
+    monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "afile" / "below"))
+    assert main(["prepare", "--config", str(config)]) == 2  # the generated set's folder too
+    one_line_error(capsys, "MELANOMA_DATA_CACHE")
+
+
+def test_unreachable_home_is_one_line(data, monkeypatch, capsys):
+    root, config = data
+    monkeypatch.delenv("MELANOMA_DATA_CACHE")
+    monkeypatch.setenv("HOME", "/proc/no-such-home")
+    assert main(["prepare", "--config", str(config), "--data-dir", str(root)]) == 2
+    one_line_error(capsys, "/proc/no-such-home/.cache/melanoma-bench", "MELANOMA_DATA_CACHE")
+
+
+def test_read_only_cache_folder_is_one_line(data, tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    root, config = data
+    cache = tmp_path / "ro-cache"
+    cache.mkdir()
+    monkeypatch.setenv("MELANOMA_DATA_CACHE", str(cache))
+    if os.geteuid() == 0:  # root ignores modes: refuse as a read-only folder would
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", str(cache / ".lock"))
+        monkeypatch.setattr(cache_mod, "_key_lock", refuse)
+    else:
+        cache.chmod(0o555)
+    assert main(["prepare", "--config", str(config), "--data-dir", str(root)]) == 2
+    one_line_error(capsys, str(cache), "Permission denied", "MELANOMA_DATA_CACHE")
+
+
+@pytest.mark.parametrize("place", ["/proc/melanoma-import", "afile/below"])
+def test_import_into_an_unusable_place_is_one_line(tmp_path, capsys, place):
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    for i in range(10):
+        (images_dir / f"ISIC_{i:07d}.jpg").write_bytes(jpeg_bytes(i))
+    labels = tmp_path / "gt.csv"
+    labels.write_text("image_id,melanoma,seborrheic_keratosis\n" + "".join(
+        f"ISIC_{i:07d},{i % 2}.0,0.0\n" for i in range(10)))
+    (tmp_path / "afile").write_text("x")
+    out = place if place.startswith("/") else str(tmp_path / place)
+    assert main(["import", "--labels", str(labels), "--images", str(images_dir),
+                 "--out", out]) == 2
+    one_line_error(capsys, out)
+
+
+def _long(tmp_path: Path) -> Path:
+    return tmp_path.joinpath(*["d" * 200] * 20)  # about 4,100 bytes with the temp prefix
+
+
+def test_run_with_a_4000_character_out_is_one_line_before_any_work(data, tmp_path, capsys):
+    root, config = data
+    out = _long(tmp_path)
+    assert main(["run", "--config", str(config), "--data-dir", str(root), "--out", str(out),
+                 "--models-dir", str(tmp_path / "models")]) == 2
+    one_line_error(capsys, "--out", "path limit")
+    assert not (tmp_path / "models").exists() and not (tmp_path / ("d" * 200)).exists()
+
+
+def test_evaluate_and_report_with_a_4000_character_out_are_one_line(tmp_path, capsys):
+    out = _long(tmp_path)
+    assert main(["evaluate", str(LEGACY / "tiny_efficientnet_samplewise.h5"), "--data-dir",
+                 str(LEGACY / "images"), "--out", str(out)]) == 2
+    one_line_error(capsys, "--out", "path limit")
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 2
+    one_line_error(capsys, "--out", "path limit")
+    assert not (tmp_path / ("d" * 200)).exists()
+
+
+# ----------------------------------------------------------------------------------------
+# 5. `check` exits 2 on a class with no readable image; a failed run leaves no empty --out
+
+def test_check_fails_on_a_class_without_a_readable_image(data, capsys):
+    root, _ = data
+    for path in (root / "test" / "Malignant").iterdir():
+        path.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    assert main(["check", str(root)]) == 2
+    one_line_error(capsys, "test/Malignant", "no readable image", "3 unreadable")
+
+
+def test_run_failing_on_its_data_leaves_no_empty_out(data, tmp_path, capsys):
+    root, config = data
+    for path in (root / "test" / "Malignant").iterdir():
+        path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])  # header reads
+    out = tmp_path / "new-out"
+    assert main(["run", "--config", str(config), "--data-dir", str(root), "--out", str(out),
+                 "--models-dir", str(tmp_path / "models")]) == 2
+    one_line_error(capsys, "fewer than two readable classes")
+    assert not out.exists() and not (tmp_path / "models").exists()

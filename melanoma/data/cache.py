@@ -221,8 +221,8 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
     if opened is not None:
         logger.info("decoded-image cache: %s (%d images, nothing decoded)", target, len(opened))
         return opened
-    root.mkdir(parents=True, exist_ok=True)
-    with _key_lock(root, key):
+    atomic.make_folder(root, files_of_cache.CACHE_HINT)
+    with files_of_cache.cache_place(root), _key_lock(root, key):
         opened = open_cache(target, key, files, labels, verify=True)  # built meanwhile
         if opened is not None:
             return opened

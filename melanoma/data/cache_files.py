@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from melanoma.data.layout import CLASS_NAMES
+from melanoma.util import atomic
 from melanoma.util.errors import UserError
 
 
@@ -42,6 +43,16 @@ def mismatched(rows: np.ndarray, indices: np.ndarray, crcs) -> list[bool]:
     from the one recorded when it was built?"""
     flat = rows.reshape(len(indices), -1)
     return [zlib.crc32(flat[j]) != crcs[i] for j, i in enumerate(indices.tolist())]
+
+
+CACHE_HINT = ("set MELANOMA_DATA_CACHE (or the data.cache_dir setting) to a folder you can "
+              "write")
+
+
+def cache_place(root: Path):
+    """Errors of a cache folder that is a file, read-only, unreachable or full: one line
+    naming it and what to do."""
+    return atomic.place_errors(root, "write in the cache folder", CACHE_HINT)
 
 
 def check_disk_space(root: Path, n_images: int, image_size: int) -> None:

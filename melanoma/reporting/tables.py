@@ -295,7 +295,7 @@ def rebuild(run_dir: Path, out_dir: Path | None = None,
     Holds ``out_dir``'s lock, as ``run`` does. ``options``: images and saved models for the
     error galleries and Grad-CAM, and more ensembles (``ReportOptions``)."""
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir or run_dir)
+    out_dir = atomic.check_room(Path(out_dir or run_dir), "--out folder")
     locks.check_free(run_dir)  # a run still writing there: its files are not final yet
     with locks.hold(out_dir):  # nobody else writes where this writes
         atomic.sweep_stale(out_dir)
