@@ -408,3 +408,63 @@ def test_run_failing_on_its_data_leaves_no_empty_out(data, tmp_path, capsys):
                  "--models-dir", str(tmp_path / "models")]) == 2
     one_line_error(capsys, "fewer than two readable classes")
     assert not out.exists() and not (tmp_path / "models").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# 6. names never become spreadsheet formulas, nor break results.md's table
+
+def _saved_run(out: Path, names) -> Path:
+    import pandas as pd
+
+    from melanoma.evaluation.rows import EvalSettings
+    from melanoma.reporting import tables
+
+    y = np.repeat([0, 1], 10)
+    rng = np.random.default_rng(0)
+    frame = pd.concat([pd.DataFrame({"variant": name, "file": [f"test/x/{i}.jpg" for i in
+                                                               range(20)],
+                                     "label": y, "prob_malignant": np.clip(
+                                         0.3 * y + rng.uniform(0, 0.7, 20), 0, 1)})
+                       for name in names], ignore_index=True)
+    tables.write_run(out, frame, {n: {"spec": "samplewise"} for n in names}, {}, {"seed": 1},
+                     None, EvalSettings(seed=1, bootstrap_resamples=10))
+    return out
+
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+SUM(1,2)", "-2+3", "@cmd", "\tTAB"]
+
+
+def test_formula_names_are_neutralised_in_every_csv_and_read_back(tmp_path, capsys):
+    import csv
+
+    run = _saved_run(tmp_path / "run", [*FORMULAS, "plain"])
+    for name in ("results.csv", "predictions.csv"):
+        with open(run / name, newline="", encoding="utf-8") as handle:
+            cells = [c for row in csv.reader(handle) for c in row]
+        assert not [c for c in cells if c and c[0] in "=+@\t\r"], name
+        assert not [c for c in cells if c.startswith("-") and not _is_number(c)], name
+        assert "'=HYPERLINK" in "".join(cells)
+        assert any(_is_number(c) and c.startswith("0.") for c in cells)  # numbers untouched
+    assert main(["report", str(run), "--out", str(tmp_path / "again")]) == 0
+    rows = json.loads((tmp_path / "again" / "results.json").read_text())["rows"]
+    assert {r["variant"] for r in rows} == {*FORMULAS, "plain"}  # read back as named
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def test_pipes_and_html_in_names_keep_results_md_a_table(tmp_path):
+    run = _saved_run(tmp_path / "run", ["a|b", "<script>alert(1)</script>", "plain"])
+    md = (run / "results.md").read_text(encoding="utf-8")
+    assert "<script>" not in md
+    for table in md.split("\n\n"):
+        lines = [line for line in table.splitlines() if line.startswith("|")]
+        if lines:  # every line of a table has as many unescaped cell bars as its header
+            bars = {line.replace("\\|", "").count("|") for line in lines}
+            assert len(bars) == 1, table
+    assert "a\\|b" in md

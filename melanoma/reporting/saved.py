@@ -18,6 +18,7 @@ import pandas as pd
 
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.util.errors import UserError
+from melanoma.util.names import cell_read
 
 PREDICTION_COLUMNS = ("variant", "seed", "file", "label", "prob_malignant")
 REQUIRED_COLUMNS = ("variant", "file", "label", "prob_malignant")  # `seed` came later
@@ -39,6 +40,7 @@ def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """A CSV as text cells with every one of ``columns`` present and non-empty."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        frame = frame.map(cell_read)  # undo csv_safe's quote before = + - @
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as error:
         raise damaged(path, f"not a readable CSV file ({_first_line(error)})") from None
     missing = [c for c in columns if c not in frame.columns]
