@@ -145,7 +145,7 @@ def hash_split(split: str) -> int:
 def default_cache_dir() -> Path:
     """Where generated data sets live: $MELANOMA_DATA_CACHE or ~/.cache/melanoma-bench."""
     env = os.environ.get("MELANOMA_DATA_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "melanoma-bench"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "melanoma-bench"
 
 
 def generate(out_dir: Path, spec: SyntheticSpec) -> Path:

@@ -38,6 +38,7 @@ def _first_line(error: BaseException) -> str:
 
 def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """A CSV as text cells with every one of ``columns`` present and non-empty."""
+    _regular(path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
         frame = frame.map(cell_read)  # undo csv_safe's quote before = + - @
@@ -51,6 +52,12 @@ def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
         if len(empty):
             raise damaged(path, f"line {empty[0] + 2}: empty {column}")
     return frame
+
+
+def _regular(path: Path) -> None:
+    """A saved file must be a regular file: a FIFO would block the report forever."""
+    if Path(path).exists() and not Path(path).is_file():  # is_file: a stat, never an open
+        raise damaged(Path(path), "not a regular file")
 
 
 def _first_bad(path: Path, frame: pd.DataFrame, bad: np.ndarray, column: str, rule: str):
@@ -109,6 +116,7 @@ def read_json(path: Path, default=None, kind: type = dict):
     path = Path(path)
     if not path.exists():
         return default
+    _regular(path)
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import tomllib
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from melanoma.config.files import read_raw
 from melanoma.evaluation import gate
 from melanoma.util import atomic, provenance
 from melanoma.util.errors import UserError
@@ -36,14 +37,7 @@ TRAIN_FIELD = "train_fingerprint"  # in the baseline, and in results.json's prov
 def config_hash(path: Path) -> str:
     """Hash of the config file as written (parsed, so comments and layout do not count;
     defaults added to the code later do not count either): a baseline fits one config."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".toml":
-        raw = tomllib.loads(text)
-    else:
-        import yaml
-
-        raw = yaml.safe_load(text)
+    raw = read_raw(Path(path))  # checked: a regular, small, valid file
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -76,6 +70,8 @@ def read_baseline(path: Path) -> dict:
     """The baseline in ``path``, checked field by field (``gate.validate_baseline``): a
     damaged, empty or mistyped file is a one-line UserError naming it and the field."""
     try:
+        if not stat.S_ISREG(Path(path).stat().st_mode):
+            raise UserError(f"{path}: not a regular file")
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a seed baseline (not UTF-8 text)") from None
