@@ -36,6 +36,7 @@ def audit_data_dir(data_dir: Path, out: Path, val_fraction: float, seed: int,
     from melanoma.evaluation import audit
 
     found = layout.discover(data_dir)
+    layout.refuse_inside_data(found.root, {"--out": out})
     items, sig = audit.items_from_layout(found, val_fraction, seed)
     return audit.run_audit(items, out, min_corr, include_flips=include_flips, signatures=sig,
                            groups=audit.groups_for(items, found.root))[1]

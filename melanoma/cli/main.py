@@ -6,6 +6,7 @@ Exit codes: 0 ok, 2 user error (one line on stderr), 1 internal error, 130 inter
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -50,6 +51,16 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     tfsetup.quiet_tensorflow_logs()
     args = build_parser().parse_args(argv)
@@ -65,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"melanoma-bench: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (`| head`): the rest of the output is unwanted
+        _quiet_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a process killed by it
     except KeyboardInterrupt:
         print("melanoma-bench: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130

@@ -50,6 +50,23 @@ def parse_ensemble(text: str) -> dict:
     return {"name": name, "members": members.split("+"), "method": method or "mean"}
 
 
+def refuse_out_inside_data(run_dir: Path, out: Path, data_dir: Path | None) -> None:
+    """--out inside the run's data (--data-dir, or the root its results.json records)."""
+    import json
+
+    from melanoma.data import layout
+
+    roots = [data_dir]
+    try:
+        saved = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
+        roots.append(((saved.get("provenance") or {}).get("data") or {}).get("root"))
+    except (OSError, ValueError, AttributeError):
+        pass  # the report's own reading names a damaged results.json
+    for root in roots:
+        if isinstance(root, (str, Path)) and Path(root).is_dir():
+            layout.refuse_inside_data(root, {"--out": out})
+
+
 def main(args) -> int:
     from melanoma.reporting.extras import ReportOptions
     from melanoma.reporting.tables import rebuild
@@ -60,6 +77,8 @@ def main(args) -> int:
     report_options = ReportOptions(
         data_root=args.data_dir, models_dir=args.models_dir, gallery_cases=args.gallery_cases,
         ensembles=tuple(parse_ensemble(e) for e in args.ensemble))
+    if args.out is not None:
+        refuse_out_inside_data(args.run_dir, args.out, args.data_dir)
     rows = rebuild(args.run_dir, args.out, report_options)
     options.print_table(rows, args.wide)
     return 0

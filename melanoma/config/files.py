@@ -2,6 +2,7 @@
 (each failure one clear line)."""
 from __future__ import annotations
 
+import stat
 import tomllib
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from melanoma.config.yaml_files import load_yaml
 from melanoma.util.errors import UserError, unknown_name
 
 SHIPPED = Path(__file__).resolve().parent.parent / "configs"
+MAX_CONFIG_BYTES = 2**20  # shipped configs are a few KB
+MAX_CONFIG_NODES = 100_000  # values, YAML anchors expanded (a "billion laughs" file)
 
 
 def shipped_names() -> list[str]:
@@ -30,7 +33,13 @@ def resolve(path_or_name: str | Path) -> Path:
 def read_raw(path: Path) -> dict:
     """The top-level mapping of config file ``path`` (a UserError if unreadable or invalid)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or /dev/zero would block or never end
+            raise UserError(f"cannot read config {path}: not a regular file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"cannot read config {path}: {info.st_size:,} bytes; a config is at most "
+                            f"{MAX_CONFIG_BYTES:,}")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not content
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read config {path}: {getattr(error, 'strerror', None) or error}"
                         ) from None
@@ -44,4 +53,20 @@ def read_raw(path: Path) -> dict:
         raise UserError(f"config {path} is not valid: {str(error).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UserError(f"config {path} must be a mapping at the top level")
+    if _size(raw, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
+        raise UserError(f"config {path} holds more than {MAX_CONFIG_NODES:,} values (YAML "
+                        f"anchors expanded): not a config")
     return raw
+
+
+def _size(value, budget: int) -> int:
+    """Values in ``value`` counted through shared (anchored) parts, up to ``budget`` + 1."""
+    count, stack = 0, [value]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count

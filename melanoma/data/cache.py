@@ -5,8 +5,11 @@
 files -> parallel PIL decode (the very function ``melanoma.data.decode.load_images`` calls per
 image, so every pixel equals today's) -> ``<cache_dir>/decoded-<S>px-<interp>-<key>/``
 holding ``pixels.npy`` (uint8 [N, S, S, 3], memory-mappable) and ``meta.json`` (files,
-labels, skipped files with reasons, key, version). The key hashes the files' names and
-bytes, the labels, the size, the interpolation and the decoder's versions.
+labels, skipped files with reasons, a CRC-32 of every row, key, version). The key hashes the
+files' names and bytes, the labels, the size, the interpolation and the decoder's versions.
+
+Verified: opening checks every row's CRC-32 (changed: rebuilt, with a warning); every read
+checks again (changed after opening: one line, and the next run rebuilds it).
 
 Built in a ``.building-*`` folder that is renamed into place only when complete, under a
 per-key lock: a killed build leaves no folder that is ever trusted (the next build of that
@@ -26,6 +29,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -33,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from melanoma.data import cache_files as files_of_cache
 from melanoma.data.decode import INTERPOLATIONS, _try_load
 from melanoma.data.synthetic import default_cache_dir
 from melanoma.util import atomic
@@ -41,8 +46,8 @@ from melanoma.util.names import printable
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
-PIXELS, META = "pixels.npy", "meta.json"
+CACHE_VERSION = 2  # 2: meta.json holds row_crc32
+PIXELS, META, DAMAGED = "pixels.npy", "meta.json", "DAMAGED"
 CHUNK_BYTES = 64 * 2**20  # decoded rows held at once while building or reading in chunks
 DEFAULT_WORKERS = 4  # threads; measured faster than processes (docs/performance.md)
 
@@ -102,6 +107,7 @@ class DecodedCache:
     kept_index: np.ndarray  # row i holds input file kept_index[i]
     skipped: tuple[tuple[str, str], ...]  # (file, reason), as load_images reports them
     data_offset: int = field(repr=False)
+    row_crc32: tuple[int, ...] = field(repr=False, default=())  # zlib.crc32 of each row
 
     def __len__(self) -> int:
         return len(self.files)
@@ -112,13 +118,39 @@ class DecodedCache:
 
     @functools.cached_property
     def pixels(self) -> np.ndarray:
-        """All rows as a read-only ``np.memmap`` (pages it touches count as resident)."""
+        """All rows as a read-only ``np.memmap`` (pages it touches count as resident),
+        every row verified first."""
         if not len(self):
             return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        bad = self.first_damaged_row()
+        if bad is not None:
+            self._refuse(bad)
         return np.load(self.path / PIXELS, mmap_mode="r")
 
-    def read_rows(self, indices) -> np.ndarray:
-        """Rows ``indices`` (in that order) as a new uint8 array, read with ``pread``."""
+    def first_damaged_row(self, chunk: int | None = None) -> int | None:
+        """The first row whose bytes no longer match their CRC-32, or None (reads them all,
+        a chunk at a time)."""
+        for part, rows in self.iter_chunks(chunk=chunk, verify=False):
+            for j, bad in enumerate(files_of_cache.mismatched(rows, part, self.row_crc32)):
+                if bad:
+                    return int(part[j])
+        return None
+
+    def _refuse(self, row: int):
+        """One line for a row changed after the cache was built; the cache is marked so
+        that the next run rebuilds it."""
+        try:
+            (self.path / DAMAGED).write_text(f"row {row} does not match its checksum\n")
+            then = "rerun to rebuild it"
+        except OSError:
+            then = f"delete {self.path} and rerun to rebuild it"
+        raise UserError(f"the decoded-image cache {self.path} was changed after it was built "
+                        f"(the row of {printable(self.files[row])} does not match its "
+                        f"checksum); {then}")
+
+    def read_rows(self, indices, verify: bool = True) -> np.ndarray:
+        """Rows ``indices`` (in that order) as a new uint8 array, read with ``pread``, each
+        checked against its CRC-32 (a UserError when one was changed)."""
         indices = np.asarray(indices, np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"row index out of range 0..{len(self) - 1}")
@@ -129,19 +161,23 @@ class DecodedCache:
         fd = os.open(self.path / PIXELS, os.O_RDONLY)
         try:
             for start, end in zip(starts.tolist(), ends.tolist()):
-                _pread_into(fd, memoryview(flat[start:end]).cast("B"),
+                files_of_cache.pread_into(fd, memoryview(flat[start:end]).cast("B"),
                             self.data_offset + int(indices[start]) * self.row_bytes)
         finally:
             os.close(fd)
+        if verify:
+            for j, bad in enumerate(files_of_cache.mismatched(out, indices, self.row_crc32)):
+                if bad:
+                    self._refuse(int(indices[j]))
         return out
 
-    def iter_chunks(self, indices=None, chunk: int | None = None):
+    def iter_chunks(self, indices=None, chunk: int | None = None, verify: bool = True):
         """Yield (row indices, uint8 rows) over ``indices`` (default all), ``chunk`` at a time."""
         indices = np.arange(len(self)) if indices is None else np.asarray(indices, np.int64)
         chunk = chunk or max(1, CHUNK_BYTES // self.row_bytes)
         for start in range(0, len(indices), chunk):
             part = indices[start:start + chunk]
-            yield part, self.read_rows(part)
+            yield part, self.read_rows(part, verify)
 
     def channel_mean(self, indices=None, chunk: int | None = None) -> np.ndarray:
         """Per-channel mean of rows ``indices`` in [0, 255] (float64), from exact integer sums
@@ -151,30 +187,6 @@ class DecodedCache:
             sums += [rows[..., c].sum(dtype=np.uint64) for c in range(3)]  # ~6x reshape's
             count += rows.shape[0] * rows.shape[1] * rows.shape[2]
         return sums.astype(np.float64) / max(count, 1)
-
-
-def _npy_header(path: Path) -> tuple[tuple, bool, np.dtype, int]:
-    """(shape, fortran order, dtype, data offset) of a .npy file, read from its header."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        shape, fortran, dtype = readers[version](handle)
-        return shape, fortran, dtype, handle.tell()
-
-
-def _pread_into(fd: int, view: memoryview, offset: int) -> None:
-    while len(view):
-        got = os.preadv(fd, [view], offset)
-        if got <= 0:
-            raise OSError(f"decoded-image cache ended early at byte {offset} (file truncated?)")
-        view, offset = view[got:], offset + got
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while len(data):
-        done = os.pwrite(fd, data, offset)
-        data, offset = data[done:], offset + done
 
 
 def fit_preprocessing(preprocessing, cache: DecodedCache, indices=None, chunk: int | None = None):
@@ -202,19 +214,20 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
     if len(files) != len(labels):
         raise ValueError(f"{len(files)} files but {len(labels)} labels")
     root = Path(cache_dir) if cache_dir else default_cache_dir()
+    files_of_cache.refuse_inside_data(root, files)
     key = cache_key(fingerprint or content_fingerprint(files), labels, image_size, interpolation)
     target = root / folder_name(image_size, interpolation, key)
-    opened = open_cache(target, key, files, labels)
+    opened = open_cache(target, key, files, labels, verify=True)
     if opened is not None:
         logger.info("decoded-image cache: %s (%d images, nothing decoded)", target, len(opened))
         return opened
-    root.mkdir(parents=True, exist_ok=True)
-    with _key_lock(root, key):
-        opened = open_cache(target, key, files, labels)  # built meanwhile by another process
+    atomic.make_folder(root, files_of_cache.CACHE_HINT)
+    with files_of_cache.cache_place(root), _key_lock(root, key):
+        opened = open_cache(target, key, files, labels, verify=True)  # built meanwhile
         if opened is not None:
             return opened
         _remove_untrusted(root, target, key)
-        check_disk_space(root, len(files), image_size)
+        files_of_cache.check_disk_space(root, len(files), image_size)
         staging = Path(tempfile.mkdtemp(prefix=f".building-{key}-", dir=root))
         try:
             os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide a shared cache from others
@@ -229,35 +242,37 @@ def open_or_build(files, labels, image_size: int, interpolation: str = "nearest"
     return opened
 
 
-def open_cache(target: Path, key: str, files, labels) -> DecodedCache | None:
+def open_cache(target: Path, key: str, files, labels, verify: bool = False
+               ) -> DecodedCache | None:
     """The cache in ``target`` if it is complete and was built for exactly this key and
-    these files; else None (never a partial or foreign cache)."""
+    these files (and, with ``verify``, every row still matches its CRC-32); else None
+    (never a partial, foreign or changed cache)."""
     try:
         meta = json.loads((target / META).read_text(encoding="utf-8"))
-        shape, fortran, dtype, offset = _npy_header(target / PIXELS)
+        shape, fortran, dtype, offset = files_of_cache.npy_header(target / PIXELS)
         size = (target / PIXELS).stat().st_size
     except (OSError, ValueError, KeyError):
         return None
     kept = np.asarray(meta.get("kept_index", []), np.int64)
-    s = meta.get("image_size")
+    s, crcs = meta.get("image_size"), meta.get("row_crc32")
     if (meta.get("version") != CACHE_VERSION or meta.get("key") != key
             or meta.get("n_files") != len(files) or dtype != np.uint8 or fortran
-            or tuple(shape) != (len(kept), s, s, 3) or size != offset + len(kept) * s * s * 3):
+            or tuple(shape) != (len(kept), s, s, 3) or size != offset + len(kept) * s * s * 3
+            or not isinstance(crcs, list) or len(crcs) != len(kept)):
         return None
     skipped = tuple((printable(files[int(i)]), reason) for i, reason in meta["skipped"])
-    return DecodedCache(target, key, s, meta["interpolation"], tuple(files[i] for i in kept),
-                        np.asarray(labels, np.int64)[kept], kept, skipped, offset)
-
-
-def check_disk_space(root: Path, n_images: int, image_size: int) -> None:
-    """A one-line UserError when ``root``'s disk cannot hold the decoded images."""
-    needed = n_images * image_size * image_size * 3 + 2**20  # + header and meta.json
-    free = shutil.disk_usage(root).free
-    if free < needed:
-        raise UserError(f"the decoded-image cache needs {needed / 1e9:.2f} GB free in {root} "
-                        f"({n_images:,} images x {image_size}x{image_size}x3 bytes) but only "
-                        f"{free / 1e9:.2f} GB is free there: free space, or set another cache "
-                        f"folder (MELANOMA_DATA_CACHE or the cache_dir setting)")
+    opened = DecodedCache(target, key, s, meta["interpolation"], tuple(files[i] for i in kept),
+                          np.asarray(labels, np.int64)[kept], kept, skipped, offset,
+                          tuple(int(c) for c in crcs))
+    if (target / DAMAGED).exists():
+        logger.warning("%s was found changed after it was built: rebuilding it", target)
+        return None
+    bad = opened.first_damaged_row() if verify else None
+    if bad is not None:
+        logger.warning("%s: the row of %s does not match its checksum (the cache was changed "
+                       "after it was built): rebuilding it", target, printable(opened.files[bad]))
+        return None
+    return opened
 
 
 @contextlib.contextmanager
@@ -304,8 +319,9 @@ def _build(staging: Path, files, labels, size: int, interpolation: str, key: str
     """Decode every file into ``staging/pixels.npy`` chunk by chunk, then write meta.json."""
     npy = staging / PIXELS
     np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
-    offset = _npy_header(npy)[3]  # rows start right after the header
-    kept, skipped = _decode_into(npy, offset, files, size, interpolation, workers, executor)
+    offset = files_of_cache.npy_header(npy)[3]  # rows start right after the header
+    kept, skipped, crcs = _decode_into(npy, offset, files, size, interpolation, workers,
+                                       executor)
     if len(kept) < len(files):
         _shrink(npy, offset, len(kept), size)
     with open(npy, "rb") as handle:
@@ -314,15 +330,16 @@ def _build(staging: Path, files, labels, size: int, interpolation: str, key: str
         "version": CACHE_VERSION, "key": key, "image_size": size,
         "interpolation": interpolation, "n_files": len(files), "kept_index": kept,
         "files": [printable(f) for f in files], "labels": [int(v) for v in labels],
-        "skipped": skipped, "decoder": decoder_versions()})
+        "skipped": skipped, "row_crc32": crcs, "decoder": decoder_versions()})
 
 
 def _decode_into(npy: Path, offset: int, files, size: int, interpolation: str,
-                 workers: int, executor: str) -> tuple[list[int], list]:
-    """Decode in parallel, a chunk at a time, appending kept rows; logs progress."""
+                 workers: int, executor: str) -> tuple[list[int], list, list[int]]:
+    """Decode in parallel, a chunk at a time, appending kept rows (and their CRC-32s); logs
+    progress."""
     row = size * size * 3
     chunk = max(2 * workers, CHUNK_BYTES // row)
-    kept, skipped = [], []
+    kept, skipped, crcs = [], [], []
     started, next_log = time.perf_counter(), 0
     with _executor(executor, workers) as pool, open(npy, "r+b") as handle:
         for start in range(0, len(files), chunk):
@@ -334,13 +351,14 @@ def _decode_into(npy: Path, offset: int, files, size: int, interpolation: str,
                     logger.warning("skipped unreadable image %s (%s)", printable(files[i]), error)
                     continue
                 data = memoryview(np.ascontiguousarray(pixels, np.uint8)).cast("B")
-                _pwrite_all(handle.fileno(), data, offset + len(kept) * row)
+                files_of_cache.pwrite_all(handle.fileno(), data, offset + len(kept) * row)
                 kept.append(i)
+                crcs.append(zlib.crc32(data))
             done = start + len(part)
             if done >= next_log or done == len(files):
                 next_log = done + max(1, len(files) // 20)
                 _log_progress(done, len(files), time.perf_counter() - started)
-    return kept, skipped
+    return kept, skipped, crcs
 
 
 def _executor(kind: str, workers: int):
@@ -376,5 +394,7 @@ def _shrink(npy: Path, offset: int, n_rows: int, size: int) -> None:
 def open_layout(found, image_size: int, interpolation: str = "nearest",
                 cache_dir=None, **kwargs) -> tuple[DecodedCache, DecodedCache]:
     """The (train, test) caches of a data set found by ``melanoma.data.layout.discover``."""
+    files_of_cache.refuse_inside_data(Path(cache_dir) if cache_dir else default_cache_dir(),
+                        found.train.files + found.test.files)  # before building either
     return tuple(open_or_build(split.files, split.labels, image_size, interpolation, cache_dir,
                                **kwargs) for split in (found.train, found.test))

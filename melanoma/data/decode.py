@@ -49,10 +49,23 @@ def load_image(path: Path, size: int, interpolation: str = "nearest") -> np.ndar
                 raise ValueError(f"{img.size[0]}x{img.size[1]} pixels is over the limit "
                                  f"of {MAX_PIXELS:,} (not decoded)")
             if img.mode != "RGB":
-                img = img.convert("RGB")
+                img = _to_rgb(img)
             if img.size != (size, size):
                 img = img.resize((size, size), INTERPOLATIONS[interpolation])
             return np.asarray(img, dtype=np.uint8)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB of any mode PIL opens: 16-bit grey scaled to 8 bits (PIL's own conversion clips
+    every value over 255 to white); 32-bit integer and float images, whose range the file
+    does not say, are refused by name (skipped and counted)."""
+    if img.mode.startswith("I;16"):
+        wide = np.asarray(img, dtype=np.uint16).astype(np.uint32)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("I", "F"):
+        raise ValueError(f"{'32-bit integer' if img.mode == 'I' else 'floating-point'} "
+                         f"pixels (mode {img.mode}) have no known range: not decoded")
+    return img.convert("RGB")
 
 
 def _try_load(path: Path, size: int, interpolation: str):

@@ -102,3 +102,38 @@ def discover(root: str | Path) -> DataLayout:
     resolved = _resolve_root(Path(root).expanduser())
     return DataLayout(resolved, read_class_folders(_child(resolved, "train")),
                       read_class_folders(_child(resolved, "test")))
+
+
+def data_folders(root: str | Path) -> list[Path]:
+    """The folders whose files are read as data (resolved): ``root`` itself when it holds
+    class folders directly (``evaluate --data-dir DATA/test``), else its train/, test/ and
+    val/ folders, and ``root`` itself."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir() or has_class_folders(root):
+        return [root]
+    found = []
+    for name in (*SPLITS, "val"):
+        try:
+            child = split_folder(root, name)
+        except UserError:
+            child = None
+        if child is not None:
+            found.append(child.resolve())
+    return [root, *found]
+
+
+def refuse_inside_data(root: str | Path, places: dict) -> None:
+    """A one-line UserError when one of ``places`` ({what: folder or None}) is the data
+    folder or lies inside a folder read as data (its report, models or cache would become
+    training images, or change the data's fingerprint)."""
+    folders = data_folders(root)
+    for what, place in places.items():
+        if place is None:
+            continue
+        resolved = Path(place).expanduser().resolve()
+        for i, folder in enumerate(folders):  # a root with splits: its other folders are free
+            whole = i > 0 or len(folders) == 1
+            if resolved == folder or (whole and folder in resolved.parents):
+                raise UserError(f"{what} {place} lies inside the data folder {folder}: what "
+                                f"is written there would be read as data; choose a folder "
+                                f"outside it")

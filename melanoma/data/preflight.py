@@ -149,6 +149,14 @@ def scan(found: DataLayout) -> PreflightReport:
 def check(found: DataLayout, strict: bool = False) -> PreflightReport:
     """Scan, and with ``strict`` raise UserError when anything was flagged."""
     report = scan(found)
+    empty = [f"{split}/{name.capitalize()}" for split, counts in report.classes.items()
+             for name, n in counts.items() if n == 0]
+    if empty:
+        unreadable = report.warnings.get("unreadable", 0)
+        raise UserError(f"data set {report.root}: {' and '.join(empty)} "
+                        f"{'has' if len(empty) == 1 else 'have'} no readable image ("
+                        f"{unreadable} unreadable file(s) in the data set); run `melanoma-bench "
+                        f"check` for the files")
     if strict and report.warnings:
         raise UserError(f"--strict: data set {report.root} has problems ("
                         + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from melanoma.util import atomic
 from melanoma.util.errors import UserError
 
 CLASS_DIRS = ("Benign", "Malignant")
@@ -144,7 +145,7 @@ def hash_split(split: str) -> int:
 def default_cache_dir() -> Path:
     """Where generated data sets live: $MELANOMA_DATA_CACHE or ~/.cache/melanoma-bench."""
     env = os.environ.get("MELANOMA_DATA_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "melanoma-bench"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "melanoma-bench"
 
 
 def generate(out_dir: Path, spec: SyntheticSpec) -> Path:
@@ -162,8 +163,10 @@ def ensure_dataset(spec: SyntheticSpec, cache_dir: Path | None = None) -> Path:
     target = cache_dir / f"synthetic-{spec.key()}"
     if (target / "SPEC.json").exists():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=cache_dir))
+    atomic.make_folder(cache_dir, "set MELANOMA_DATA_CACHE to a folder you can write")
+    with atomic.place_errors(cache_dir, "write in the cache folder",
+                             "set MELANOMA_DATA_CACHE to a folder you can write"):
+        staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=cache_dir))
     try:
         generate(staging, spec)
         os.replace(staging, target)

@@ -214,13 +214,84 @@ class GateOutcome:
                 f"({n_tested} tests in the family)")
 
 
+def _fail(source: str, field: str, problem: str) -> UserError:
+    return UserError(f"{source}: field {field}: {problem}; make the baseline again with "
+                     f"--update-baseline")
+
+
+def _check_variant(source: str, name: str, entry, gated) -> None:
+    where = f"variants.{name}"
+    if not isinstance(entry, dict):
+        raise _fail(source, where, f"expected an object, got {type(entry).__name__}")
+    seeds = entry.get("seeds")
+    if (not isinstance(seeds, list) or len(seeds) < MIN_BASELINE_SEEDS
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise _fail(source, f"{where}.seeds", f"expected a list of at least "
+                    f"{MIN_BASELINE_SEEDS} integer seeds, got {seeds!r:.60}")
+    for field_name in ("n", "n_pos", "n_neg"):
+        value = entry.get(field_name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _fail(source, f"{where}.{field_name}", f"expected a count, got {value!r:.60}")
+    if not isinstance(entry.get("test_set"), str):
+        raise _fail(source, f"{where}.test_set", "expected the test set's fingerprint")
+    per_seed = entry.get("per_seed")
+    if not isinstance(per_seed, dict):
+        raise _fail(source, f"{where}.per_seed", "expected an object of metric lists")
+    for metric, values in per_seed.items():
+        if metric not in variance.METRICS and metric not in gated:
+            continue  # a metric of a later version: never judged here
+        if not isinstance(values, list) or len(values) != len(seeds):
+            raise _fail(source, f"{where}.per_seed.{metric}",
+                        f"expected {len(seeds)} values (one per seed), got {values!r:.60}")
+        for i, v in enumerate(values):
+            ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and math.isfinite(v) and 0 <= v <= 1)
+            if not ok:
+                raise _fail(source, f"{where}.per_seed.{metric}[{i}]",
+                            f"{v!r:.40} is not a metric value in [0, 1]")
+    missing = [m for m in gated if m not in per_seed]
+    if missing:
+        raise _fail(source, f"{where}.per_seed", f"no values of the gated metric(s) "
+                    f"{', '.join(missing)}")
+
+
+def validate_baseline(baseline, source: str = "baseline") -> dict:
+    """``baseline`` if it is a well-formed seed baseline, else a one-line UserError naming
+    ``source`` (its file) and the field: NaN, infinite or out-of-range values, no variants,
+    no gated metrics, a wrong type anywhere the gate reads."""
+    if not isinstance(baseline, dict):
+        raise UserError(f"{source}: not a seed baseline (expected a JSON object, got "
+                        f"{type(baseline).__name__})")
+    if baseline.get("format") != FORMAT:
+        raise UserError(f"{source}: not a seed baseline (format {baseline.get('format')!r}); "
+                        f"make one with at least {MIN_BASELINE_SEEDS} seeds")
+    alpha = baseline.get("family_alpha", FAMILY_ALPHA)
+    if (not isinstance(alpha, (int, float)) or isinstance(alpha, bool)
+            or not 0 < alpha < 1):
+        raise _fail(source, "family_alpha", f"expected a number strictly between 0 and 1, "
+                    f"got {alpha!r:.40}")
+    gated = baseline.get("gated_metrics", list(GATED))
+    if not isinstance(gated, list) or not gated or not all(isinstance(m, str) for m in gated):
+        raise _fail(source, "gated_metrics", f"expected a non-empty list of metric names, got "
+                    f"{gated!r:.60}")
+    unknown = [m for m in gated if m not in variance.METRICS]
+    if unknown:
+        raise _fail(source, "gated_metrics", f"unknown metric(s) {', '.join(unknown)}; known: "
+                    f"{', '.join(variance.METRICS)}")
+    variants = baseline.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise _fail(source, "variants", f"expected an object with at least one variant, got "
+                    f"{variants!r:.60}")
+    for name, entry in variants.items():
+        _check_variant(source, name, entry, gated)
+    return baseline
+
+
 def check(baseline: dict, predictions: pd.DataFrame, metrics=None,
           family_alpha: float | None = None) -> GateOutcome:
     """Judge a run's predictions (a ``seed`` column, any number of seeds) against a baseline
     made by ``seed_baseline``; ``metrics``/``family_alpha`` default to the baseline's."""
-    if baseline.get("format") != FORMAT:
-        raise UserError(f"not a seed baseline (format {baseline.get('format')!r}); make one "
-                        f"with at least {MIN_BASELINE_SEEDS} seeds")
+    validate_baseline(baseline)
     alpha = baseline.get("family_alpha", FAMILY_ALPHA) if family_alpha is None else family_alpha
     chosen = tuple(baseline.get("gated_metrics", GATED) if metrics is None else metrics)
     checks = check_values(baseline["variants"], seed_values(predictions), chosen, alpha)

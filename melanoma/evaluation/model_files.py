@@ -348,6 +348,8 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
     if names is not None and len(names) != len(paths):
         raise UserError(f"--name given {len(names)} times for {len(paths)} models")
     data = EvalData.from_dir(data_dir, options.val_dir)
+    layout.refuse_inside_data(data.root, {"--out": out_dir})
+    atomic.check_room(out_dir, "--out folder")
     started = time.perf_counter()
     with locks.hold(out_dir):  # as run: no two commands write one folder at once
         atomic.sweep_stale(out_dir)

@@ -20,6 +20,7 @@ from tabulate import tabulate
 from melanoma.evaluation import metrics
 from melanoma.util import atomic
 from melanoma.util.errors import UserError
+from melanoma.util.names import cell_read
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def read(path: Path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in ("variant", "file"):  # undo csv_safe's quote before = + - @
+        frame[column] = frame[column].map(cell_read)
     for _, group in frame.groupby(["variant", "seed", "fold"], sort=False):
         try:
             metrics.validate_predictions(group["label"].to_numpy(),

@@ -18,6 +18,7 @@ import pandas as pd
 
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.util.errors import UserError
+from melanoma.util.names import cell_read
 
 PREDICTION_COLUMNS = ("variant", "seed", "file", "label", "prob_malignant")
 REQUIRED_COLUMNS = ("variant", "file", "label", "prob_malignant")  # `seed` came later
@@ -37,8 +38,10 @@ def _first_line(error: BaseException) -> str:
 
 def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """A CSV as text cells with every one of ``columns`` present and non-empty."""
+    _regular(path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        frame = frame.map(cell_read)  # undo csv_safe's quote before = + - @
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as error:
         raise damaged(path, f"not a readable CSV file ({_first_line(error)})") from None
     missing = [c for c in columns if c not in frame.columns]
@@ -49,6 +52,12 @@ def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
         if len(empty):
             raise damaged(path, f"line {empty[0] + 2}: empty {column}")
     return frame
+
+
+def _regular(path: Path) -> None:
+    """A saved file must be a regular file: a FIFO would block the report forever."""
+    if Path(path).exists() and not Path(path).is_file():  # is_file: a stat, never an open
+        raise damaged(Path(path), "not a regular file")
 
 
 def _first_bad(path: Path, frame: pd.DataFrame, bad: np.ndarray, column: str, rule: str):
@@ -107,6 +116,7 @@ def read_json(path: Path, default=None, kind: type = dict):
     path = Path(path)
     if not path.exists():
         return default
+    _regular(path)
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:

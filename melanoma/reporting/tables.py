@@ -32,6 +32,7 @@ from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the
     read_predictions,
 )
 from melanoma.util import atomic, locks
+from melanoma.util.names import csv_safe, markdown_cell
 
 
 def rows_from_predictions(predictions: pd.DataFrame, specs: dict[str, dict],
@@ -81,7 +82,7 @@ def write_predictions(path: Path, predictions: pd.DataFrame, seed: int = 0) -> N
     """predictions.csv: variant,seed,file,label,prob_malignant (full float precision); rows
     without a seed get ``seed`` (the run's)."""
     with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        seeds.with_seed(predictions, seed).loc[:, list(PREDICTION_COLUMNS)].to_csv(
+        csv_safe(seeds.with_seed(predictions, seed).loc[:, list(PREDICTION_COLUMNS)]).to_csv(
             handle, index=False, float_format="%.9g")
 
 
@@ -90,7 +91,7 @@ def write_clean_list(path: Path, test_files, clean_files: set[str]) -> None:
     files = list(dict.fromkeys(test_files))
     frame = pd.DataFrame({"file": files, "clean": [int(f in clean_files) for f in files]})
     with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        frame.to_csv(handle, index=False)
+        csv_safe(frame).to_csv(handle, index=False)
 
 
 def _table_header(provenance: dict, settings: EvalSettings) -> str:
@@ -135,11 +136,12 @@ def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
         "rows": full, "clean_rows": clean, "evaluation": asdict(settings), **(extra or {}),
         "provenance": provenance})
     with atomic.atomic_open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as h:
-        pd.DataFrame(rows).to_csv(h, index=False, float_format="%.6g")
+        csv_safe(pd.DataFrame(rows)).to_csv(h, index=False, float_format="%.6g")
     published = (extra or {}).get("published")
+    md = [{k: markdown_cell(v) for k, v in row.items()} for row in rows]  # names stay cells
     atomic.write_text(out_dir / "results.md", _table_header(provenance, settings)
-                      + compact.text_table(rows) + "\n\n" + compact.footer(rows, terminal=False)
-                      + "\n\n## Every column\n\n" + markdown_table(rows) + "\n" + (
+                      + compact.text_table(md) + "\n\n" + compact.footer(md, terminal=False)
+                      + "\n\n## Every column\n\n" + markdown_table(md) + "\n" + (
                           "\n## Published vs reproduced\n\n" + seeds.markdown_published(
                               published) + "\n" if published else ""))
 
@@ -295,7 +297,7 @@ def rebuild(run_dir: Path, out_dir: Path | None = None,
     Holds ``out_dir``'s lock, as ``run`` does. ``options``: images and saved models for the
     error galleries and Grad-CAM, and more ensembles (``ReportOptions``)."""
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir or run_dir)
+    out_dir = atomic.check_room(Path(out_dir or run_dir), "--out folder")
     locks.check_free(run_dir)  # a run still writing there: its files are not final yet
     with locks.hold(out_dir):  # nobody else writes where this writes
         atomic.sweep_stale(out_dir)

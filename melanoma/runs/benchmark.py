@@ -203,8 +203,11 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         check_split_sizes(found, cfg.data.val_fraction)
     folds = cv.fold_plan(cfg, found)  # a bad data.cv_folds fails here, before any folder
     out_dir, models_dir = Path(out_dir or Path("reports") / cfg.name), Path(models_dir)
+    layout.refuse_inside_data(found.root, {"--out": out_dir, "--models-dir": models_dir})
+    atomic.check_room(out_dir, "--out folder")
+    atomic.check_room(models_dir, "--models-dir")
     plan = jobs_mod.plan_id(cfg, models_dir)
-    created = not models_dir.exists()
+    created, out_created = not models_dir.exists(), not out_dir.exists()
     if any(not v.model_file for v in cfg.variants):
         atomic.make_folder(models_dir)  # a file or an unwritable place: one line, now
     # another run on the same output folder fails fast; a process of the same plan joins
@@ -226,6 +229,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         if held is not None:
             locks.release(held)
         jobs_mod.remove_if_empty(models_dir, created)
+        jobs_mod.remove_if_empty(out_dir, out_created)  # failed before writing anything
 
 
 def _work(cfg, found: layout.DataLayout, state, shard, folds=None) -> JobRunner | None:

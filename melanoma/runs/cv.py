@@ -24,7 +24,7 @@ from melanoma.models.predict import TTA_SUFFIX
 from melanoma.reporting.folds import FILE as FOLD_FILE
 from melanoma.util import atomic
 from melanoma.util.errors import UserError
-from melanoma.util.names import relative_name
+from melanoma.util.names import csv_safe, relative_name
 
 log = logging.getLogger(__name__)
 
@@ -145,4 +145,4 @@ def write_fold_predictions(out_dir: Path, collected) -> None:
     atomic.make_folder(out_dir)
     frame = pd.concat(collected.fold_frames, ignore_index=True)
     with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        frame.to_csv(handle, index=False, float_format="%.9g")
+        csv_safe(frame).to_csv(handle, index=False, float_format="%.9g")

@@ -20,14 +20,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import tomllib
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from melanoma.config.files import read_raw
 from melanoma.evaluation import gate
 from melanoma.util import atomic, provenance
+from melanoma.util.errors import UserError
 
 TRAIN_FIELD = "train_fingerprint"  # in the baseline, and in results.json's provenance.data
 
@@ -35,14 +37,7 @@ TRAIN_FIELD = "train_fingerprint"  # in the baseline, and in results.json's prov
 def config_hash(path: Path) -> str:
     """Hash of the config file as written (parsed, so comments and layout do not count;
     defaults added to the code later do not count either): a baseline fits one config."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".toml":
-        raw = tomllib.loads(text)
-    else:
-        import yaml
-
-        raw = yaml.safe_load(text)
+    raw = read_raw(Path(path))  # checked: a regular, small, valid file
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -72,7 +67,22 @@ def write_baseline(path: Path, baseline: dict) -> None:
 
 
 def read_baseline(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The baseline in ``path``, checked field by field (``gate.validate_baseline``): a
+    damaged, empty or mistyped file is a one-line UserError naming it and the field."""
+    try:
+        if not stat.S_ISREG(Path(path).stat().st_mode):
+            raise UserError(f"{path}: not a regular file")
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a seed baseline (not UTF-8 text)") from None
+    except OSError as error:
+        raise UserError(f"cannot read the baseline {path}: {error.strerror or error}") from None
+    try:
+        baseline = json.loads(text)
+    except ValueError as error:
+        raise UserError(f"{path}: not valid JSON ({error}); make the baseline again with "
+                        f"--update-baseline") from None
+    return gate.validate_baseline(baseline, str(path))
 
 
 def config_mismatch(baseline: dict, config_path: Path, overrides=()) -> str | None:

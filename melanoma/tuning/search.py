@@ -116,6 +116,8 @@ def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     variant = base_variant(cfg)
     out_dir = Path(out_dir or Path("reports") / f"tune-{cfg.name}")
     project_dir = out_dir / cfg.tune.project
+    if role != "chief":
+        layout.refuse_inside_data(resolve_data_dir(cfg, data_dir), {"--out": out_dir})
     _prepare_state(tuning, cfg, variant, out_dir, project_dir, restart, role, oracle,
                    connect_timeout)
     hardware = tfsetup.configure()

@@ -32,28 +32,51 @@ def _umask() -> int:
 # What the place or the disk refuses (full, quota, read-only, permissions, a file where a
 # folder should be): the user's to fix, so one line (exit 2), not a traceback.
 PLACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                          errno.EFBIG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR})
+                          errno.EFBIG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR,
+                          errno.ENAMETOOLONG})
 
 
 @contextmanager
-def place_errors(path: Path, action: str = "write") -> Iterator[None]:
-    """Turn an OSError of ``PLACE_ERRNOS`` inside the block into a UserError naming ``path``."""
+def place_errors(path: Path, action: str = "write", hint: str | None = None,
+                 also=frozenset()) -> Iterator[None]:
+    """Turn an OSError of ``PLACE_ERRNOS`` (and ``also``) inside the block into a UserError
+    naming ``path`` (and ``hint``: what to do)."""
     try:
         yield
     except OSError as error:
-        if error.errno not in PLACE_ERRNOS:
+        if error.errno not in PLACE_ERRNOS | also:
             raise
-        raise UserError(f"cannot {action} {printable(path)}: {os.strerror(error.errno)} "
-                        f"(earlier files there are left as they were)") from None
+        shown = printable(path)
+        if len(shown) > 200:  # a 4,000-character name is not read, it is scrolled
+            shown = f"{shown[:80]}...{shown[-80:]} ({len(shown)} characters)"
+        then = f"; {hint}" if hint else " (earlier files there are left as they were)"
+        raise UserError(f"cannot {action} {shown}: {os.strerror(error.errno)}{then}") from None
 
 
-def make_folder(path: str | os.PathLike) -> Path:
+PATH_ROOM = 255  # bytes kept free below an output folder for the names written inside it
+
+
+def check_room(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` if the files written inside it (up to ``PATH_ROOM`` more bytes of names)
+    stay under the system's path limit; else a one-line UserError, before any work."""
+    path = Path(path)
+    limit = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+    length = len(os.fsencode(path.absolute()))
+    if length + PATH_ROOM > limit:
+        raise UserError(f"the {what} {printable(path)[:60]}... is {length} bytes long: with "
+                        f"the names written inside it that passes this system's path limit "
+                        f"of {limit}; choose a shorter path")
+    return path
+
+
+def make_folder(path: str | os.PathLike, hint: str | None = None) -> Path:
     """``path`` as a folder, created with its parents if missing; a UserError when it is a
-    file or cannot be created."""
+    file or cannot be created (a parent that cannot exist, e.g. under /proc, included)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UserError(f"{printable(path)} is a file, not a folder; choose another folder")
-    with place_errors(path, "create the folder"):
+        raise UserError(f"{printable(path)} is a file, not a folder; "
+                        f"{hint or 'choose another folder'}")
+    with place_errors(path, "create the folder", hint, frozenset({errno.ENOENT})):
         path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -66,3 +66,50 @@ def relative_name(path: str | os.PathLike, root: str | os.PathLike) -> str:
         return printable(Path(path).relative_to(root).as_posix())
     except ValueError:
         return printable(Path(path).as_posix())
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheet tools evaluate
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def cell_safe(value):
+    """A CSV text cell that a spreadsheet shows as text: one leading ``'`` before a cell
+    starting with = + - @ tab or CR (a number such as -0.5 stays as it is), and before one
+    already starting with ``'`` (so ``cell_read`` undoes it exactly); other values unchanged."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value[0] == "'" or (value[0] in FORMULA_START and not _is_number(value)):
+        return "'" + value
+    return value
+
+
+def cell_read(value):
+    """The text ``cell_safe`` was given."""
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
+
+
+def csv_safe(frame):
+    """A copy of a DataFrame whose text cells went through ``cell_safe``."""
+    from pandas.api.types import is_numeric_dtype
+
+    out = frame.copy()
+    for column in out.columns:
+        if not is_numeric_dtype(out[column]):  # text (object or str dtype): numbers never
+            out[column] = out[column].map(cell_safe)
+    return out
+
+
+def markdown_cell(value):
+    """Text that stays one cell of a Markdown table and shows as typed: ``|`` escaped, HTML
+    special characters as entities, line breaks as spaces."""
+    if not isinstance(value, str):
+        return value
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("|", "\\|").replace("\r", " ").replace("\n", " "))

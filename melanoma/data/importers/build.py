@@ -208,6 +208,17 @@ def _find_files(rows: pd.DataFrame, images_dir: Path, test_dir: Path, out: Path)
     return rows
 
 
+def _splits(kept: pd.DataFrame, y, official: bool, test_fraction: float, val_fraction: float,
+            seed: int):
+    try:
+        return assign_splits(y, kept["group_id"].to_numpy(object),
+                             official_test=kept["official_test"].to_numpy() if official else None,
+                             test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    except ValueError as error:  # e.g. too few images of a class for a stratified split
+        raise UserError(f"cannot split the {len(kept)} found images into train/test/val: "
+                        f"{error}") from None
+
+
 def import_dataset(source_format: str | None, labels_csv, images_dir, out_dir, *,
                    test_labels_csv=None, test_images_dir=None,
                    malignant: Sequence[str] = DEFAULT_MALIGNANT, exclude: Sequence[str] | None = None,
@@ -241,13 +252,13 @@ def import_dataset(source_format: str | None, labels_csv, images_dir, out_dir, *
     missing = sorted(kept.loc[kept["source_file"].isna(), "image_id"])
     kept = kept[kept["source_file"].notna()].reset_index(drop=True)
     y = (kept["label"] == "Malignant").to_numpy(np.int64)
-    kept["split"] = assign_splits(y, kept["group_id"].to_numpy(object),
-                                  official_test=kept["official_test"].to_numpy() if test_files else None,
-                                  test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    kept["split"] = _splits(kept, y, bool(test_files), test_fraction, val_fraction, seed)
     kept["file"] = [f"{s}/{lab}/{Path(p).name}" for s, lab, p in zip(kept["split"], kept["label"], kept["source_file"])]
     kept["source_file"] = [str(Path(p).resolve()) for p in kept["source_file"]]
     kept = kept.sort_values(["split", "label", "file"]).reset_index(drop=True)
-    n_linked, n_copied = write_tree(kept, out, link)
+    atomic.make_folder(out)  # a file, a read-only or unreachable place: one line, now
+    with atomic.place_errors(out, "write the import into"):
+        n_linked, n_copied = write_tree(kept, out, link)
     summary = ImportSummary(
         out_dir=str(out), formats=sorted(set(formats)), labels_files=[f.name for f in train_files + test_files],
         mapping=mapping.describe(rows["diagnosis"].unique()), counts=_counts(kept),
