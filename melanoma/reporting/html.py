@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from melanoma.evaluation import metric_table
+from melanoma.evaluation import degenerate, metric_table
 from melanoma.evaluation.metric_table import is_finite
 from melanoma.reporting import compact
 from melanoma.reporting.galleries import GALLERY_CSS
@@ -73,7 +73,7 @@ def _noise(row: dict) -> str:
 
 
 def _cell(row: dict, key: str) -> str:
-    value = row.get(key)
+    value, why = row.get(key), str(row.get("degenerate_reason") or "")
     if key == "within_training_noise":
         return _noise(row)
     if key == "auc_diff_vs_best":
@@ -81,6 +81,9 @@ def _cell(row: dict, key: str) -> str:
                "auc_diff_vs_best_ci_high": row.get("auc_diff_ci_high")}
     if isinstance(value, str) or key in ("n_test", "n_seeds"):
         return f"<td>{html.escape(str(value))}</td>"
+    if key == "auc" and row.get("degenerate"):
+        return f'<td class="undef" data-v="" title="{html.escape(why, quote=True)}">' \
+               f'{degenerate.CELL}</td>'
     if key == "auc_delong_p" and row.get("variant") == row.get("delong_reference"):
         return '<td data-v="2">reference (best AUC)</td>'
     if not is_finite(value):
@@ -127,9 +130,10 @@ def compact_table(rows: list[dict]) -> str:
         cells = []
         for key, _ in columns:
             value, text = row.get(key), html.escape(compact.cell(row, key))
-            if text == "n/a":
-                why = html.escape(str(row.get("undefined") or "undefined"), quote=True)
-                cells.append(f'<td class="undef" data-v="" title="{why}">n/a</td>')
+            if text in ("n/a", degenerate.CELL):
+                why = html.escape(str(row.get("degenerate_reason") if text != "n/a" else
+                                      row.get("undefined") or "undefined"), quote=True)
+                cells.append(f'<td class="undef" data-v="" title="{why}">{text}</td>')
             else:
                 sort = f' data-v="{value!r}"' if is_finite(value) else ""
                 cells.append(f"<td{sort}>{text}</td>")

@@ -31,6 +31,7 @@ from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the
     read_clean_list,
     read_predictions,
 )
+from melanoma.reporting.seeds import auc_text
 from melanoma.util import atomic, locks
 
 
@@ -69,7 +70,7 @@ def markdown_table(rows: list[dict]) -> str:
         p_text = "best" if row.get("variant") == row.get("delong_reference") else (
             f"{p:.3g}" if is_finite(p) else "n/a")
         table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
-                      with_ci_text(row, "auc"), p_text, with_ci_text(row, "accuracy"),
+                      auc_text(row), p_text, with_ci_text(row, "accuracy"),
                       with_ci_text(row, "sensitivity"), with_ci_text(row, "specificity"),
                       number_text(row.get("threshold")), with_ci_text(row, "thr_sensitivity"),
                       with_ci_text(row, "thr_specificity"), row.get("spec", ""),

@@ -35,6 +35,7 @@ from melanoma.models.loading import check_file
 from melanoma.models.predict import predict_splits
 from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.reporting import tables as report
+from melanoma.reporting.compact import degenerate_lines
 from melanoma.runs import cv, tracking
 from melanoma.runs import jobs as jobs_mod
 from melanoma.runs.collect import Collected, collect
@@ -327,6 +328,8 @@ def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, o
                             if collected.val_frames else None, settings, clean, audit_summary)
     log.info("wrote %s/ (index.html, results.json/csv/md, predictions.csv, plots) in %.0f s",
              out_dir, time.perf_counter() - started)
+    for line in degenerate_lines(rows):
+        log.warning(line)
     return rows
 
 
