@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from melanoma.evaluation.metric_table import is_finite, number_text, with_ci_text
 from melanoma.evaluation.rows import EvalSettings
-from melanoma.reporting import compact, extras, same_model, seeds
+from melanoma.reporting import compact, extras, ownership, same_model, seeds
 from melanoma.reporting import figures as plots
 from melanoma.reporting import folds as cv_table
 from melanoma.reporting import html as html_report
@@ -288,13 +288,14 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
 
 
 def rebuild(run_dir: Path, out_dir: Path | None = None,
-            options: extras.ReportOptions | None = None) -> list[dict]:
+            options: extras.ReportOptions | None = None, overwrite: bool = False) -> list[dict]:
     """Rewrite every table, figure and index.html of ``run_dir`` from its saved files
     (predictions.csv, val_predictions.csv, clean_test.csv, histories.json, results.json,
     audit_summary.json) into ``out_dir`` (default: in place). No model, no TensorFlow.
     Every saved file is checked first (reporting.saved): a damaged one changes nothing.
     Holds ``out_dir``'s lock, as ``run`` does. ``options``: images and saved models for the
-    error galleries and Grad-CAM, and more ensembles (``ReportOptions``)."""
+    error galleries and Grad-CAM, and more ensembles (``ReportOptions``). An ``out_dir``
+    holding another experiment's report is refused unless ``overwrite``."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir or run_dir)
     locks.check_free(run_dir)  # a run still writing there: its files are not final yet
@@ -302,6 +303,8 @@ def rebuild(run_dir: Path, out_dir: Path | None = None,
         atomic.sweep_stale(out_dir)
         saved = load_run(run_dir)
         if not os.path.samefile(out_dir, run_dir):  # `X --out X/../X` is in place too
+            ownership.check_owner(out_dir, ownership.saved_identity(saved.provenance),
+                                  overwrite)
             for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
                          "histories.json", "audit_summary.json", "audit_pairs.csv",
                          "audit_pairs.png", cv_table.FILE):

@@ -34,6 +34,7 @@ from melanoma.models.factory import resolve_weights
 from melanoma.models.loading import check_file
 from melanoma.models.predict import predict_splits
 from melanoma.models.storage import CHECKPOINT_FILE
+from melanoma.reporting import ownership
 from melanoma.reporting import tables as report
 from melanoma.reporting.compact import degenerate_lines
 from melanoma.runs import cv, tracking
@@ -222,11 +223,13 @@ class JobRunner:
 def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
                   out_dir: Path | None = None, models_dir: Path = Path("models"),
                   retrain: bool = False, strict: bool = False,
-                  shard: tuple[int, int] | None = None) -> list[dict]:
+                  shard: tuple[int, int] | None = None, overwrite: bool = False) -> list[dict]:
     """Train or load every (variant, seed) job of ``cfg`` and write the report; returns the
     rows, or [] when other processes still train some jobs (the last one writes the report).
     ``strict``: any pre-flight warning about the data is an error, before any training.
-    ``shard`` (I, N): train only the jobs with index % N == I - 1."""
+    ``shard`` (I, N): train only the jobs with index % N == I - 1. An ``out_dir`` holding
+    the report of another config, data set or limit is refused before any work, unless
+    ``overwrite`` (reporting/ownership.py)."""
     started, since = time.perf_counter(), time.time()
     check_variants(cfg)
     hardware = tfsetup.configure()  # the device line comes first
@@ -237,6 +240,8 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         check_split_sizes(found, cfg.data.val_fraction)
     folds = cv.fold_plan(cfg, found)  # a bad data.cv_folds fails here, before any folder
     out_dir, models_dir = Path(out_dir or Path("reports") / cfg.name), Path(models_dir)
+    data_key = data_fingerprint(found)
+    ownership.check_owner(out_dir, ownership.run_identity(cfg.to_dict(), data_key), overwrite)
     plan = jobs_mod.plan_id(cfg, models_dir)
     created = not models_dir.exists()
     if any(not v.model_file for v in cfg.variants):
@@ -250,7 +255,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     try:
         atomic.sweep_stale(out_dir)
         state = jobs_mod.JobState(models_dir, retrain, since)
-        runner = _work(cfg, found, state, shard, folds)
+        runner = _work(cfg, found, state, shard, folds, data_key)
         if runner is None:
             return []
         if held is None:  # joined: the report is written under the folder's lock
@@ -262,12 +267,19 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         jobs_mod.remove_if_empty(models_dir, created)
 
 
-def _work(cfg, found: layout.DataLayout, state, shard, folds=None) -> JobRunner | None:
+def data_fingerprint(found: layout.DataLayout) -> str:
+    """The data set's key: train and test files, bytes and labels (a relabelled copy is
+    other data)."""
+    return fingerprint(found.train.files + found.test.files,
+                       [*found.train.labels, *found.test.labels])
+
+
+def _work(cfg, found: layout.DataLayout, state, shard, folds=None,
+          data_key: str | None = None) -> JobRunner | None:
     """Train this process's share of the jobs; the runner when every model is saved (the
     report can be written), else None."""
     log.info("data: %s (train %d, test %d files)", found.root, len(found.train), len(found.test))
-    data_key = fingerprint(found.train.files + found.test.files,  # labels too: a relabelled
-                           [*found.train.labels, *found.test.labels])  # copy is other data
+    data_key = data_key or data_fingerprint(found)
     runner = JobRunner(cfg, found, state)
     runner.data_key, runner.folds = data_key, folds
     runner.jobs = jobs_mod.plan_jobs(cfg, data_key, state.models_dir, state.retrain,
@@ -300,6 +312,7 @@ def _provenance(cfg, found, checked, first: Splits | None, collected: Collected,
                       "n_val": len(first.val.labels) if first else None,
                       "skipped_images": len(skipped), "skipped": [list(s) for s in skipped],
                       "preflight": checked.to_dict()},
+             ownership.FIELD: ownership.run_identity(cfg.to_dict(), collected.data_key),
              "seeds": list(cfg.training_seeds), "overrides": list(cfg.overrides),
              "model_keys": collected.keys, "wall_seconds": round(time.perf_counter() - started, 1)}
     info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
