@@ -94,19 +94,65 @@ def write_clean_list(path: Path, test_files, clean_files: set[str]) -> None:
         frame.to_csv(handle, index=False)
 
 
-def _table_header(provenance: dict, settings: EvalSettings) -> str:
+def stamp(provenance: dict, n_test: int | None = None) -> str:
+    """What the report is of, in one line: date, data set (name, counts, fingerprint),
+    config (and its overrides) and commit."""
+    data, config = provenance.get("data") or {}, provenance.get("config") or {}
+    found = {"train": data.get("n_train"), "val": data.get("n_val"),
+             "test": n_test if n_test is not None else data.get("n_test")}
+    counts = ", ".join(f"{k} {n}" for k, n in found.items() if n is not None)
+    root = Path(str(data.get("root") or "?")).name
+    limit = (config.get("data") or {}).get("limit") if isinstance(config.get("data"), dict) \
+        else None
+    if limit:
+        counts += f"; at most {limit} per class and split"
+    git = provenance.get("git") or {}
+    commit = str(git.get("commit") or "unknown")[:12]
+    if git.get("dirty"):
+        commit += " (with uncommitted changes)"
+    overrides = provenance.get("overrides") or config.get("overrides") or []
+    given = f" with {', '.join(f'`{o}`' for o in overrides)}" if overrides else ""
+    return (f"Date {provenance.get('date', 'unknown')}. Data: `{root}` "
+            f"({counts or 'counts not recorded'}; fingerprint "
+            f"{data.get('fingerprint') or 'not recorded'}). Config: "
+            f"`{config.get('name', '?')}`{given}. Commit {commit}.")
+
+
+def _introduction(provenance: dict, settings: EvalSettings, rows: list[dict],
+                  extra: str = "") -> list[str]:
+    """The paragraphs above the tables (results.md and index.html): the stamp, then how to
+    read the table."""
     thr = (f"{settings.threshold:g}, the threshold given (every variant)"
            if settings.threshold is not None else f"the threshold chosen by "
            f"{settings.threshold_rule()} (per variant), applied unchanged to test")
-    return (f"# Results: {provenance.get('config', {}).get('name', '')}\n\n"
+    multi = compact.multi_seed(rows)
+    clean = ("`clean`: test images with no duplicate (and no image of the same lesion) in "
+             "train or val. " if any(r.get("test_set") == "clean" for r in rows) else "")
+    full = [r for r in rows if r.get("test_set", "full") == "full"]
+    return [stamp(provenance, full[0].get("n_test") if full else None),
             f"Test split. `@argmax`: malignant iff p >= 0.5. `@thr`: malignant iff p >= "
             f"{thr}. AUC is the exact ROC AUC of the malignant column. Intervals: stratified "
             f"bootstrap, {settings.bootstrap_resamples} resamples, seed {settings.seed}, 95% "
-            f"percentile. DeLong p: paired test of the row's AUC against the best AUC on the "
-            f"same test set. `clean`: test images with no duplicate (and no image of the same "
-            f"lesion) in train or val.{_class_ratio(provenance)} {_SEEDS_NOTE}\n\n")
+            f"percentile. {'' if multi else _DELONG_NOTE}{clean}"
+            f"{_class_ratio(provenance).strip()} "
+            f"{_SEEDS_NOTE if multi else _ONE_SEED_NOTE}{extra}"]
 
 
+def _table_header(provenance: dict, settings: EvalSettings, rows: list[dict],
+                  extra: str = "") -> str:
+    return (f"# Results: {provenance.get('config', {}).get('name', '')}\n\n"
+            + "".join(p + "\n\n" for p in _introduction(provenance, settings, rows, extra)))
+
+
+_DELONG_NOTE = ("DeLong p: paired test of the row's AUC against the best AUC on the same "
+                "test set. ")
+_ONE_SEED_NOTE = ("One training seed per variant: the intervals cover test sampling only, "
+                  "not training variance.")
+
+
+CLEAN_IS_FULL = (" Leakage audit: no test image has a duplicate or the same lesion in train "
+                 "or val, so the clean test set is the full test set (no separate clean "
+                 "rows).")
 _SEEDS_NOTE = ("Seeds: with several training seeds a row gives each metric's mean over the "
                "seeds, the seed-to-seed SD and an interval covering both training variance and "
                "test sampling (two-level bootstrap of seeds and test images); `within training "
@@ -126,7 +172,8 @@ def _class_ratio(provenance: dict) -> str:
 
 
 def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
-                 settings: EvalSettings | None = None, extra: dict | None = None) -> None:
+                 settings: EvalSettings | None = None, extra: dict | None = None,
+                 note: str = "") -> None:
     """results.json ({"rows", "clean_rows", "evaluation", ..., "provenance"}), results.csv
     (every row, ``test_set`` says which) and results.md."""
     settings = settings or EvalSettings()
@@ -138,7 +185,7 @@ def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
     with atomic.atomic_open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as h:
         pd.DataFrame(rows).to_csv(h, index=False, float_format="%.6g")
     published = (extra or {}).get("published")
-    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings)
+    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings, rows, note)
                       + compact.text_table(rows) + "\n\n" + compact.footer(rows, terminal=False)
                       + "\n\n## Every column\n\n" + markdown_table(rows) + "\n" + (
                           "\n## Published vs reproduced\n\n" + seeds.markdown_published(
@@ -262,6 +309,9 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
     predictions, val_predictions, specs = extras.add_ensembles(
         seeds.with_seed(predictions, seed), seeds.with_seed(val_predictions, seed), specs,
         provenance, options)
+    clean_note = ""
+    if clean_files is not None and set(predictions["file"]) <= set(clean_files):
+        clean_files, clean_note = None, CLEAN_IS_FULL  # the clean rows would repeat the full
     rows, per_seed = seeds.variant_rows(predictions, val_predictions, settings, clean_files)
     _add_specs(rows, specs)
     published = seeds.published_rows(rows, specs)
@@ -275,14 +325,14 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
     _, gallery_html = gallery_section(out_dir, predictions, per_seed, provenance,
                                       extras.gallery_settings(provenance, options))
     title = f"melanoma-bench: {provenance.get('config', {}).get('name', out_dir.name)}"
-    notes = [_table_header(provenance, settings).split("\n\n", 1)[1],
+    notes = [*_introduction(provenance, settings, rows, clean_note),
              *same_model.notes(same_model.same_models(predictions), model_keys)]
     cv = cv_table.summarise(out_dir)  # with cv_val_predictions.csv: the cross-validation table
     html_report.write_index(out_dir / "index.html", title, rows, figures, audit_summary,
                             provenance, notes, published, gallery_html + cv_table.html_section(cv))
     write_tables(out_dir, rows, provenance, settings,
                  {"specs": specs, "audit": audit_summary, "seed_rows": per_seed,
-                  **({"published": published} if published else {})})
+                  **({"published": published} if published else {})}, clean_note)
     cv_table.add_to_report(out_dir, cv)
     return [r for r in rows if r["test_set"] == "full"]
 
