@@ -214,3 +214,25 @@ def test_the_default_config_ships_one_ensemble_of_its_own_variants():
     assert set(cfg.ensembles[0].members) <= names and cfg.ensembles[0].name not in names
     picked = config.select_variants(cfg, ["efficient_net_b0_native"])
     assert picked.ensembles == cfg.ensembles  # skipped at report time (members absent)
+
+
+def test_a_map_too_coarse_to_localise_is_not_drawn_and_the_page_says_why(tmp_path):
+    """B0 at 64 px: its last block is 2 x 2, so no overlay, one sentence instead (decided
+    from the sidecar, before TensorFlow or the model is loaded)."""
+    from melanoma.evaluation import gradcam
+
+    assert gradcam.too_coarse(2, 2, 64).startswith("the last convolutional block's map is 2 x 2")
+    assert gradcam.too_coarse(16, 16, 512) == "" and gradcam.too_coarse(8, 8, 256) == ""
+    root = tmp_path / "data"
+    _images(root, predictions(120)["file"])
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a-k64.keras").write_bytes(b"never loaded")
+    (models / "a-k64.json").write_text(json.dumps(
+        {"config_key": "k64", "variant": {"backbone": "B0"}, "image_size": 64,
+         "preprocessing": "samplewise"}))
+    _saved_run(tmp_path / "run", root=root, model_keys={"a": "k64"})
+    report.rebuild(tmp_path / "run", options=ReportOptions(models_dir=models))
+    page = (tmp_path / "run" / "index.html").read_text()
+    assert 'alt="Grad-CAM: ' not in page
+    assert "map is 2 x 2 at 64 px, too coarse to localise" in page
