@@ -95,6 +95,9 @@ class VariantConfig:
     # and/or each epoch oversampling the minority class to the majority's count
     class_weight: str | dict = _key_if_set("none", class_weight_check)
     balanced_sampling: bool = _key_if_set(False)
+    # the weights saved: of the last epoch, or of the epoch with the best validation AUC
+    keep_epoch: str = _key_if_set("last", lambda v: None if v in ("last", "best")
+                                  else 'must be "last" or "best"')
     note: str = _no_key("")  # free text printed in the report
     model_file: str | None = _no_key(None)  # evaluate this existing model instead of training
     trust_model_code: bool = _no_key(False)  # let model_file contain code (Lambda, SavedModel)

@@ -242,6 +242,8 @@ def describe(prep: Prepared) -> dict:
             "featurewise_mean_source": prep.mean_source, "decoder": DECODER,
             "resize": f"{interpolation} to {size}x{size}", "pipeline": pipeline,
             "batch_size": prep.batch_size,
+            **{k: loaded.sidecar[k] for k in ("keep_epoch", "kept_epoch")
+               if k in (loaded.sidecar or {})},
             "spec": (f"{prep.preprocessing.describe()}; {DECODER} decode, {interpolation} resize "
                      f"to {size}px; {pipeline}; preprocessing from {prep.source}"
                      + (f", mean {prep.mean_source}" if prep.mean_source else ""))}

@@ -30,6 +30,7 @@ from melanoma.data.splits import Splits, check_split_sizes, fingerprint, limited
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.models import storage
 from melanoma.models.backbones import get_backbone
+from melanoma.models.epochs import kept_epoch
 from melanoma.models.factory import resolve_weights
 from melanoma.models.loading import check_file
 from melanoma.models.predict import predict_splits
@@ -103,7 +104,8 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
         log.info("%s: class weights %s; balanced sampling %s", label,
                  weights or "none", "on" if variant.balanced_sampling else "off")
     history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label,
-                           checkpoint_dir=checkpoint_dir, class_weight=weights)
+                           checkpoint_dir=checkpoint_dir, class_weight=weights,
+                           keep_epoch=variant.keep_epoch)
     return on_device.network_of(model), history
 
 
@@ -136,7 +138,9 @@ def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool,
         "image_size": variant.resolved_image_size(),
         "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
         "interpolation": cfg.data.interpolation, "augmented_on": placement,
-        "history": history, "train_seconds": round(time.perf_counter() - started, 1),
+        "history": history, "keep_epoch": variant.keep_epoch,
+        "kept_epoch": kept_epoch(history, variant.keep_epoch),
+        "train_seconds": round(time.perf_counter() - started, 1),
         "versions": provenance.package_versions()})
     for folder in job.hand_over:  # never over a longer training's own (further) progress
         other = jobs_mod.lock_path(models_dir, folder.name.removesuffix(".partial")
