@@ -305,6 +305,39 @@ def case_heatmaps(model, preprocessing, files, data_root, interpolation: str = "
     return dict(zip(names, maps))
 
 
+def file_model_heatmaps(spec: dict, files, data_root,
+                        benign_files=()) -> dict[str, np.ndarray]:
+    """file -> Grad-CAM by a model file ``evaluate`` scored (its report spec: ``model_file``,
+    ``sha256``, ``preprocessing``, ``featurewise_mean``, ``resize``, ``trust_model_code``),
+    decoded and preprocessed as it was evaluated; of the benign class for ``benign_files``.
+    A UserError when the file is gone or changed, or its map is too coarse to localise."""
+    from pathlib import Path
+
+    from melanoma.data.cache import file_sha256
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.models.loading import load
+
+    path = Path(spec["model_file"])
+    if not path.exists():
+        raise UserError(f"the model file {path} is not there any more")
+    if spec.get("sha256") and path.is_file() and file_sha256(path).hex() != spec["sha256"]:
+        raise UserError(f"the model file {path} changed since it was evaluated")
+    from melanoma.util import tfsetup
+
+    tfsetup.import_tensorflow()
+    loaded = load(path, trust_code=bool(spec.get("trust_model_code")))
+    check_resolution(loaded.model)
+    preprocessing = get_preprocessing(spec["preprocessing"], spec.get("featurewise_mean"))
+    interpolation = str(spec.get("resize", "nearest")).split(" ", 1)[0]
+    benign, maps = set(benign_files), {}
+    for class_index, part in ((1, [f for f in files if f not in benign]),
+                              (0, [f for f in files if f in benign])):
+        if part:
+            maps.update(case_heatmaps(loaded.model, preprocessing, part, data_root,
+                                      interpolation, class_index))
+    return maps
+
+
 def saved_model_heatmaps(models_dir, key: str, files, data_root,
                          benign_files=()) -> dict[str, np.ndarray] | None:
     """file -> Grad-CAM by the model ``run`` saved under config key ``key`` in ``models_dir``,

@@ -257,7 +257,9 @@ def evaluate_file(path: str | Path, data: EvalData, options: EvalOptions = EvalO
     name = name or default_name(prep.loaded)
     predictions, skipped = predict_split(prep, data, "test", name)
     val = predict_split(prep, data, "val", name)[0] if data.val is not None else None
-    return ModelResult(name, predictions, describe(prep),
+    spec = {**describe(prep), "trust_model_code": options.trust_code,  # for Grad-CAM later
+            "featurewise_mean": prep.preprocessing.mean}
+    return ModelResult(name, predictions, spec,
                        (prep.loaded.sidecar or {}).get("history", {}), skipped, val)
 
 

@@ -323,7 +323,7 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
     if (out_dir / "audit_pairs.png").is_file():
         figures.append((out_dir / "audit_pairs.png", "Leakage audit: closest duplicate pairs"))
     _, gallery_html = gallery_section(out_dir, predictions, per_seed, provenance,
-                                      extras.gallery_settings(provenance, options))
+                                      extras.gallery_settings(provenance, options), specs)
     title = f"melanoma-bench: {provenance.get('config', {}).get('name', out_dir.name)}"
     notes = [*_introduction(provenance, settings, rows, clean_note),
              *same_model.notes(same_model.same_models(predictions), model_keys)]
