@@ -208,7 +208,7 @@ def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str,
     a reliability diagram (pooled over seeds); ROC (one thin curve per seed and their mean)
     with AUC intervals, precision-recall, forest plot; training curves. Variants with
     identical predictions (one model under two names) are one curve in ROC and
-    precision-recall, labelled with every name."""
+    precision-recall, labelled with every name; degenerate models are not drawn there."""
     predictions = seeds.with_seed(predictions, 0)
     if rows is None:
         rows = rows_from_predictions(predictions, {})
@@ -223,7 +223,7 @@ def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str,
             groups[name], model_keys).replace(" = ", "\n= ")} if name in groups else row
             for name, row in full.items()}
         pairs = {name: [(y, p) for _, y, p in runs] for name, runs in curves.items()
-                 if name not in hidden}
+                 if name not in hidden and not full.get(name, {}).get("degenerate")}
         written.append((plots.forest_plot(rows, out_dir / "forest_auc.png"),
                         "AUC with 95% intervals, full and clean test sets"))
         written.append((plots.roc_with_intervals(pairs, labelled, out_dir / "roc.png"),
