@@ -41,8 +41,8 @@ def degenerate_reason(p) -> str:
     spread = float(high - low)
     if spread < MIN_SPREAD:
         return (f"probabilities barely vary: the central 90% lie within {spread:.2g} "
-                f"(from {low:.7g} to {high:.7g}; < {MIN_SPREAD:g} is float32 rounding, "
-                f"not a ranking)")
+                f"({low:.7g} to {high:.7g}); under {MIN_SPREAD:g} the ranking is float32 "
+                f"rounding")
     _, counts = np.unique(p.astype(np.float32), return_counts=True)
     tied = int(counts.max())
     if tied >= MAX_TIED * len(p):
@@ -52,5 +52,5 @@ def degenerate_reason(p) -> str:
 
 
 def split_reason(reasons: dict[str, str]) -> str:
-    """One text from per-split reasons ({"test": ..., "validation": ...}), empty ones left out."""
-    return "; ".join(f"{split}: {why}" for split, why in reasons.items() if why)
+    """The first split's reason, named ({"test": ..., "validation": ...}; "" when none)."""
+    return next((f"{split}: {why}" for split, why in reasons.items() if why), "")

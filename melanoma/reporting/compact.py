@@ -50,8 +50,8 @@ def cell(row: dict, key: str) -> str:
         return "n/a" if value is None else str(value)
     if key == "within_training_noise":
         return noise_text(row)
-    if key == "auc" and row.get("degenerate"):
-        return degenerate.CELL
+    if row.get("degenerate"):
+        return degenerate.CELL if key == "auc" else "-"  # no number of it is a finding
     text = number_text(value, 3)
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
     if key == "auc" and is_finite(value) and is_finite(low) and is_finite(high):
@@ -73,8 +73,8 @@ def text_table(rows: list[dict], wide: bool = False) -> str:
 
 def degenerate_lines(rows: list[dict]) -> list[str]:
     """One line per degenerate variant (full test set): why its AUC is not a result."""
-    return [f"DEGENERATE {r['variant']}: {r.get('degenerate_reason')}; its AUC measures "
-            f"rounding, not the model, and it is left out of every comparison"
+    return [f"DEGENERATE {r['variant']}: {r.get('degenerate_reason')}; not a result, left "
+            f"out of every comparison"
             for r in rows if r.get("degenerate") and r.get("test_set", "full") == "full"]
 
 

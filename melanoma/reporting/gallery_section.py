@@ -163,7 +163,10 @@ def gallery_section(out_dir: Path, predictions: pd.DataFrame, per_seed: list[dic
         return [], (f"{head}<p class='note'>No galleries: the images are not at "
                     f"{html.escape(str(root or 'an unrecorded folder'))} (rebuild with "
                     f"<code>melanoma-bench report RUN_DIR --data-dir DIR</code>).</p>")
-    shown, seeds = _first_seed(predictions)
+    flat = sorted({r["variant"] for r in per_seed if r.get("degenerate")})
+    shown, seeds = _first_seed(predictions[~predictions["variant"].isin(flat)])
+    if shown.empty:
+        return [], f"{head}{_no_gallery(flat)}"
     cases = galleries.select_cases(shown, settings.k, _thresholds(per_seed, seeds))
     thumbs = galleries.load_thumbnails(cases["file"], root)
     maps, missing = heat_maps(cases, Path(root), settings, provenance.get("model_keys") or {},
@@ -173,4 +176,13 @@ def gallery_section(out_dir: Path, predictions: pd.DataFrame, per_seed: list[dic
     log.info("galleries: %d variants, Grad-CAM for %d", len(written), len(maps))
     several = bool((predictions.groupby("variant")["seed"].nunique() > 1).any())
     return written, (head + _status(settings.k, several, maps, missing, Path(root))
-                     + _folded(cases, thumbs, overlays))
+                     + _no_gallery(flat) + _folded(cases, thumbs, overlays))
+
+
+def _no_gallery(degenerate: list[str]) -> str:
+    """The sentence for degenerate models (their "errors" are rounding), if any."""
+    if not degenerate:
+        return ""
+    return (f"<p class='note'>No gallery for the degenerate models (their probabilities barely "
+            f"vary, so which images they \"miss\" is rounding): "
+            f"{html.escape(', '.join(degenerate))}.</p>")

@@ -29,6 +29,7 @@ figure img{max-width:100%;height:auto;border:1px solid #ddd}figcaption{font-size
 pre{background:#f6f6f6;padding:.6em;font-size:11px;overflow:auto;max-height:28em;
  white-space:pre-wrap}
 .note{font-size:14px;color:#444;max-width:70em}code{background:#f3f3f3;padding:0 .2em}
+.warn{font-size:14px;color:#8b0000;max-width:70em}
 .scroll{overflow-x:auto;max-width:100%}
 .scroll table{margin:0}.scroll td:first-child,.scroll th:first-child{position:sticky;left:0;
  background:#fff;z-index:1}.scroll th:first-child{background:#eef}
@@ -143,8 +144,10 @@ def compact_table(rows: list[dict]) -> str:
 
 def results_section(rows: list[dict]) -> str:
     """The short table, then every column behind a <details> (closed)."""
-    return (f"{compact_table(rows)}<p class='note'>{html.escape(compact.footer(rows, False))}"
-            f"</p><details><summary>Every column ({len(_columns(rows)) + 1}): intervals of "
+    lines = "".join(f"<p class='{'warn' if line.startswith('DEGENERATE') else 'note'}'>"
+                    f"{html.escape(line)}</p>"
+                    for line in compact.footer(rows, False).splitlines())
+    return (f"{compact_table(rows)}{lines}<details><summary>Every column ({len(_columns(rows)) + 1}): intervals of "
             f"every metric, DeLong p, metrics at argmax and at the threshold, preprocessing"
             f"</summary>{results_table(rows)}</details>")
 
