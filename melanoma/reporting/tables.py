@@ -223,7 +223,8 @@ def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str,
         pairs = {name: [(y, p) for _, y, p in runs] for name, runs in curves.items()
                  if name not in hidden and not full.get(name, {}).get("degenerate")}
         written.append((plots.forest_plot(rows, out_dir / "forest_auc.png"),
-                        "AUC with 95% intervals, full and clean test sets"))
+                        "AUC with 95% intervals" + (", full and clean test sets" if any(
+                            r.get("test_set") == "clean" for r in rows) else "")))
         written.append((plots.roc_with_intervals(pairs, labelled, out_dir / "roc.png"),
                         "ROC curves (legend: AUC [95% CI]; with several seeds one thin curve "
                         "per seed and their vertical mean)"))
