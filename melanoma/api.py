@@ -72,10 +72,11 @@ def run_benchmark(config="default", *, overrides=(), seed: int | None = None,
                   limit: int | None = None, data_dir=None, out_dir=None, models_dir="models",
                   retrain: bool = False, strict: bool = False,
                   variants: list[str] | None = None,
-                  shard: tuple[int, int] | None = None) -> RunResult:
+                  shard: tuple[int, int] | None = None, overwrite: bool = False) -> RunResult:
     """Train or load every variant and write the report (``melanoma-bench run``); with
     ``shard=(I, N)`` only that slice of the jobs is trained (``rows`` is empty while other
-    processes still train the rest)."""
+    processes still train the rest). ``overwrite``: replace a report of another config,
+    data set or limit in ``out_dir`` (else refused)."""
     from melanoma.runs import benchmark
 
     cfg = config_mod.select_variants(load_config(config, overrides, seed=seed, limit=limit),
@@ -83,7 +84,7 @@ def run_benchmark(config="default", *, overrides=(), seed: int | None = None,
     out = Path(out_dir or Path("reports") / cfg.name)
     rows = benchmark.run_benchmark(cfg, data_dir=Path(data_dir) if data_dir else None,
                                    out_dir=out, models_dir=Path(models_dir), retrain=retrain,
-                                   strict=strict, shard=shard)
+                                   strict=strict, shard=shard, overwrite=overwrite)
     return RunResult(out, _frame(rows))
 
 

@@ -143,3 +143,17 @@ def test_report_states_the_rule(seeded_predictions):
     text = G.check(G.seed_baseline(pred), pred).report()
     assert "Holm" in text and "PASS: 8 checks" in text and "8 tests in the family" in text
     assert not math.isnan(G.seed_baseline(pred)["family_alpha"])
+
+
+def test_a_degenerate_seed_fails_with_its_own_word(seeded_predictions):
+    pred = seeded_predictions(seeds=tuple(range(5)), n_pos=40, n_neg=40)
+    baseline = G.seed_baseline(pred)
+    one = (pred["variant"] == "a") & (pred["seed"] == 3)
+    collapsed = pred.copy()
+    collapsed.loc[one, "prob_malignant"] = 0.5926466 + np.random.default_rng(0).normal(
+        0, 1e-7, int(one.sum()))
+    outcome = G.check(baseline, collapsed)
+    bad = [c for c in outcome.checks if c.verdict == "DEGENERATE"]
+    assert not outcome.passed and [c.variant for c in bad] == ["a"]
+    assert "DEGENERATE a: seed 3: probabilities barely vary" in outcome.report()
+    assert G.check(baseline, pred).passed  # the same predictions before the collapse

@@ -205,8 +205,8 @@ def test_gradcam_overlays_from_a_saved_model(saved_run, fake_predictions, write_
                                        "nearest", 1)[files[0]]
     assert not np.allclose(maps[files[0]], malignant_map)  # the class choice made a difference
     assert "No heat maps (no saved model with key k999" in section
-    assert "No heat maps (no saved model recorded for it: ensembles, TTA rows and evaluated " \
-        "files have none): c." in section
+    assert "No heat maps (no saved model recorded for it: ensembles and TTA rows have none): " \
+        "c." in section
 
 
 def test_the_default_config_ships_one_ensemble_of_its_own_variants():
@@ -216,3 +216,28 @@ def test_the_default_config_ships_one_ensemble_of_its_own_variants():
     assert set(cfg.ensembles[0].members) <= names and cfg.ensembles[0].name not in names
     picked = config.select_variants(cfg, ["efficient_net_b0_native"])
     assert picked.ensembles == cfg.ensembles  # skipped at report time (members absent)
+
+
+def test_a_map_too_coarse_to_localise_is_not_drawn_and_the_page_says_why(
+        tmp_path, saved_run, write_images, fake_predictions):
+    """B0 at 64 px: its last block is 2 x 2, so no overlay, one sentence instead (decided
+    from the sidecar, before TensorFlow or the model is loaded)."""
+    from melanoma.evaluation import gradcam
+
+    assert gradcam.too_coarse(2, 2, 64).startswith("the last convolutional block's map is 2 x 2")
+    assert gradcam.too_coarse(16, 16, 512) == "" and gradcam.too_coarse(8, 8, 256) == ""
+    root = tmp_path / "data"
+    write_images(root, fake_predictions(120)["file"])
+    models = tmp_path / "models"
+    models.mkdir()
+    recipe = {"variant": {"backbone": "B0", "image_size": 64}}
+    key = digest(recipe)
+    (models / f"a-{key}.keras").write_bytes(b"never loaded")
+    (models / f"a-{key}.json").write_text(json.dumps(
+        {"config_key": key, "recipe": recipe, "variant": {"backbone": "B0"}, "image_size": 64,
+         "preprocessing": "samplewise"}))
+    saved_run(tmp_path / "run", root=root, model_keys={"a": key})
+    report.rebuild(tmp_path / "run", options=ReportOptions(models_dir=models))
+    page = (tmp_path / "run" / "index.html").read_text()
+    assert 'alt="Grad-CAM: ' not in page
+    assert "map is 2 x 2 at 64 px, too coarse to localise" in page

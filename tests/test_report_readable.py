@@ -174,3 +174,28 @@ def test_same_models_needs_identical_predictions_for_every_seed(fake_predictions
     assert same_model.same_models(pd.concat([test, other_seed])) == {}
     assert same_model.group_label(["a", "b"], {"a": "x", "b": "y"}).endswith(
         "(identical predictions)")
+
+
+def test_a_clean_set_equal_to_the_full_set_is_one_line_not_repeated_rows(tmp_path):
+    from melanoma.evaluation.rows import EvalSettings
+    from melanoma.reporting import tables
+
+    files = [f"test/{c}/{i}.png" for c in ("Benign", "Malignant") for i in range(10)]
+    test = pd.DataFrame({"variant": "a", "file": files, "label": [0] * 10 + [1] * 10,
+                         "prob_malignant": [i / 20 for i in range(20)]})
+    provenance = {"config": {"name": "cfg", "data": {"limit": 10}}, "seed": 0,
+                  "date": "2026-12-03T19:00:00+00:00", "git": {"commit": "0123456789abcdef"},
+                  "data": {"root": "/x/isic2017", "fingerprint": "3caf28e9445075eb",
+                           "n_train": 40, "n_val": 8}}
+    tables.write_run(tmp_path, test, {}, {}, provenance, None, EvalSettings(bootstrap_resamples=20),
+                     set(files), {"n_test": 20, "n_test_clean": 20})
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["clean_rows"] == [] and len(saved["rows"]) == 1
+    md, page = (tmp_path / "results.md").read_text(), (tmp_path / "index.html").read_text()
+    for text in (md, page):
+        assert "the clean test set is the full test set" in text
+        assert "Seeds: with several training seeds" not in text  # one seed: not that paragraph
+        assert ("Date 2026-12-03T19:00:00+00:00. Data: `isic2017` (train 40, val 8, test 20; "
+                "at most 10 per class and split; fingerprint 3caf28e9445075eb). Config: `cfg`. "
+                "Commit 0123456789ab.") in text.replace("<code>", "`").replace("</code>", "`")
+    assert md.index("Date 2026") < md.index("| variant")

@@ -25,6 +25,8 @@ def register(commands) -> None:
                         help="baseline JSON (default: benchmarks/baselines/<config name>.json)")
     parser.add_argument("--out", type=Path, default=None,
                         help="report folder (default: reports/<config name>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a report of another config or data set in --out")
     parser.add_argument("--predictions", type=Path, default=None,
                         help="compare this predictions.csv instead of training (no model needed)")
     parser.add_argument("--update-baseline", action="store_true",
@@ -48,7 +50,7 @@ def main(args) -> int:
         run_dir = args.predictions.parent  # its results.json, if any, says the training data
     else:
         run_dir = Path(args.out or Path("reports") / cfg.name)
-        predictions = run_bench_config(cfg, run_dir, args.data_dir)
+        predictions = run_bench_config(cfg, run_dir, args.data_dir, args.overwrite)
     train_fingerprint = regression.run_train_fingerprint(run_dir / "results.json")
     if args.update_baseline:
         baseline = regression.make_baseline(predictions, config_path, cfg.overrides,
@@ -70,7 +72,8 @@ def main(args) -> int:
     return 0 if outcome.passed else 1
 
 
-def run_bench_config(cfg, out_dir: Path | None, data_dir: Path | None = None):
+def run_bench_config(cfg, out_dir: Path | None, data_dir: Path | None = None,
+                     overwrite: bool = False):
     """Always retrain (into a throw-away models folder): the point is to test the code."""
     from melanoma.reporting.tables import read_predictions
     from melanoma.runs.benchmark import run_benchmark
@@ -78,6 +81,6 @@ def run_bench_config(cfg, out_dir: Path | None, data_dir: Path | None = None):
     out_dir = Path(out_dir or Path("reports") / cfg.name)
     with tempfile.TemporaryDirectory(prefix="melanoma-bench-") as models:
         run_benchmark(cfg, data_dir=data_dir, out_dir=out_dir, models_dir=Path(models),
-                      retrain=True)
+                      retrain=True, overwrite=overwrite)
     print(f"bench: predictions in {out_dir / 'predictions.csv'}", file=sys.stderr)
     return read_predictions(out_dir / "predictions.csv")

@@ -50,6 +50,9 @@ def register(commands) -> None:
                         help="seed of the bootstrap intervals (default 0: reruns are identical)")
     parser.add_argument("--out", type=Path, default=Path("reports") / "evaluate",
                         help="output folder (default: reports/evaluate)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a report of other models or data in --out (default: "
+                             "refuse; the same command always rewrites its own)")
     parser.add_argument("--trust-model-code", action="store_true",
                         help="allow files that contain code (Lambda layers, SavedModels); "
                              "only for files whose origin you trust")
@@ -91,10 +94,12 @@ def main(args) -> int:
     options = options_from(args)
     data_dir = cli_options.data_dir_from(args, required=True)
     config = {k: str(v) if isinstance(v, Path) else v
-              for k, v in vars(args).items() if k not in ("handler", "models", "wide")}
+              for k, v in vars(args).items()
+              if k not in ("handler", "models", "wide", "overwrite", "debug")}
     config.update(name=f"evaluate ({args.out.name})")
     rows, failures = model_files.evaluate_models(args.models, data_dir, args.out, options,
-                                                 args.name, config, args.debug)
+                                                 args.name, config, args.debug,
+                                                 args.overwrite)
     if rows:
         cli_options.print_table(rows, args.wide)
     if failures:

@@ -21,6 +21,8 @@ def register(commands) -> None:
                         help="output folder of `melanoma-bench run`")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the rebuilt report here (default: RUN_DIR itself)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a report of another experiment in --out (default: refuse)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where the run's images are now, for the error galleries "
                              "(default: the data folder the run recorded)")
@@ -79,6 +81,6 @@ def main(args) -> int:
         ensembles=tuple(parse_ensemble(e) for e in args.ensemble))
     if args.out is not None:
         refuse_out_inside_data(args.run_dir, args.out, args.data_dir)
-    rows = rebuild(args.run_dir, args.out, report_options)
+    rows = rebuild(args.run_dir, args.out, report_options, args.overwrite)
     options.print_table(rows, args.wide)
     return 0

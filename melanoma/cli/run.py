@@ -22,6 +22,9 @@ def register(commands) -> None:
                         help="where trained models are cached (default: models/)")
     parser.add_argument("--variant", action="append", default=None, metavar="NAME",
                         help="run only this variant of the config (repeatable)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a report of another config, data set or limit in --out "
+                             "(default: refuse; a rerun of the same run always rewrites its own)")
     parser.add_argument("--retrain", action="store_true",
                         help="train again even when a model with the same config exists")
     parser.add_argument("--shard", default=None, metavar="I/N",
@@ -44,7 +47,7 @@ def main(args) -> int:
     cfg = config.select_variants(options.config_from(args), args.variant)
     rows = run_benchmark(cfg, data_dir=args.data_dir, out_dir=args.out,
                          models_dir=args.models_dir, retrain=args.retrain, strict=args.strict,
-                         shard=shard)
+                         shard=shard, overwrite=args.overwrite)
     if rows:  # [] when other processes still train: the last of them writes the report
         options.print_table(rows, args.wide)
     return 0

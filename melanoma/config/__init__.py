@@ -78,6 +78,9 @@ class VariantConfig:
     # and/or each epoch oversampling the minority class to the majority's count
     class_weight: str | dict = _checked("none", class_weight_check)
     balanced_sampling: bool = False
+    # the weights saved: of the last epoch, or of the epoch with the best validation AUC
+    keep_epoch: str = _checked("last", lambda v: None if v in ("last", "best")
+                               else 'must be "last" or "best"')
     note: str = _no_key("")  # free text printed in the report
     model_file: ClassVar[None] = None  # a trained row; ModelFileRow names an existing file
     head: str = _no_key("")  # "tuned:PATH": head_units/dropout/learning_rate from tune

@@ -13,7 +13,9 @@ t = d / (s_x sqrt(1 + 1/m)) with m - 1 degrees of freedom. One-sided p = P(T >= 
 Over the family of all F checked (variant, metric) pairs, Holm's step-down rule at
 ``family_alpha`` (default 0.05): sort the p-values, compare the i-th smallest with
 family_alpha / (F - i + 1), and flag REGRESSED every pair before the first that passes.
-If both spreads are zero (below 1e-12), only a tie (within 1e-12) passes.
+If both spreads are zero (below 1e-12), only a tie (within 1e-12) passes. A variant with a
+degenerate seed (probabilities that barely vary: :mod:`melanoma.evaluation.degenerate`)
+fails with the verdict DEGENERATE, whatever its metrics.
 
 What it guarantees. When the run's seeds are new draws from the same distribution as the
 baseline's (same code, data and settings; another machine, thread count or seed list),
@@ -42,6 +44,7 @@ from scipy import stats
 from tabulate import tabulate
 
 from melanoma.evaluation import variance
+from melanoma.evaluation.degenerate import degenerate_reason
 from melanoma.util.errors import UserError
 
 FORMAT = "melanoma-bench seed baseline 1"
@@ -132,11 +135,12 @@ class GateCheck:
     n_current: int
     worse_by: float | None  # d: > 0 means the run is worse
     p_value: float | None
-    verdict: str  # "ok", "REGRESSED", "MISSING", "CHANGED", "undefined"
+    verdict: str  # "ok", "REGRESSED", "MISSING", "CHANGED", "DEGENERATE", "undefined"
+    reason: str = ""  # why DEGENERATE
 
     @property
     def failed(self) -> bool:
-        return self.verdict in ("REGRESSED", "MISSING", "CHANGED")
+        return self.verdict in ("REGRESSED", "MISSING", "CHANGED", "DEGENERATE")
 
 
 def _stats(values) -> tuple[float | None, float | None, int]:
@@ -208,6 +212,8 @@ class GateOutcome:
                                        "verdict"], tablefmt="github", disable_numparse=True)
         n_tested = sum(c.p_value is not None for c in self.checks)
         failed = [c for c in self.checks if c.failed]
+        text += "".join(f"\nDEGENERATE {c.variant}: {c.reason}" for c in self.checks
+                        if c.verdict == "DEGENERATE")
         verdict = (f"FAIL: {len(failed)} of {len(self.checks)} checks failed" if failed
                    else f"PASS: {len(self.checks)} checks")
         return (f"{text}\n\n{verdict}\nrule: {RULE.format(alpha=self.family_alpha)} "
@@ -295,4 +301,19 @@ def check(baseline: dict, predictions: pd.DataFrame, metrics=None,
     alpha = baseline.get("family_alpha", FAMILY_ALPHA) if family_alpha is None else family_alpha
     chosen = tuple(baseline.get("gated_metrics", GATED) if metrics is None else metrics)
     checks = check_values(baseline["variants"], seed_values(predictions), chosen, alpha)
-    return GateOutcome(checks, alpha)
+    return GateOutcome(checks + degenerate_checks(predictions), alpha)
+
+
+def degenerate_checks(predictions: pd.DataFrame) -> list[GateCheck]:
+    """One failed line per variant with a degenerate seed (its probabilities barely vary,
+    :mod:`melanoma.evaluation.degenerate`): its metrics measure rounding, so whether they
+    pass the t-tests says nothing; the gate fails with its own word."""
+    lines = []
+    for name, group in predictions.groupby("variant", sort=False):
+        why = "; ".join(f"seed {seed}: {reason}" for seed, g in group.groupby("seed", sort=False)
+                        if (reason := degenerate_reason(g["prob_malignant"].to_numpy())))
+        if why:
+            n = int(group["seed"].nunique())
+            lines.append(GateCheck(name, "predictions", None, None, 0, None, None, n, None,
+                                   None, "DEGENERATE", why))
+    return lines

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image
 
+from melanoma.models.backbones import get_backbone
 from melanoma.reporting.galleries import overlay  # noqa: F401  (TF-free; part of this API)
 from melanoma.util.errors import UserError
 
@@ -258,6 +259,32 @@ def localisation(heatmaps, masks, threshold: float = 0.5) -> dict:
             "frac_above_area": float(np.mean(mass > covered)) if kept.any() else float("nan")}
 
 
+# A map must have at least this many cells on a side to be drawn. Measured on the generated
+# data, whose lesion outlines are known (docs/report.md, "Grad-CAM localisation"): 16 x 16
+# maps put 0.77-0.83 of their mass inside lesions covering 0.27-0.28 of the image, far above
+# a centred-blob control (0.62); B0's 4 x 4 maps (128 px) were no better than that control,
+# so they say "central", not "this lesion". 8 x 8 is the first size twice the failed one.
+MIN_MAP_SIDE = 8
+
+
+def too_coarse(height: int, width: int, image_size: int) -> str:
+    """Why a feature map of ``height`` x ``width`` cannot localise ("" when it can)."""
+    if min(height, width) >= MIN_MAP_SIDE:
+        return ""
+    return (f"the last convolutional block's map is {height} x {width} at {image_size} px, "
+            f"too coarse to localise; Grad-CAM is drawn from {MIN_MAP_SIDE} x {MIN_MAP_SIDE} "
+            f"cells up (larger images or a backbone with a finer last block)")
+
+
+def check_resolution(model, layer: str | None = None) -> None:
+    """A UserError when the Grad-CAM layer's map is too coarse to localise."""
+    _, target = find_layer(model, layer)
+    height, width = (int(x) for x in target.output.shape[1:3])
+    why = too_coarse(height, width, int(model.input_shape[1]))
+    if why:
+        raise UserError(why)
+
+
 def case_heatmaps(model, preprocessing, files, data_root, interpolation: str = "nearest",
                   class_index: int = 1, layer: str | None = None) -> dict[str, np.ndarray]:
     """file -> Grad-CAM (model input size) for gallery ``files`` (relative to ``data_root``),
@@ -278,23 +305,64 @@ def case_heatmaps(model, preprocessing, files, data_root, interpolation: str = "
     return dict(zip(names, maps))
 
 
+def file_model_heatmaps(spec: dict, files, data_root,
+                        benign_files=()) -> dict[str, np.ndarray]:
+    """file -> Grad-CAM by a model file ``evaluate`` scored (its report spec: ``model_file``,
+    ``sha256``, ``preprocessing``, ``featurewise_mean``, ``resize``, ``trust_model_code``),
+    decoded and preprocessed as it was evaluated; of the benign class for ``benign_files``.
+    A UserError when the file is gone or changed, or its map is too coarse to localise."""
+    from pathlib import Path
+
+    from melanoma.data.cache import file_sha256
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.models.loading import load
+
+    path = Path(spec["model_file"])
+    if not path.exists():
+        raise UserError(f"the model file {path} is not there any more")
+    if spec.get("sha256") and path.is_file() and file_sha256(path).hex() != spec["sha256"]:
+        raise UserError(f"the model file {path} changed since it was evaluated")
+    from melanoma.util import tfsetup
+
+    tfsetup.import_tensorflow()
+    loaded = load(path, trust_code=bool(spec.get("trust_model_code")))
+    check_resolution(loaded.model)
+    preprocessing = get_preprocessing(spec["preprocessing"], spec.get("featurewise_mean"))
+    interpolation = str(spec.get("resize", "nearest")).split(" ", 1)[0]
+    benign, maps = set(benign_files), {}
+    for class_index, part in ((1, [f for f in files if f not in benign]),
+                              (0, [f for f in files if f in benign])):
+        if part:
+            maps.update(case_heatmaps(loaded.model, preprocessing, part, data_root,
+                                      interpolation, class_index))
+    return maps
+
+
 def saved_model_heatmaps(models_dir, key: str, files, data_root,
                          benign_files=()) -> dict[str, np.ndarray] | None:
     """file -> Grad-CAM by the model ``run`` saved under config key ``key`` in ``models_dir``,
     of the malignant class, or of the benign class for ``benign_files`` (e.g. the missed
     melanomas: what the model went by when it said benign); images decoded and preprocessed
     as its sidecar says (preprocessing, featurewise mean, interpolation). None when no such
-    model is saved. TensorFlow is imported only when the model exists."""
+    model is saved. TensorFlow is imported only when the model exists. A UserError when its
+    last block's map is too coarse to localise (``MIN_MAP_SIDE``; for an EfficientNet known
+    from the sidecar, before anything is loaded)."""
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.models import storage
 
     saved = storage.find(models_dir, key)
     if saved is None:
         return None
+    variant, size = saved.sidecar.get("variant") or {}, saved.sidecar.get("image_size")
+    if isinstance(variant.get("backbone"), str) and isinstance(size, int):
+        side = get_backbone(variant["backbone"]).feature_side(size)  # known without loading
+        if too_coarse(side, side, size):
+            raise UserError(too_coarse(side, side, size))
     from melanoma.util import tfsetup
 
     tfsetup.import_tensorflow()  # TensorFlow's C++ start-up lines kept off the terminal
     model = storage.load(saved)
+    check_resolution(model)  # any other network: its real map
     meta = saved.sidecar
     preprocessing = get_preprocessing(meta["preprocessing"], meta.get("featurewise_mean"))
     benign = set(benign_files)

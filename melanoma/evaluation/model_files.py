@@ -21,6 +21,7 @@ from melanoma.data import layout, legacy
 from melanoma.data.cache import DecodedCache, fit_preprocessing, open_or_build
 from melanoma.data.preprocessing import PREPROCESSING, Preprocessing, get_preprocessing
 from melanoma.models.loading import LoadedModel, load
+from melanoma.reporting import ownership
 from melanoma.reporting import tables as report
 from melanoma.util import atomic, locks, provenance
 from melanoma.util.errors import UserError
@@ -241,6 +242,8 @@ def describe(prep: Prepared) -> dict:
             "featurewise_mean_source": prep.mean_source, "decoder": DECODER,
             "resize": f"{interpolation} to {size}x{size}", "pipeline": pipeline,
             "batch_size": prep.batch_size,
+            **{k: loaded.sidecar[k] for k in ("keep_epoch", "kept_epoch")
+               if k in (loaded.sidecar or {})},
             "spec": (f"{prep.preprocessing.describe()}; {DECODER} decode, {interpolation} resize "
                      f"to {size}px; {pipeline}; preprocessing from {prep.source}"
                      + (f", mean {prep.mean_source}" if prep.mean_source else ""))}
@@ -254,7 +257,9 @@ def evaluate_file(path: str | Path, data: EvalData, options: EvalOptions = EvalO
     name = name or default_name(prep.loaded)
     predictions, skipped = predict_split(prep, data, "test", name)
     val = predict_split(prep, data, "val", name)[0] if data.val is not None else None
-    return ModelResult(name, predictions, describe(prep),
+    spec = {**describe(prep), "trust_model_code": options.trust_code,  # for Grad-CAM later
+            "featurewise_mean": prep.preprocessing.mean}
+    return ModelResult(name, predictions, spec,
                        (prep.loaded.sidecar or {}).get("history", {}), skipped, val)
 
 
@@ -286,6 +291,11 @@ def parse_mean(text: str | None) -> tuple[float, float, float] | None:
     return values
 
 
+def identity(config: dict, data: EvalData) -> dict:
+    """What an evaluate report is of: the command's settings and models, and the data."""
+    return ownership.run_identity(config, {"root": str(data.root), "n_test": len(data.test)})
+
+
 def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, failures: list,
                  config: dict, hardware: dict, seconds: float,
                  options: EvalOptions = EvalOptions()) -> list[dict]:
@@ -304,7 +314,8 @@ def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, fail
                  "n_train": None if data.train is None else len(data.train),
                  "n_val": None if data.val is None else len(data.val),
                  "skipped_images": len(skipped), "skipped": [list(s) for s in skipped]},
-        "failed_models": failures, "wall_seconds": round(seconds, 1)})
+        "failed_models": failures, "wall_seconds": round(seconds, 1),
+        ownership.FIELD: identity(config, data)})
     info["hardware"] = hardware
     return report.write_run(Path(out_dir), predictions_of(results),
                             {r.name: r.spec for r in results},
@@ -338,9 +349,11 @@ def evaluate_each(paths: list[Path], data: EvalData, options: EvalOptions,
 
 def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
                     options: EvalOptions = EvalOptions(), names: list[str] | None = None,
-                    config: dict | None = None, debug: bool = False) -> tuple[list, list]:
+                    config: dict | None = None, debug: bool = False,
+                    overwrite: bool = False) -> tuple[list, list]:
     """Evaluate model files on ``data_dir`` and write the report to ``out_dir`` (when at
-    least one model worked); returns (full-test rows, failures)."""
+    least one model worked); returns (full-test rows, failures). An ``out_dir`` holding
+    the report of other models or data is refused first, unless ``overwrite``."""
     import time
 
     from melanoma.util import tfsetup
@@ -350,6 +363,8 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
     data = EvalData.from_dir(data_dir, options.val_dir)
     layout.refuse_inside_data(data.root, {"--out": out_dir})
     atomic.check_room(out_dir, "--out folder")
+    config = {**(config or {}), "models": [str(p) for p in paths], "seed": options.seed}
+    ownership.check_owner(out_dir, identity(config, data), overwrite)
     started = time.perf_counter()
     with locks.hold(out_dir):  # as run: no two commands write one folder at once
         atomic.sweep_stale(out_dir)
@@ -359,7 +374,6 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
         results, failures = evaluate_each(paths, data, options, names, debug)
         rows = []
         if results:
-            config = {**(config or {}), "models": [str(p) for p in paths], "seed": options.seed}
             rows = write_report(out_dir, results, data, failures, config, hardware,
                                 time.perf_counter() - started, options)
             log.info("wrote %s/ (results.json, results.csv, results.md, predictions.csv, "

@@ -7,7 +7,9 @@ One row per (variant, test set). Column names: ``accuracy`` etc. are at argmax (
 ``thr_accuracy`` etc. at the validation-chosen ``threshold``; ``<metric>_ci_low/high`` are
 stratified-bootstrap percentile intervals; ``auc_delong_p`` is the paired DeLong p-value
 of the row's AUC against ``delong_reference`` (the best AUC on the same test set). A metric
-that cannot be computed is NaN (null in JSON) and ``undefined`` says why.
+that cannot be computed is NaN (null in JSON) and ``undefined`` says why. ``degenerate``
+(with ``degenerate_reason``) marks a model whose test or validation probabilities barely
+vary (:mod:`melanoma.evaluation.degenerate`): it is never the reference and gets no p-value.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.evaluation import metric_table, metrics
+from melanoma.evaluation.degenerate import degenerate_reason, split_reason
 from melanoma.util.errors import UserError
 
 CONFUSION = metric_table.AT_OPERATING_POINT  # also reported at the validation threshold
@@ -118,10 +121,12 @@ def variant_row(variant: str, test_set: str, y, p, threshold: float, threshold_r
 def add_delong(rows: list[dict], probs: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """Set ``delong_reference`` and ``auc_delong_p`` on rows of one test set (in place).
 
-    The reference is the row with the highest AUC; its own p-value is left empty. Paired
-    tests need the same images in the same order, which holds for rows of one test set.
+    The reference is the row with the highest AUC among the models that are not degenerate;
+    its own p-value is left empty, and so is a degenerate row's. Paired tests need the same
+    images in the same order, which holds for rows of one test set.
     """
-    finite = [r for r in rows if isinstance(r["auc"], float) and math.isfinite(r["auc"])]
+    finite = [r for r in rows if isinstance(r["auc"], float) and math.isfinite(r["auc"])
+              and not r.get("degenerate")]
     best = max(finite, key=lambda r: r["auc"])["variant"] if finite else ""
     for row in rows:
         row["delong_reference"], row["auc_delong_p"] = best, NAN
@@ -151,11 +156,14 @@ def evaluate(test: pd.DataFrame, val: pd.DataFrame | None, settings: EvalSetting
             y_val, p_val = (None, None) if v is None else checked(
                 name, "validation", v["label"].to_numpy(), v["prob_malignant"].to_numpy())
             threshold, reason = choose_threshold(y_val, p_val, settings)
+            why = split_reason({"test": degenerate_reason(p), "validation":
+                                "" if p_val is None else degenerate_reason(p_val)})
             if keep is not None:
                 mask = group["file"].isin(keep).to_numpy()
                 y, p = y[mask], p[mask]
             probs[name] = (y, p)
-            subset_rows.append(variant_row(name, test_set, y, p, threshold, reason, settings))
+            row = variant_row(name, test_set, y, p, threshold, reason, settings)
+            subset_rows.append({**row, "degenerate": bool(why), "degenerate_reason": why})
         add_delong(subset_rows, probs)
         rows += subset_rows
     return rows

@@ -16,6 +16,11 @@ class Backbone:
     constructor: str
     default_size: int
     weights_file: str  # what keras looks for in $KERAS_HOME/models/ with weights="imagenet"
+    stride: int = 32  # the last block's map is ceil(image_size / stride) on a side
+
+    def feature_side(self, image_size: int) -> int:
+        """Side of the last convolutional block's map (what Grad-CAM is drawn from)."""
+        return -(-int(image_size) // self.stride)
 
     def build(self, image_size: int, weights):
         """The headless backbone (include_top=False) for square ``image_size`` inputs."""

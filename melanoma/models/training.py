@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from melanoma.evaluation import metrics
+from melanoma.models.epochs import KEEP_EPOCH, fall_warning, kept_epoch  # noqa: F401
 from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.util import atomic
 from melanoma.util.errors import UserError
@@ -79,6 +80,38 @@ class EpochPrinter(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.started
         log.info("  %s epoch %d/%d  %s  (%.1f s)", self.label, epoch + 1, self.epochs, shown,
                  seconds)
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best validation AUC (the first of equals) and
+    puts them back at the end of training (``keep_epoch = "best"``). With a checkpoint
+    folder they are saved there too (``best.npz``), so a resumed training keeps them."""
+
+    FILE = "best.npz"
+
+    def __init__(self, folder: Path | None = None, before: dict | None = None):
+        super().__init__()
+        self.folder, self.best, self.weights = folder, -np.inf, None
+        earlier = [v for v in (before or {}).get("val_auc", []) if v is not None]
+        if earlier and folder is not None and (Path(folder) / self.FILE).is_file():
+            with np.load(Path(folder) / self.FILE, allow_pickle=False) as saved:
+                self.best = float(saved["val_auc"])
+                self.weights = [saved[f"v{i}"] for i in range(len(saved.files) - 1)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        auc = (logs or {}).get("val_auc")
+        if auc is None or not math.isfinite(float(auc)) or float(auc) <= self.best:
+            return
+        self.best, self.weights = float(auc), [v.numpy() for v in self.model.variables]
+        if self.folder is not None:
+            with atomic.atomic_open(Path(self.folder) / self.FILE, "wb") as handle:
+                np.savez(handle, val_auc=np.asarray(self.best),
+                         **{f"v{i}": w for i, w in enumerate(self.weights)})
+
+    def on_train_end(self, logs=None):
+        if self.weights is not None:
+            for variable, value in zip(self.model.variables, self.weights):
+                variable.assign(value)
 
 
 def compile_classifier(model, learning_rate: float, jit_compile="auto"):
@@ -162,14 +195,22 @@ def class_weights(setting, labels) -> dict[int, float] | None:
 
 def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
         extra_callbacks=(), checkpoint_dir: Path | None = None,
-        class_weight: dict[int, float] | None = None, initial_epoch: int = 0
-        ) -> dict[str, list[float]]:
+        class_weight: dict[int, float] | None = None, initial_epoch: int = 0,
+        keep_epoch: str = "last") -> dict[str, list[float]]:
     """Keras' fit with the project's callbacks; the one ``model.fit`` call of the project.
-    With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from."""
+    With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from;
+    ``class_weight`` ({0: w0, 1: w1}) weights each training image's loss by its class.
+    ``keep_epoch``: the model ends with the last epoch's weights, or ("best") those of the
+    epoch with the best validation AUC (``kept_epoch`` says which from the history); a fall
+    of the validation AUC by >= FALL_WARNING from its best is one warning line either way."""
+    if keep_epoch not in KEEP_EPOCH:
+        raise ValueError(f"keep_epoch must be one of {KEEP_EPOCH}, got {keep_epoch!r}")
     done, before = restore_checkpoint(model, checkpoint_dir) if checkpoint_dir else (0, {})
     done = max(done, initial_epoch)
     # the guard first: a diverged epoch is neither scored, checkpointed nor printed as done
     callbacks = [DivergenceGuard(label), ValidationMetrics(val_data, val_labels, label)]
+    if keep_epoch == "best":  # after the validation metrics, before the checkpoint
+        callbacks.append(KeepBest(checkpoint_dir, before))
     if checkpoint_dir:  # saved before the epoch's line is printed: a printed epoch is safe
         callbacks.append(EpochCheckpoint(checkpoint_dir, before))
     callbacks += [EpochPrinter(label, epochs), *extra_callbacks]
@@ -180,7 +221,11 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
     history = model.fit(train_data, epochs=epochs, initial_epoch=done, callbacks=callbacks,
                         verbose=0, shuffle=False, class_weight=class_weight)
     new = {k: [float(v) for v in values] for k, values in history.history.items()}
-    return {k: before.get(k, []) + new.get(k, []) for k in {**before, **new}}
+    merged = {k: before.get(k, []) + new.get(k, []) for k in {**before, **new}}
+    warning = fall_warning(merged, keep_epoch, label)
+    if warning:
+        log.warning(warning)
+    return merged
 
 
 def in_model(variant, placement: str | None = None) -> bool:
@@ -244,7 +289,7 @@ def train_job(model, variant, splits, preprocessing, seed: int, label: str = "",
         log.info("%s: class weights %s; balanced sampling %s", label,
                  weights or "none", "on" if variant.balanced_sampling else "off")
     return fit(model, train_data, val_data, val.labels, epochs or variant.epochs, label,
-                extra_callbacks, checkpoint_dir, weights, initial_epoch)
+                extra_callbacks, checkpoint_dir, weights, initial_epoch, variant.keep_epoch)
 
 
 class ModelPool:

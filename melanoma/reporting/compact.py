@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from melanoma.evaluation import metric_table
+from melanoma.evaluation import degenerate, metric_table
 from melanoma.evaluation.metric_table import is_finite, number_text
 from melanoma.reporting.seeds import noise_text
 
@@ -50,6 +50,8 @@ def cell(row: dict, key: str) -> str:
         return "n/a" if value is None else str(value)
     if key == "within_training_noise":
         return noise_text(row)
+    if row.get("degenerate"):
+        return degenerate.CELL if key == "auc" else "-"  # no number of it is a finding
     text = number_text(value, 3)
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
     if key == "auc" and is_finite(value) and is_finite(low) and is_finite(high):
@@ -69,6 +71,13 @@ def text_table(rows: list[dict], wide: bool = False) -> str:
                     headers=[h for _, h in cols], tablefmt="github", disable_numparse=True)
 
 
+def degenerate_lines(rows: list[dict]) -> list[str]:
+    """One line per degenerate variant (full test set): why its AUC is not a result."""
+    return [f"DEGENERATE {r['variant']}: {r.get('degenerate_reason')}; not a result, left "
+            f"out of every comparison"
+            for r in rows if r.get("degenerate") and r.get("test_set", "full") == "full"]
+
+
 def footer(rows: list[dict], terminal: bool = True) -> str:
     """Two short lines under the short table: what the columns are (and, in a terminal,
     how to see the rest)."""
@@ -76,5 +85,6 @@ def footer(rows: list[dict], terminal: bool = True) -> str:
         else "argmax (no validation threshold)"
     seeds = "" if multi_seed(rows) else "Training variance: not measured (one seed). "
     more = "--wide: every column (also in results.md and index.html)." if terminal else ""
-    return (f"sens/spec: at {at}. ECE: expected calibration error (10 bins).\n"
+    text = (f"sens/spec: at {at}. ECE: expected calibration error (10 bins).\n"
             f"{seeds}{more}").rstrip()
+    return "\n".join([text, *degenerate_lines(rows)])

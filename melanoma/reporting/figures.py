@@ -170,8 +170,9 @@ def precision_recall(curves: dict, rows: dict[str, dict], path: Path) -> Path:
 
 
 def forest_plot(rows: list[dict], path: Path, metric: str = "auc") -> Path:
-    """Point estimate and 95% interval of ``metric`` per (variant, test set), one line each."""
-    shown = [r for r in rows if is_finite(r.get(metric))]
+    """Point estimate and 95% interval of ``metric`` per (variant, test set), one line each;
+    degenerate models (their AUC is rounding noise) are left out."""
+    shown = [r for r in rows if is_finite(r.get(metric)) and not r.get("degenerate")]
     fig = Figure(figsize=(6.5, 0.9 + 0.38 * max(len(shown), 1)))
     ax = fig.add_subplot()
     colours = {"full": "tab:blue", "clean": "tab:orange"}

@@ -61,19 +61,33 @@ def _model_key(model_keys: dict, variant: str, seed: int) -> str | None:
     return key if isinstance(key, str) else None
 
 
+def _file_maps(spec: dict, part: pd.DataFrame, root: Path) -> dict:
+    """Grad-CAM from a model file ``evaluate`` scored (TensorFlow imported here only)."""
+    from melanoma.evaluation.gradcam import file_model_heatmaps
+
+    missed = part.loc[part["kind"] == "false_negative", "file"]
+    return file_model_heatmaps(spec, list(part["file"]), root, missed)
+
+
 def heat_maps(cases: pd.DataFrame, root: Path, settings: GallerySettings, model_keys: dict,
-              seeds: dict[str, int]) -> tuple[dict, dict[str, str]]:
-    """(variant -> file -> heat map, variant -> why it has none)."""
+              seeds: dict[str, int], specs: dict | None = None) -> tuple[dict, dict[str, str]]:
+    """(variant -> file -> heat map, variant -> why it has none); a variant evaluated from a
+    model file (its spec names it) is drawn from that file."""
     maps, missing, by_key = {}, {}, {}  # by_key: one model under two names is loaded once
     for variant, part in cases.groupby("variant", sort=False):
         key = _model_key(model_keys, variant, seeds[variant])
+        spec = (specs or {}).get(variant) or {}
         if not settings.gradcam:
             missing[variant] = "Grad-CAM off (report.gradcam = false)"
+        elif spec.get("model_file") and spec.get("preprocessing"):
+            try:
+                maps[variant] = _file_maps(spec, part, root)
+            except (UserError, ValueError) as error:
+                missing[variant] = f"no Grad-CAM: {error}"
         elif settings.models_dir is None or not Path(settings.models_dir).is_dir():
             missing[variant] = "no models folder"
         elif key is None:
-            missing[variant] = ("no saved model recorded for it: ensembles, TTA rows and "
-                                "evaluated files have none")
+            missing[variant] = "no saved model recorded for it: ensembles and TTA rows have none"
         else:
             from melanoma.evaluation.gradcam import saved_model_heatmaps
 
@@ -137,9 +151,10 @@ def _folded(cases: pd.DataFrame, thumbs: dict, overlays: dict) -> str:
 
 
 def gallery_section(out_dir: Path, predictions: pd.DataFrame, per_seed: list[dict],
-                    provenance: dict, settings: GallerySettings
+                    provenance: dict, settings: GallerySettings, specs: dict | None = None
                     ) -> tuple[list[tuple[Path, str]], str]:
-    """(written gallery PNGs with captions, the page's HTML section); nothing when k is 0."""
+    """(written gallery PNGs with captions, the page's HTML section); nothing when k is 0.
+    ``specs``: the rows' specs (a model file's spec lets Grad-CAM load that file)."""
     if settings.k == 0:
         return [], ""
     head = "<h2>Error galleries</h2>"
@@ -148,14 +163,26 @@ def gallery_section(out_dir: Path, predictions: pd.DataFrame, per_seed: list[dic
         return [], (f"{head}<p class='note'>No galleries: the images are not at "
                     f"{html.escape(str(root or 'an unrecorded folder'))} (rebuild with "
                     f"<code>melanoma-bench report RUN_DIR --data-dir DIR</code>).</p>")
-    shown, seeds = _first_seed(predictions)
+    flat = sorted({r["variant"] for r in per_seed if r.get("degenerate")})
+    shown, seeds = _first_seed(predictions[~predictions["variant"].isin(flat)])
+    if shown.empty:
+        return [], f"{head}{_no_gallery(flat)}"
     cases = galleries.select_cases(shown, settings.k, _thresholds(per_seed, seeds))
     thumbs = galleries.load_thumbnails(cases["file"], root)
     maps, missing = heat_maps(cases, Path(root), settings, provenance.get("model_keys") or {},
-                              seeds)
+                              seeds, specs)
     overlays = {v: galleries.overlays_for(thumbs, m) for v, m in maps.items()}
     written = galleries.write_galleries(out_dir, cases, thumbs, overlays)
     log.info("galleries: %d variants, Grad-CAM for %d", len(written), len(maps))
     several = bool((predictions.groupby("variant")["seed"].nunique() > 1).any())
     return written, (head + _status(settings.k, several, maps, missing, Path(root))
-                     + _folded(cases, thumbs, overlays))
+                     + _no_gallery(flat) + _folded(cases, thumbs, overlays))
+
+
+def _no_gallery(degenerate: list[str]) -> str:
+    """The sentence for degenerate models (their "errors" are rounding), if any."""
+    if not degenerate:
+        return ""
+    return (f"<p class='note'>No gallery for the degenerate models (their probabilities barely "
+            f"vary, so which images they \"miss\" is rounding): "
+            f"{html.escape(', '.join(degenerate))}.</p>")

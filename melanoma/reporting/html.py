@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from melanoma.evaluation import metric_table
+from melanoma.evaluation import degenerate, metric_table
 from melanoma.evaluation.metric_table import is_finite
 from melanoma.reporting import compact
 from melanoma.reporting.galleries import GALLERY_CSS
@@ -29,6 +29,7 @@ figure img{max-width:100%;height:auto;border:1px solid #ddd}figcaption{font-size
 pre{background:#f6f6f6;padding:.6em;font-size:11px;overflow:auto;max-height:28em;
  white-space:pre-wrap}
 .note{font-size:14px;color:#444;max-width:70em}code{background:#f3f3f3;padding:0 .2em}
+.warn{font-size:14px;color:#8b0000;max-width:70em}
 .scroll{overflow-x:auto;max-width:100%}
 .scroll table{margin:0}.scroll td:first-child,.scroll th:first-child{position:sticky;left:0;
  background:#fff;z-index:1}.scroll th:first-child{background:#eef}
@@ -73,7 +74,7 @@ def _noise(row: dict) -> str:
 
 
 def _cell(row: dict, key: str) -> str:
-    value = row.get(key)
+    value, why = row.get(key), str(row.get("degenerate_reason") or "")
     if key == "within_training_noise":
         return _noise(row)
     if key == "auc_diff_vs_best":
@@ -81,6 +82,9 @@ def _cell(row: dict, key: str) -> str:
                "auc_diff_vs_best_ci_high": row.get("auc_diff_ci_high")}
     if isinstance(value, str) or key in ("n_test", "n_seeds"):
         return f"<td>{html.escape(str(value))}</td>"
+    if key == "auc" and row.get("degenerate"):
+        return f'<td class="undef" data-v="" title="{html.escape(why, quote=True)}">' \
+               f'{degenerate.CELL}</td>'
     if key == "auc_delong_p" and row.get("variant") == row.get("delong_reference"):
         return '<td data-v="2">reference (best AUC)</td>'
     if not is_finite(value):
@@ -127,9 +131,10 @@ def compact_table(rows: list[dict]) -> str:
         cells = []
         for key, _ in columns:
             value, text = row.get(key), html.escape(compact.cell(row, key))
-            if text == "n/a":
-                why = html.escape(str(row.get("undefined") or "undefined"), quote=True)
-                cells.append(f'<td class="undef" data-v="" title="{why}">n/a</td>')
+            if text in ("n/a", degenerate.CELL):
+                why = html.escape(str(row.get("degenerate_reason") if text != "n/a" else
+                                      row.get("undefined") or "undefined"), quote=True)
+                cells.append(f'<td class="undef" data-v="" title="{why}">{text}</td>')
             else:
                 sort = f' data-v="{value!r}"' if is_finite(value) else ""
                 cells.append(f"<td{sort}>{text}</td>")
@@ -139,8 +144,10 @@ def compact_table(rows: list[dict]) -> str:
 
 def results_section(rows: list[dict]) -> str:
     """The short table, then every column behind a <details> (closed)."""
-    return (f"{compact_table(rows)}<p class='note'>{html.escape(compact.footer(rows, False))}"
-            f"</p><details><summary>Every column ({len(_columns(rows)) + 1}): intervals of "
+    lines = "".join(f"<p class='{'warn' if line.startswith('DEGENERATE') else 'note'}'>"
+                    f"{html.escape(line)}</p>"
+                    for line in compact.footer(rows, False).splitlines())
+    return (f"{compact_table(rows)}{lines}<details><summary>Every column ({len(_columns(rows)) + 1}): intervals of "
             f"every metric, DeLong p, metrics at argmax and at the threshold, preprocessing"
             f"</summary>{results_table(rows)}</details>")
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from melanoma.evaluation import variance
+from melanoma.evaluation import degenerate, variance
 from melanoma.evaluation.metric_table import BY_NAME, is_finite, number_text, with_ci_text
 from melanoma.evaluation.rows import CONFUSION, THRESHOLD_PREFIX, EvalSettings, evaluate
 
@@ -87,20 +87,29 @@ def _set_rows(subset: pd.DataFrame, test: pd.DataFrame, per_seed: list[dict], te
                  "undefined": f"the {test_set} test set is empty"} for name in names]
     resamples = settings.bootstrap_resamples
     summary = variance.summarise(subset, n_resamples=resamples, seed=settings.seed)
-    comparisons = variance.compare_to_best(subset, COMPARED, n_resamples=resamples,
-                                           seed=settings.seed)
+    flagged = {r["variant"] for r in per_seed if r.get("degenerate")}
+    comparisons = variance.compare_to_best(subset[~subset["variant"].isin(flagged)], COMPARED,
+                                           n_resamples=resamples, seed=settings.seed)
     best = comparisons[0].b if comparisons else ""
     by_variant = {c.a: c for c in comparisons}
     rows = []
     for row in summary:
         mine = [r for r in per_seed if r["variant"] == row["variant"]]
         row = {"variant": row["variant"], "test_set": test_set,
-               **{k: v for k, v in row.items() if k != "variant"}}
+               **{k: v for k, v in row.items() if k != "variant"}, **_degenerate(mine)}
         _threshold_means(row, mine)
         row["delong_reference"], row["auc_delong_p"] = best, NAN
         _comparison(row, by_variant.get(row["variant"]))
         rows.append(row)
     return rows
+
+
+def _degenerate(per_seed: list[dict]) -> dict:
+    """A variant is degenerate when any of its seeds is: its mean would mix rounding noise
+    into the comparison."""
+    bad = [r for r in per_seed if r.get("degenerate")]
+    return {"degenerate": bool(bad), "degenerate_reason": "; ".join(
+        f"seed {r['seed']}: {r['degenerate_reason']}" for r in bad)}
 
 
 def _mean_sd(values: list) -> tuple[float, float | None]:
@@ -155,6 +164,11 @@ def published_rows(rows: list[dict], specs: dict[str, dict]) -> list[dict]:
     return out
 
 
+def auc_text(row: dict) -> str:
+    """The AUC cell: value [interval], or the degenerate mark (its AUC is not a result)."""
+    return degenerate.CELL if row.get("degenerate") else with_ci_text(row, "auc")
+
+
 def noise_text(row: dict) -> str:
     """The "within training noise" cell."""
     if row.get("variant") == row.get("delong_reference"):
@@ -176,7 +190,7 @@ def markdown_seed_table(rows: list[dict]) -> str:
             with_ci_text({"d": row.get("auc_diff_vs_best"), "d_ci_low": row.get("auc_diff_ci_low"),
                       "d_ci_high": row.get("auc_diff_ci_high")}, "d")
         table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
-                      row.get("n_seeds"), with_ci_text(row, "auc"), number_text(row.get("auc_sd")), diff,
+                      row.get("n_seeds"), auc_text(row), number_text(row.get("auc_sd")), diff,
                       noise_text(row), with_ci_text(row, "accuracy"), number_text(row.get("accuracy_sd")),
                       with_ci_text(row, "sensitivity"), with_ci_text(row, "specificity"),
                       number_text(row.get("threshold")), number_text(row.get("thr_sensitivity")),

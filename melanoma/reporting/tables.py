@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from melanoma.evaluation.metric_table import is_finite, number_text, with_ci_text
 from melanoma.evaluation.rows import EvalSettings
-from melanoma.reporting import compact, extras, same_model, seeds
+from melanoma.reporting import compact, extras, ownership, same_model, seeds
 from melanoma.reporting import figures as plots
 from melanoma.reporting import folds as cv_table
 from melanoma.reporting import html as html_report
@@ -31,6 +31,7 @@ from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the
     read_clean_list,
     read_predictions,
 )
+from melanoma.reporting.seeds import auc_text
 from melanoma.util import atomic, locks
 from melanoma.util.names import csv_safe, markdown_cell
 
@@ -70,7 +71,7 @@ def markdown_table(rows: list[dict]) -> str:
         p_text = "best" if row.get("variant") == row.get("delong_reference") else (
             f"{p:.3g}" if is_finite(p) else "n/a")
         table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
-                      with_ci_text(row, "auc"), p_text, with_ci_text(row, "accuracy"),
+                      auc_text(row), p_text, with_ci_text(row, "accuracy"),
                       with_ci_text(row, "sensitivity"), with_ci_text(row, "specificity"),
                       number_text(row.get("threshold")), with_ci_text(row, "thr_sensitivity"),
                       with_ci_text(row, "thr_specificity"), row.get("spec", ""),
@@ -94,19 +95,63 @@ def write_clean_list(path: Path, test_files, clean_files: set[str]) -> None:
         csv_safe(frame).to_csv(handle, index=False)
 
 
-def _table_header(provenance: dict, settings: EvalSettings) -> str:
+def stamp(provenance: dict, n_test: int | None = None) -> str:
+    """What the report is of, in one line: date, data set (name, counts, fingerprint),
+    config (and its overrides) and commit."""
+    data, config = provenance.get("data") or {}, provenance.get("config") or {}
+    found = {"train": data.get("n_train"), "val": data.get("n_val"),
+             "test": n_test if n_test is not None else data.get("n_test")}
+    counts = ", ".join(f"{k} {n}" for k, n in found.items() if n is not None)
+    root = Path(str(data.get("root") or "?")).name
+    limit = (config.get("data") or {}).get("limit") if isinstance(config.get("data"), dict) \
+        else None
+    if limit:
+        counts += f"; at most {limit} per class and split"
+    git = provenance.get("git") or {}
+    commit = str(git.get("commit") or "unknown")[:12]
+    if git.get("dirty"):
+        commit += " (with uncommitted changes)"
+    overrides = provenance.get("overrides") or config.get("overrides") or []
+    given = f" with {', '.join(f'`{o}`' for o in overrides)}" if overrides else ""
+    return (f"Date {provenance.get('date', 'unknown')}. Data: `{root}` "
+            f"({counts or 'counts not recorded'}; fingerprint "
+            f"{data.get('fingerprint') or 'not recorded'}). Config: "
+            f"`{config.get('name', '?')}`{given}. Commit {commit}.")
+
+
+def _introduction(provenance: dict, settings: EvalSettings, rows: list[dict],
+                  extra: str = "") -> list[str]:
+    """The paragraphs above the tables (results.md and index.html): the stamp, then how to
+    read the table."""
     thr = (f"{settings.threshold:g}, the threshold given (every variant)"
            if settings.threshold is not None else f"the threshold chosen by "
            f"{settings.threshold_rule()} (per variant), applied unchanged to test")
-    return (f"# Results: {provenance.get('config', {}).get('name', '')}\n\n"
+    multi = compact.multi_seed(rows)
+    clean = ("`clean`: test images with no duplicate (and no image of the same lesion) in "
+             "train or val. " if any(r.get("test_set") == "clean" for r in rows) else "")
+    full = [r for r in rows if r.get("test_set", "full") == "full"]
+    return [stamp(provenance, full[0].get("n_test") if full else None),
             f"Test split. `@argmax`: malignant iff p >= 0.5. `@thr`: malignant iff p >= "
             f"{thr}. AUC is the exact ROC AUC of the malignant column. Intervals: stratified "
             f"bootstrap, {settings.bootstrap_resamples} resamples, seed {settings.seed}, 95% "
-            f"percentile. DeLong p: paired test of the row's AUC against the best AUC on the "
-            f"same test set. `clean`: test images with no duplicate (and no image of the same "
-            f"lesion) in train or val.{_class_ratio(provenance)} {_SEEDS_NOTE}\n\n")
+            f"percentile. {'' if multi else _DELONG_NOTE}{clean}"
+            f"{_class_ratio(provenance).strip()} "
+            f"{_SEEDS_NOTE if multi else ''}{extra}".strip()]
 
 
+def _table_header(provenance: dict, settings: EvalSettings, rows: list[dict],
+                  extra: str = "") -> str:
+    return (f"# Results: {provenance.get('config', {}).get('name', '')}\n\n"
+            + "".join(p + "\n\n" for p in _introduction(provenance, settings, rows, extra)))
+
+
+_DELONG_NOTE = ("DeLong p: paired test of the row's AUC against the best AUC on the same "
+                "test set. ")
+
+
+CLEAN_IS_FULL = (" Leakage audit: no test image has a duplicate or the same lesion in train "
+                 "or val, so the clean test set is the full test set (no separate clean "
+                 "rows).")
 _SEEDS_NOTE = ("Seeds: with several training seeds a row gives each metric's mean over the "
                "seeds, the seed-to-seed SD and an interval covering both training variance and "
                "test sampling (two-level bootstrap of seeds and test images); `within training "
@@ -126,7 +171,8 @@ def _class_ratio(provenance: dict) -> str:
 
 
 def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
-                 settings: EvalSettings | None = None, extra: dict | None = None) -> None:
+                 settings: EvalSettings | None = None, extra: dict | None = None,
+                 note: str = "") -> None:
     """results.json ({"rows", "clean_rows", "evaluation", ..., "provenance"}), results.csv
     (every row, ``test_set`` says which) and results.md."""
     settings = settings or EvalSettings()
@@ -139,7 +185,7 @@ def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
         csv_safe(pd.DataFrame(rows)).to_csv(h, index=False, float_format="%.6g")
     published = (extra or {}).get("published")
     md = [{k: markdown_cell(v) for k, v in row.items()} for row in rows]  # names stay cells
-    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings)
+    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings, md, note)
                       + compact.text_table(md) + "\n\n" + compact.footer(md, terminal=False)
                       + "\n\n## Every column\n\n" + markdown_table(md) + "\n" + (
                           "\n## Published vs reproduced\n\n" + seeds.markdown_published(
@@ -162,7 +208,7 @@ def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str,
     a reliability diagram (pooled over seeds); ROC (one thin curve per seed and their mean)
     with AUC intervals, precision-recall, forest plot; training curves. Variants with
     identical predictions (one model under two names) are one curve in ROC and
-    precision-recall, labelled with every name."""
+    precision-recall, labelled with every name; degenerate models are not drawn there."""
     predictions = seeds.with_seed(predictions, 0)
     if rows is None:
         rows = rows_from_predictions(predictions, {})
@@ -177,9 +223,10 @@ def write_figures(out_dir: Path, predictions: pd.DataFrame, histories: dict[str,
             groups[name], model_keys).replace(" = ", "\n= ")} if name in groups else row
             for name, row in full.items()}
         pairs = {name: [(y, p) for _, y, p in runs] for name, runs in curves.items()
-                 if name not in hidden}
+                 if name not in hidden and not full.get(name, {}).get("degenerate")}
         written.append((plots.forest_plot(rows, out_dir / "forest_auc.png"),
-                        "AUC with 95% intervals, full and clean test sets"))
+                        "AUC with 95% intervals" + (", full and clean test sets" if any(
+                            r.get("test_set") == "clean" for r in rows) else "")))
         written.append((plots.roc_with_intervals(pairs, labelled, out_dir / "roc.png"),
                         "ROC curves (legend: AUC [95% CI]; with several seeds one thin curve "
                         "per seed and their vertical mean)"))
@@ -263,6 +310,9 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
     predictions, val_predictions, specs = extras.add_ensembles(
         seeds.with_seed(predictions, seed), seeds.with_seed(val_predictions, seed), specs,
         provenance, options)
+    clean_note = ""
+    if clean_files is not None and set(predictions["file"]) <= set(clean_files):
+        clean_files, clean_note = None, CLEAN_IS_FULL  # the clean rows would repeat the full
     rows, per_seed = seeds.variant_rows(predictions, val_predictions, settings, clean_files)
     _add_specs(rows, specs)
     published = seeds.published_rows(rows, specs)
@@ -274,28 +324,29 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
     if (out_dir / "audit_pairs.png").is_file():
         figures.append((out_dir / "audit_pairs.png", "Leakage audit: closest duplicate pairs"))
     _, gallery_html = gallery_section(out_dir, predictions, per_seed, provenance,
-                                      extras.gallery_settings(provenance, options))
+                                      extras.gallery_settings(provenance, options), specs)
     title = f"melanoma-bench: {provenance.get('config', {}).get('name', out_dir.name)}"
-    notes = [_table_header(provenance, settings).split("\n\n", 1)[1],
+    notes = [*_introduction(provenance, settings, rows, clean_note),
              *same_model.notes(same_model.same_models(predictions), model_keys)]
     cv = cv_table.summarise(out_dir)  # with cv_val_predictions.csv: the cross-validation table
     html_report.write_index(out_dir / "index.html", title, rows, figures, audit_summary,
                             provenance, notes, published, gallery_html + cv_table.html_section(cv))
     write_tables(out_dir, rows, provenance, settings,
                  {"specs": specs, "audit": audit_summary, "seed_rows": per_seed,
-                  **({"published": published} if published else {})})
+                  **({"published": published} if published else {})}, clean_note)
     cv_table.add_to_report(out_dir, cv)
     return [r for r in rows if r["test_set"] == "full"]
 
 
 def rebuild(run_dir: Path, out_dir: Path | None = None,
-            options: extras.ReportOptions | None = None) -> list[dict]:
+            options: extras.ReportOptions | None = None, overwrite: bool = False) -> list[dict]:
     """Rewrite every table, figure and index.html of ``run_dir`` from its saved files
     (predictions.csv, val_predictions.csv, clean_test.csv, histories.json, results.json,
     audit_summary.json) into ``out_dir`` (default: in place). No model, no TensorFlow.
     Every saved file is checked first (reporting.saved): a damaged one changes nothing.
     Holds ``out_dir``'s lock, as ``run`` does. ``options``: images and saved models for the
-    error galleries and Grad-CAM, and more ensembles (``ReportOptions``)."""
+    error galleries and Grad-CAM, and more ensembles (``ReportOptions``). An ``out_dir``
+    holding another experiment's report is refused unless ``overwrite``."""
     run_dir = Path(run_dir)
     out_dir = atomic.check_room(Path(out_dir or run_dir), "--out folder")
     locks.check_free(run_dir)  # a run still writing there: its files are not final yet
@@ -303,6 +354,8 @@ def rebuild(run_dir: Path, out_dir: Path | None = None,
         atomic.sweep_stale(out_dir)
         saved = load_run(run_dir)
         if not os.path.samefile(out_dir, run_dir):  # `X --out X/../X` is in place too
+            ownership.check_owner(out_dir, ownership.saved_identity(saved.provenance),
+                                  overwrite)
             for name in ("predictions.csv", "val_predictions.csv", "clean_test.csv",
                          "histories.json", "audit_summary.json", "audit_pairs.csv",
                          "audit_pairs.png", cv_table.FILE):

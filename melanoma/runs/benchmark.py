@@ -30,11 +30,14 @@ from melanoma.data.splits import Splits, check_split_sizes, fingerprint, limited
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.models import storage
 from melanoma.models.backbones import get_backbone
+from melanoma.models.epochs import kept_epoch
 from melanoma.models.factory import resolve_weights
 from melanoma.models.loading import check_file
 from melanoma.models.predict import predict_splits
 from melanoma.models.storage import CHECKPOINT_FILE
+from melanoma.reporting import ownership
 from melanoma.reporting import tables as report
+from melanoma.reporting.compact import degenerate_lines
 from melanoma.runs import cv, tracking
 from melanoma.runs import jobs as jobs_mod
 from melanoma.runs.collect import Collected, collect
@@ -104,7 +107,9 @@ def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool,
         "image_size": variant.resolved_image_size(),
         "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
         "interpolation": cfg.data.interpolation, "augmented_on": placement,
-        "history": history, "train_seconds": round(time.perf_counter() - started, 1),
+        "history": history, "keep_epoch": variant.keep_epoch,
+        "kept_epoch": kept_epoch(history, variant.keep_epoch),
+        "train_seconds": round(time.perf_counter() - started, 1),
         "versions": provenance.package_versions()})
     for folder, longer_key in zip(job.hand_over, job.hand_over_keys):
         other = jobs_mod.lock_path(models_dir, longer_key)  # never over its further progress
@@ -188,11 +193,13 @@ class JobRunner:
 def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
                   out_dir: Path | None = None, models_dir: Path = Path("models"),
                   retrain: bool = False, strict: bool = False,
-                  shard: tuple[int, int] | None = None) -> list[dict]:
+                  shard: tuple[int, int] | None = None, overwrite: bool = False) -> list[dict]:
     """Train or load every (variant, seed) job of ``cfg`` and write the report; returns the
     rows, or [] when other processes still train some jobs (the last one writes the report).
     ``strict``: any pre-flight warning about the data is an error, before any training.
-    ``shard`` (I, N): train only the jobs with index % N == I - 1."""
+    ``shard`` (I, N): train only the jobs with index % N == I - 1. An ``out_dir`` holding
+    the report of another config, data set or limit is refused before any work, unless
+    ``overwrite`` (reporting/ownership.py)."""
     started, since = time.perf_counter(), time.time()
     check_variants(cfg)
     hardware = tfsetup.configure()  # the device line comes first
@@ -206,6 +213,8 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     layout.refuse_inside_data(found.root, {"--out": out_dir, "--models-dir": models_dir})
     atomic.check_room(out_dir, "--out folder")
     atomic.check_room(models_dir, "--models-dir")
+    data_key = data_fingerprint(found)
+    ownership.check_owner(out_dir, ownership.run_identity(cfg.to_dict(), data_key), overwrite)
     plan = jobs_mod.plan_id(cfg, models_dir)
     created, out_created = not models_dir.exists(), not out_dir.exists()
     if any(not v.model_file for v in cfg.variants):
@@ -219,7 +228,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     try:
         atomic.sweep_stale(out_dir)
         state = jobs_mod.JobState(models_dir, retrain, since)
-        runner = _work(cfg, found, state, shard, folds)
+        runner = _work(cfg, found, state, shard, folds, data_key)
         if runner is None:
             return []
         if held is None:  # joined: the report is written under the folder's lock
@@ -232,12 +241,19 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         jobs_mod.remove_if_empty(out_dir, out_created)  # failed before writing anything
 
 
-def _work(cfg, found: layout.DataLayout, state, shard, folds=None) -> JobRunner | None:
+def data_fingerprint(found: layout.DataLayout) -> str:
+    """The data set's key: train and test files, bytes and labels (a relabelled copy is
+    other data)."""
+    return fingerprint(found.train.files + found.test.files,
+                       [*found.train.labels, *found.test.labels])
+
+
+def _work(cfg, found: layout.DataLayout, state, shard, folds=None,
+          data_key: str | None = None) -> JobRunner | None:
     """Train this process's share of the jobs; the runner when every model is saved (the
     report can be written), else None."""
     log.info("data: %s (train %d, test %d files)", found.root, len(found.train), len(found.test))
-    data_key = fingerprint(found.train.files + found.test.files,  # labels too: a relabelled
-                           [*found.train.labels, *found.test.labels])  # copy is other data
+    data_key = data_key or data_fingerprint(found)
     runner = JobRunner(cfg, found, state)
     runner.data_key, runner.folds = data_key, folds
     runner.jobs = jobs_mod.plan_jobs(cfg, data_key, state.models_dir, state.retrain,
@@ -270,6 +286,7 @@ def _provenance(cfg, found, checked, first: Splits | None, collected: Collected,
                       "n_val": len(first.val.labels) if first else None,
                       "skipped_images": len(skipped), "skipped": [list(s) for s in skipped],
                       "preflight": checked.to_dict()},
+             ownership.FIELD: ownership.run_identity(cfg.to_dict(), collected.data_key),
              "seeds": list(cfg.training_seeds), "overrides": list(cfg.overrides),
              "model_keys": collected.keys, "wall_seconds": round(time.perf_counter() - started, 1)}
     info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
@@ -298,6 +315,8 @@ def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, o
                             if collected.val_frames else None, settings, clean, audit_summary)
     log.info("wrote %s/ (index.html, results.json/csv/md, predictions.csv, plots) in %.0f s",
              out_dir, time.perf_counter() - started)
+    for line in degenerate_lines(rows):
+        log.warning(line)
     return rows
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 from melanoma import config as config_mod
 from melanoma.data.splits import Splits
 from melanoma.models.backbones import get_backbone
+from melanoma.models.epochs import kept_epoch
 from melanoma.models.predict import TTA_SUFFIX
 from melanoma.runs import cv
 from melanoma.util.names import relative_name
@@ -29,6 +30,15 @@ def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
             "balanced_sampling": variant.balanced_sampling,
             "spec": preprocessing.describe(), "note": variant.note,
             **({"published": dict(variant.published)} if variant.published else {})}
+
+
+def kept_text(variant, kept: dict[int, int]) -> dict:
+    """The row's ``keep_epoch`` and ``kept_epoch`` (the epoch whose weights were scored; with
+    several seeds "6, 8, 7 (seeds 1, 2, 3)")."""
+    epochs = list(kept.values())
+    text = epochs[0] if len(epochs) == 1 else (
+        f"{', '.join(map(str, epochs))} (seeds {', '.join(map(str, kept))})")
+    return {"keep_epoch": variant.keep_epoch, "kept_epoch": text}
 
 
 @dataclass
@@ -80,15 +90,17 @@ def collect(cfg, found, runner) -> Collected:
             collected.add_model_file(evaluate_row(variant, found, cfg.data.interpolation, label),
                                      variant, seeds[0])
             continue
-        keys = {}
+        keys, kept = {}, {}
         for job in by_variant[variant.name]:
             probs, history, preprocessing = runner.result(job)
             name = variant.name if len(seeds) == 1 else f"{variant.name} seed {job.seed}"
             collected.histories[name], keys[job.seed] = history, job.key
+            kept[job.seed] = kept_epoch(history, variant.keep_epoch)
             collected.tracks.append((variant.name, job.seed, 0, history))
             collected.specs[variant.name] = variant_spec(variant, preprocessing)
             collected.add_trained(variant, job.seed, runner.splits_for(variant), found.root,
                                   probs, cfg.evaluation.tta)
         collected.keys[variant.name] = keys[seeds[0]] if len(seeds) == 1 else keys
+        collected.specs[variant.name].update(kept_text(variant, kept))
     cv.add_fold_results(collected, cfg, runner, found)
     return collected
