@@ -67,9 +67,9 @@ class EpochPrinter(keras.callbacks.Callback):
 
     KEYS = ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc")
 
-    def __init__(self, label: str, epochs: int):
+    def __init__(self, label: str, epochs: int, level: int = logging.INFO):
         super().__init__()
-        self.label, self.epochs, self.started = label, epochs, 0.0
+        self.label, self.epochs, self.started, self.level = label, epochs, 0.0, level
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -77,8 +77,8 @@ class EpochPrinter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         shown = "  ".join(f"{k}={logs[k]:.4f}" for k in self.KEYS if k in (logs or {}))
         seconds = time.perf_counter() - self.started
-        log.info("  %s epoch %d/%d  %s  (%.1f s)", self.label, epoch + 1, self.epochs, shown,
-                 seconds)
+        log.log(self.level, "  %s epoch %d/%d  %s  (%.1f s)", self.label, epoch + 1,
+                self.epochs, shown, seconds)
 
 
 def compile_classifier(model, learning_rate: float, jit_compile="auto"):
