@@ -72,6 +72,7 @@ def probe(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     (("run", "--variant", "no_such_variant"), "unknown variant 'no_such_variant'"),
     (("run", "--set", "defaults.no_such_key=1"), "no_such_key"),
     (("run", "--config", "no_such_config"), "no_such_config"),
+    (("run", "--set", 'defaults.backbone="ResNet5"'), "did you mean 'ResNet50'"),
     (("prepare", "--data-dir", "/nonexistent"), "/nonexistent does not exist"),
     (("tune", "--data-dir", "/nonexistent"), "/nonexistent does not exist"),
     (("bench", "--data-dir", "/nonexistent"), "/nonexistent does not exist"),

@@ -37,7 +37,7 @@ from melanoma.data.augmentation import Augmentation
 from melanoma.data.decode import INTERPOLATIONS
 from melanoma.data.preprocessing import get_preprocessing
 from melanoma.data.synthetic import SyntheticSpec
-from melanoma.models.backbones import MIN_IMAGE_SIZE, get_backbone
+from melanoma.models.backbones import MIN_IMAGE_SIZE, check_own_code, get_backbone
 from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.names import check_safe_name
 
@@ -280,7 +280,11 @@ def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = No
 def validate_variant(v: VariantConfig, where: str) -> None:
     """The checks that involve other registries or several fields (the per-field ones run
     in ``_build``)."""
-    get_backbone(v.backbone)
+    spec = get_backbone(v.backbone)
+    check_own_code(spec, v.trust_model_code, where)
+    if v.image_size is not None and v.image_size < spec.min_size:
+        raise UserError(f"{where}: image_size {v.image_size} is below {spec.label}'s minimum of "
+                        f"{spec.min_size}")
     if not (v.model_file and v.preprocessing == "auto"):
         get_preprocessing(v.preprocessing)
     aug = v.augmentation
