@@ -195,7 +195,7 @@ def test_to_dict_is_json_data():
     (dict(val_batch_size="-8"), "val_batch_size must be a positive integer"),
     (dict(epochs="0"), "epochs must be a positive integer"),
     (dict(epochs="1.5"), "epochs must be int, got 1.5"),
-    (dict(image_size="31"), "image_size must be in [32, 2048] pixels (EfficientNet's minimum is 32"),
+    (dict(image_size="31"), "image_size must be in [32, 2048] pixels (the smallest input"),
     (dict(image_size="16"), "got 16"),
     (dict(dropout="1.0"), "dropout must be in [0, 1)"),
     (dict(bn_momentum="1.5"), "bn_momentum must be in (0, 1)"),

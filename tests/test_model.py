@@ -71,7 +71,7 @@ def test_one_train_on_batch_runs_and_changes_weights(model):
 
 def test_image_size_below_minimum():
     assert MIN_IMAGE_SIZE == 32
-    with pytest.raises(UserError, match="image_size 31 is below EfficientNet's minimum of 32"):
+    with pytest.raises(UserError, match="image_size 31 is below EfficientNetB0's minimum of 32"):
         build_classifier("B0", 31, "none")
     assert check_image_size(get_backbone("B0"), 32) == 32
     assert check_image_size(get_backbone("B6"), None) == 528
@@ -84,8 +84,8 @@ def test_unknown_backbone_did_you_mean():
     assert "unknown backbone 'EfficientNetB66'" in message
     assert "did you mean 'B6'?" in message
     assert "known: B0, B1, B2, B3, B4, B5, B6, B7" in message
-    with pytest.raises(UserError, match="known: B0"):
-        get_backbone("ResNet50")
+    with pytest.raises(UserError, match="did you mean 'ResNet50'"):
+        get_backbone("ResNet5")
 
 
 @pytest.mark.parametrize("name", ["B6", "b6", "EfficientNetB6", "efficientnet-b6",
@@ -95,7 +95,7 @@ def test_backbone_name_spellings(name):
 
 
 def test_backbone_table():
-    sizes = {name: b.default_size for name, b in BACKBONES.items()}
+    sizes = {name: b.default_size for name, b in BACKBONES.items() if name.startswith("B")}
     assert sizes == {"B0": 224, "B1": 240, "B2": 260, "B3": 300, "B4": 380, "B5": 456,
                      "B6": 528, "B7": 600}
     for index in range(8):

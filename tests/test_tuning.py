@@ -125,7 +125,8 @@ def test_results_table_plot_and_best_json(tmp_path):
     results = tuning.write_results(tmp_path, oracle, {"seed": 1})
     assert [r["status"] for r in results["rows"]] == ["COMPLETED", "COMPLETED", "FAILED"]
     best = json.loads((tmp_path / "best_hyperparameters.json").read_text())
-    assert best["trial"] == "1" and best["hyperparameters"]["head_units"] == 16
+    assert best["trial"] == 2 and best["trial_id"] == "1"  # shown 1-based, keras-tuner's id kept
+    assert best["hyperparameters"]["head_units"] == 16
     for name in ("trials.json", "trials.csv", "trials.md", "objective_vs_hyperparameters.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "FAILED" in (tmp_path / "trials.md").read_text()

@@ -14,7 +14,11 @@ from melanoma.cli import options
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("audit", help="find duplicate images across train/val/test")
+    parser = options.add_command(
+        commands, "audit", "Find duplicate images (and one lesion in two splits) across "
+                           "train/val/test.",
+        ("melanoma-bench audit --data-dir ~/data/melanoma --out reports/audit",
+         "melanoma-bench audit ~/data/melanoma --include-flips"))
     options.add_data_dir(parser, required=True, positional=True,
                          help_text="root with train/ and test/ (the public layout)")
     parser.add_argument("--out", type=Path, default=Path("reports/audit"),

@@ -18,7 +18,12 @@ BASELINES = Path("benchmarks") / "baselines"  # in the checkout: baselines are n
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("bench", help="regression benchmark against a committed baseline")
+    parser = options.add_command(
+        commands, "bench", "Retrain the regression config's seeds and compare them with the "
+                           "committed baseline.",
+        ("melanoma-bench bench",
+         "melanoma-bench bench --set defaults.learning_rate=1e-6",
+         "melanoma-bench bench --predictions reports/bench/predictions.csv"))
     options.add_config(parser, default="bench")
     options.add_data_dir(parser)
     parser.add_argument("--baseline", type=Path, default=None,
@@ -50,6 +55,7 @@ def main(args) -> int:
         run_dir = args.predictions.parent  # its results.json, if any, says the training data
     else:
         run_dir = Path(args.out or Path("reports") / cfg.name)
+        options.check_data_dir(args, cfg)
         predictions = run_bench_config(cfg, run_dir, args.data_dir, args.overwrite)
     train_fingerprint = regression.run_train_fingerprint(run_dir / "results.json")
     if args.update_baseline:

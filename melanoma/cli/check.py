@@ -11,7 +11,10 @@ from melanoma.cli import options
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("check", help="scan a data set for problems before training")
+    parser = options.add_command(
+        commands, "check", "Scan a data set for problems before training (headers only).",
+        ("melanoma-bench check --data-dir ~/data/melanoma",
+         "melanoma-bench check ~/data/melanoma --strict"))
     options.add_data_dir(parser, required=True, positional=True, help_text="root with train/ and test/")
     parser.add_argument("--strict", action="store_true", help="any warning is an error (exit 2)")
     parser.set_defaults(handler=main)

@@ -9,6 +9,7 @@ gets one line on stderr; the others are still evaluated and reported; exit statu
 """
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -19,8 +20,12 @@ log = logging.getLogger("melanoma.cli")
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("evaluate", help="evaluate existing model files (.keras, "
-                                 "tf.keras 2.x .h5, SavedModel) and write the report")
+    parser = cli_options.add_command(
+        commands, "evaluate", "Evaluate existing model files (.keras, tf.keras 2.x .h5, "
+                              "SavedModel) without training and write the report.",
+        ("melanoma-bench evaluate original/*.h5 --data-dir ~/data/melanoma --out reports/original",
+         "melanoma-bench evaluate model.keras --data-dir data/ham --val-dir data/ham/val",
+         "melanoma-bench evaluate model.keras --data-dir data/ham --threshold 0.3"))
     parser.add_argument("models", nargs="+", type=Path, metavar="MODEL",
                         help=".keras or .h5 file, or SavedModel folder")
     cli_options.add_data_dir(parser, help_text="root with test/ (and train/), or a folder "
@@ -29,7 +34,7 @@ def register(commands) -> None:
                         help="preprocessing when the model has no sidecar (samplewise, "
                              "featurewise, rescale, native); default: from the file name")
     parser.add_argument("--variant", dest="variant_deprecated", default=None,
-                        help="deprecated alias of --preprocessing")
+                        help=argparse.SUPPRESS)  # the old name of --preprocessing: still read
     parser.add_argument("--featurewise-mean", default=None, metavar="R,G,B",
                         help="training mean of x/255 for featurewise models without one "
                              "(default: computed from the train/ split of --data-dir)")

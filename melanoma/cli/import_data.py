@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from melanoma.cli import options
+
 FORMAT_NAMES = ("auto", "isic2016", "isic2017", "isic2018", "isic2019", "isic2020", "ham10000")
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("import", help="build the train/test layout from ISIC or "
-                                                "HAM10000 ground-truth files")
+    parser = options.add_command(
+        commands, "import", "Build the train/test layout from ISIC 2016-2020 or HAM10000 "
+                            "ground-truth files.",
+        ("melanoma-bench import --labels HAM10000_metadata.csv --images HAM10000_images/ "
+         "--out data/ham",
+         "melanoma-bench import --labels ISIC-2017_Training_Part3_GroundTruth.csv "
+         "--images isic2017_images/ --test-labels ISIC-2017_Test_v2_Part3_GroundTruth.csv "
+         "--out data/isic2017"))
     parser.add_argument("--labels", action="append", type=Path, required=True, metavar="CSV",
                         help="ground-truth CSV (repeatable: e.g. ISIC 2017 train and validation)")
     parser.add_argument("--images", type=Path, required=True, metavar="DIR",

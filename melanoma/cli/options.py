@@ -6,7 +6,17 @@ validated RunConfig whose provenance records every override.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+
+def add_command(commands, name: str, summary: str, examples: tuple[str, ...]):
+    """A subcommand parser whose --help starts with its one-line ``summary`` and ends with
+    ``examples`` (whole command lines, shown as written)."""
+    lines = "\n".join(f"  {example}" for example in examples)
+    return commands.add_parser(name, help=summary, description=summary,
+                               epilog=f"examples:\n{lines}",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_config(parser, default: str = "default") -> None:
@@ -24,12 +34,13 @@ def add_config(parser, default: str = "default") -> None:
 
 def add_limit(parser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="use at most N images per class and split (a quick smoke run; "
-                             "same as --set data.limit=N)")
+                        help="use at most N images per class and split, a seeded sample (same "
+                             "as --set data.limit=N; default: the config's data.limit, else all)")
 
 
 def add_data_dir(parser, required: bool = False, positional: bool = False,
-                 help_text: str = "root with train/ and test/ (default: generated synthetic data)"
+                 help_text: str = "root with train/ and test/ (default: the config's data.dir, else the "
+                                  "generated synthetic set)"
                  ) -> None:
     """--data-dir DIR (and, for commands that always took it so, an optional DATA_DIR)."""
     if positional:
@@ -50,6 +61,16 @@ def data_dir_from(args, required: bool = False) -> Path | None:
     if required and chosen is None:
         raise UserError("no data folder given: pass --data-dir DIR")
     return chosen
+
+
+def check_data_dir(args, cfg) -> None:
+    """A named data folder (--data-dir, else the config's data.dir) that is not a data set
+    fails here, before TensorFlow or JAX is imported (a wrong path costs a second, not ten)."""
+    from melanoma.data import layout
+
+    chosen = data_dir_from(args) or cfg.data.dir
+    if chosen:
+        layout.discover(Path(chosen).expanduser())
 
 
 def config_from(args):

@@ -10,7 +10,9 @@ from melanoma.cli import options
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("prepare", help="decode and cache the images a run will read")
+    parser = options.add_command(
+        commands, "prepare", "Decode and cache the images a run will read, then stop.",
+        ("melanoma-bench prepare --config paper --data-dir ~/data/melanoma",))
     options.add_config(parser)
     options.add_data_dir(parser)
     options.add_limit(parser)
@@ -18,8 +20,10 @@ def register(commands) -> None:
 
 
 def main(args) -> int:
+    cfg = options.config_from(args)
+    options.check_data_dir(args, cfg)
     from melanoma.data.splits import prepare
 
-    for cache in prepare(options.config_from(args), args.data_dir):
+    for cache in prepare(cfg, args.data_dir):
         print(f"{cache.path}\t{len(cache)} images\t{cache.image_size} px")
     return 0

@@ -16,9 +16,14 @@ from melanoma.cli import options
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("report", help="rebuild tables, plots and index.html of a run")
+    parser = options.add_command(
+        commands, "report", "Rebuild a run's tables, figures and index.html from its saved "
+                            "predictions.",
+        ("melanoma-bench report reports/default",
+         "melanoma-bench report reports/default --out reports/rebuilt --ensemble "
+         "pair=efficient_net_b0_samplewise+efficient_net_b0_native"))
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR",
-                        help="output folder of `melanoma-bench run`")
+                        help="the output folder of a run")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the rebuilt report here (default: RUN_DIR itself)")
     parser.add_argument("--overwrite", action="store_true",

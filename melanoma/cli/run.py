@@ -1,4 +1,4 @@
-"""``melanoma-bench run``: train or load every configured variant and write the report.
+"""melanoma-bench run: train or load every configured variant and write the report.
 
     melanoma-bench run                                       # embedded data, CPU default config
     melanoma-bench run --set defaults.epochs=1 --limit 20    # a one-minute smoke run
@@ -12,7 +12,12 @@ from melanoma.cli import options
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("run", help="train or load each variant and write the report")
+    parser = options.add_command(
+        commands, "run", "Train (or load) each variant of a config and write the report.",
+        ("melanoma-bench run",
+         "melanoma-bench run --set defaults.epochs=1 --limit 20 --out reports/smoke",
+         "melanoma-bench run --config isic2017 --data-dir ../shared/data/isic2017",
+         "melanoma-bench run --config paper --data-dir ~/data/melanoma --shard 1/4"))
     options.add_config(parser)
     options.add_data_dir(parser)
     options.add_limit(parser)
@@ -40,11 +45,13 @@ def register(commands) -> None:
 
 def main(args) -> int:
     from melanoma import config
-    from melanoma.runs.benchmark import run_benchmark
     from melanoma.runs.jobs import parse_shard
 
     shard = parse_shard(args.shard)
     cfg = config.select_variants(options.config_from(args), args.variant)
+    options.check_data_dir(args, cfg)  # user mistakes fail before TensorFlow or JAX loads
+    from melanoma.runs.benchmark import run_benchmark
+
     rows = run_benchmark(cfg, data_dir=args.data_dir, out_dir=args.out,
                          models_dir=args.models_dir, retrain=args.retrain, strict=args.strict,
                          shard=shard, overwrite=args.overwrite)

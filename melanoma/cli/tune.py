@@ -1,4 +1,4 @@
-"""``melanoma-bench tune``: search the head with keras-tuner (resumable, distributable)."""
+"""melanoma-bench tune: search the head with keras-tuner (resumable, distributable)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,12 @@ from melanoma.cli import options
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("tune", help="search head units, dropout and learning rate")
+    parser = options.add_command(
+        commands, "tune", "Search head units, dropout and learning rate with keras-tuner "
+                          "(resumable).",
+        ("melanoma-bench tune",
+         "melanoma-bench tune --isolate --out reports/tune",
+         "melanoma-bench tune --role chief --oracle 127.0.0.1:8000"))
     options.add_config(parser, default="tune")  # a config with a [tune] table
     options.add_data_dir(parser)
     options.add_limit(parser)
@@ -54,7 +59,6 @@ def isolated(argv: list[str], restart: bool) -> int:
 
 
 def main(args) -> int:
-    from melanoma.tuning.search import run_tuning
     from melanoma.util.errors import UserError
 
     if args.trials_per_process is not None and args.trials_per_process < 1:
@@ -75,9 +79,14 @@ def main(args) -> int:
                             ("--role", args.role), ("--oracle", args.oracle),
                             ("--worker-id", args.worker_id)):
             argv += [flag, str(value)] if value is not None else []
-        options.config_from(args)  # a bad config fails here, once, not in a child
+        options.check_data_dir(args, options.config_from(args))  # fails here, not in a child
         return isolated(argv, args.restart)
-    results = run_tuning(options.config_from(args), data_dir=args.data_dir, out_dir=args.out,
+    cfg = options.config_from(args)
+    if args.role != "chief":  # the chief never reads the data
+        options.check_data_dir(args, cfg)
+    from melanoma.tuning.search import run_tuning
+
+    results = run_tuning(cfg, data_dir=args.data_dir, out_dir=args.out,
                          restart=args.restart, role=args.role, oracle=args.oracle,
                          worker_id=args.worker_id, connect_timeout=args.connect_timeout,
                          trials_per_process=args.trials_per_process)
@@ -86,7 +95,8 @@ def main(args) -> int:
     if results is not None:
         from tabulate import tabulate
 
-        print(tabulate(results["rows"], headers="keys", tablefmt="github", floatfmt=".4g"))
+        shown = [{k: v for k, v in row.items() if k != "trial_id"} for row in results["rows"]]
+        print(tabulate(shown, headers="keys", tablefmt="github", floatfmt=".4g"))
         if results["best"] is not None:
             print(f"best: trial {results['best']['trial']}  val_auc="
                   f"{results['best']['val_auc']:.4f}  {results['best']['hyperparameters']}")

@@ -37,7 +37,7 @@ from melanoma.data.augmentation import Augmentation
 from melanoma.data.decode import INTERPOLATIONS
 from melanoma.data.preprocessing import get_preprocessing
 from melanoma.data.synthetic import SyntheticSpec
-from melanoma.models.backbones import MIN_IMAGE_SIZE, get_backbone
+from melanoma.models.backbones import MIN_IMAGE_SIZE, check_own_code, get_backbone
 from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.keys import digest
 from melanoma.util.names import check_safe_name
@@ -82,6 +82,7 @@ class VariantConfig:
     keep_epoch: str = _checked("last", lambda v: None if v in ("last", "best")
                                else 'must be "last" or "best"')
     note: str = _no_key("")  # free text printed in the report
+    trust_model_code: bool = _no_key(False)  # consent to run an own backbone builder's code
     model_file: ClassVar[None] = None  # a trained row; ModelFileRow names an existing file
     head: str = _no_key("")  # "tuned:PATH": head_units/dropout/learning_rate from tune
     # the original paper's numbers for this row: the report says whether each lies inside
@@ -249,7 +250,7 @@ def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = No
     if merged.get("model_file"):
         return _model_file_row(table, defaults, where)
     # [defaults] may hold keys meant for model-file rows; a trained row has no use for them
-    defaults = {k: v for k, v in defaults.items() if k not in ("model_file", "trust_model_code")}
+    defaults = {k: v for k, v in defaults.items() if k != "model_file"}
     merged = {**defaults, **table}
     if merged.get("head"):
         clash = [k for k in HEAD_KEYS if k in table]
@@ -279,7 +280,11 @@ def _variant(table: dict, defaults: dict, index: int, base_dir: Path | None = No
 def validate_variant(v: VariantConfig, where: str) -> None:
     """The checks that involve other registries or several fields (the per-field ones run
     in ``_build``)."""
-    get_backbone(v.backbone)
+    spec = get_backbone(v.backbone)
+    check_own_code(spec, v.trust_model_code, where)
+    if v.image_size is not None and v.image_size < spec.min_size:
+        raise UserError(f"{where}: image_size {v.image_size} is below {spec.label}'s minimum of "
+                        f"{spec.min_size}")
     get_preprocessing(v.preprocessing)
     aug = v.augmentation
     if aug.rotation_deg < 0 or not 0 <= aug.shear_deg < 90:

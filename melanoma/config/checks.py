@@ -60,8 +60,8 @@ def image_size_check(value):
     if value is None:
         return None
     if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
-        return f"must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] pixels (EfficientNet's minimum " \
-               f"is {MIN_IMAGE_SIZE}; B7's native size is 600)"
+        return f"must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] pixels (the smallest input a " \
+               f"keras.applications backbone takes is {MIN_IMAGE_SIZE}; B7's native size is 600)"
     return None
 
 

@@ -1,4 +1,5 @@
-"""Classifier factory: EfficientNet backbone -> GlobalAveragePooling -> Dense relu -> Dense softmax."""
+"""Classifier factory: a registered backbone (models/backbones.py) -> GlobalAveragePooling ->
+Dense relu -> Dense softmax."""
 from __future__ import annotations
 
 import os
@@ -18,13 +19,16 @@ def resolve_weights(backbone: Backbone, weights: str):
     """Map the config's ``weights`` to keras' argument, or say what file is missing where."""
     if weights == "none":
         return None
+    if backbone.own_code:
+        raise UserError(f"backbone {backbone.constructor}: weights must be \"none\" for your own "
+                        f"builder (load any weights inside your function)")
     if weights == "imagenet":
         expected = keras_models_dir() / backbone.weights_file
         if not expected.is_file():
             raise UserError(
-                f"ImageNet weights for EfficientNet{backbone.name} are not available offline: "
-                f"place {backbone.weights_file} (from https://storage.googleapis.com/"
-                f"keras-applications/{backbone.weights_file}) at {expected}, or use weights = \"none\"")
+                f"ImageNet weights for {backbone.label} are not available offline: place "
+                f"{backbone.weights_file} (the file keras.applications downloads for it) at "
+                f"{expected}, or use weights = \"none\"")
         return "imagenet"
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -34,10 +38,11 @@ def resolve_weights(backbone: Backbone, weights: str):
 
 
 def check_image_size(backbone: Backbone, image_size: int | None) -> int:
-    """The input size to use: the given one (>= 32) or the backbone's default."""
+    """The input size to use: the given one (>= the backbone's minimum) or its default."""
     size = backbone.default_size if image_size is None else int(image_size)
-    if size < MIN_IMAGE_SIZE:
-        raise UserError(f"image_size {size} is below EfficientNet's minimum of {MIN_IMAGE_SIZE}")
+    if size < max(backbone.min_size, MIN_IMAGE_SIZE):
+        raise UserError(f"image_size {size} is below {backbone.label}'s minimum of "
+                        f"{backbone.min_size}")
     return size
 
 
@@ -60,13 +65,32 @@ def build_classifier(backbone: str, image_size: int | None, weights: str = "none
     size = check_image_size(spec, image_size)
     base = spec.build(size, resolve_weights(spec, weights))
     base.trainable = not freeze_backbone
+    for layer in base.layers:  # the family's fixed input scaling never trains
+        if layer.name.startswith("input_scaling_"):
+            layer.trainable = False
+    if spec.own_code:  # a nested model: the head follows its output
+        inputs = keras.Input((size, size, 3), name="pixels")
+        features = base(inputs)
+    else:
+        inputs, features = base.input, base.output
     if bn_momentum is not None:
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = bn_momentum
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(base.output)
+    if len(features.shape) != 4:
+        raise UserError(f"backbone {spec.label} gives a {len(features.shape)}-D output; the head "
+                        f"needs a 4-D (N, h, w, channels) feature map")
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(head_units, activation="relu", name="head_dense")(x)
     outputs = keras.layers.Dense(2, activation="softmax", dtype="float32", name="head_softmax")(x)
-    return keras.Model(base.input, outputs, name=f"efficientnet_{spec.name.lower()}_classifier")
+    return keras.Model(inputs, outputs, name=model_name(spec))
+
+
+def model_name(spec: Backbone) -> str:
+    """efficientnet_b0_classifier (as before the registry), resnet50_classifier, ..."""
+    if spec.constructor.startswith("EfficientNetB"):
+        return f"efficientnet_{spec.name.lower()}_classifier"
+    stem = "".join(c if c.isalnum() else "_" for c in spec.constructor.lower())
+    return f"{stem}_classifier"

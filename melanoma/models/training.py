@@ -68,9 +68,9 @@ class EpochPrinter(keras.callbacks.Callback):
 
     KEYS = ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc")
 
-    def __init__(self, label: str, epochs: int):
+    def __init__(self, label: str, epochs: int, level: int = logging.INFO):
         super().__init__()
-        self.label, self.epochs, self.started = label, epochs, 0.0
+        self.label, self.epochs, self.started, self.level = label, epochs, 0.0, level
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -78,8 +78,8 @@ class EpochPrinter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         shown = "  ".join(f"{k}={logs[k]:.4f}" for k in self.KEYS if k in (logs or {}))
         seconds = time.perf_counter() - self.started
-        log.info("  %s epoch %d/%d  %s  (%.1f s)", self.label, epoch + 1, self.epochs, shown,
-                 seconds)
+        log.log(self.level, "  %s epoch %d/%d  %s  (%.1f s)", self.label, epoch + 1,
+                self.epochs, shown, seconds)
 
 
 class KeepBest(keras.callbacks.Callback):
@@ -196,7 +196,7 @@ def class_weights(setting, labels) -> dict[int, float] | None:
 def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
         extra_callbacks=(), checkpoint_dir: Path | None = None,
         class_weight: dict[int, float] | None = None, initial_epoch: int = 0,
-        keep_epoch: str = "last") -> dict[str, list[float]]:
+        keep_epoch: str = "last", epoch_level: int = logging.INFO) -> dict[str, list[float]]:
     """Keras' fit with the project's callbacks; the one ``model.fit`` call of the project.
     With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from;
     ``class_weight`` ({0: w0, 1: w1}) weights each training image's loss by its class.
@@ -213,7 +213,7 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
         callbacks.append(KeepBest(checkpoint_dir, before))
     if checkpoint_dir:  # saved before the epoch's line is printed: a printed epoch is safe
         callbacks.append(EpochCheckpoint(checkpoint_dir, before))
-    callbacks += [EpochPrinter(label, epochs), *extra_callbacks]
+    callbacks += [EpochPrinter(label, epochs, epoch_level), *extra_callbacks]
     if done and checkpoint_dir:
         log.info("  %s resuming after epoch %d/%d from %s", label, done, epochs, checkpoint_dir)
     for _ in range(done * _iterators_per_epoch(train_data)):
@@ -267,8 +267,8 @@ def pool_key(variant, preprocessing, placement: str | None = None) -> str:
 
 def train_job(model, variant, splits, preprocessing, seed: int, label: str = "", *,
               placement: str | None = None, checkpoint_dir: Path | None = None,
-              extra_callbacks=(), epochs: int | None = None, initial_epoch: int = 0
-              ) -> dict[str, list[float]]:
+              extra_callbacks=(), epochs: int | None = None, initial_epoch: int = 0,
+              epoch_level: int = logging.INFO) -> dict[str, list[float]]:
     """THE training of one (variant, seed) job, for ``run``, ``bench``, cross-validation and
     every ``tune`` trial: ``model`` (compiled; from :func:`build_model`) is trained on
     ``splits.train`` with the variant's class weights, balanced sampling, augmentation and
@@ -289,7 +289,8 @@ def train_job(model, variant, splits, preprocessing, seed: int, label: str = "",
         log.info("%s: class weights %s; balanced sampling %s", label,
                  weights or "none", "on" if variant.balanced_sampling else "off")
     return fit(model, train_data, val_data, val.labels, epochs or variant.epochs, label,
-                extra_callbacks, checkpoint_dir, weights, initial_epoch, variant.keep_epoch)
+                extra_callbacks, checkpoint_dir, weights, initial_epoch, variant.keep_epoch,
+               epoch_level)
 
 
 class ModelPool:

@@ -29,7 +29,7 @@ from melanoma.data.preprocessing import get_preprocessing
 from melanoma.data.splits import Splits, check_split_sizes, fingerprint, limited, load_splits, resolve_data_dir
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.models import storage
-from melanoma.models.backbones import get_backbone
+from melanoma.models.backbones import check_own_code, get_backbone
 from melanoma.models.epochs import kept_epoch
 from melanoma.models.factory import resolve_weights
 from melanoma.models.loading import check_file
@@ -55,7 +55,9 @@ def check_variants(cfg: config_mod.RunConfig) -> None:
         if variant.model_file:  # evaluated, not trained: the file must be there and safe
             check_file(Path(variant.model_file).expanduser(), variant.trust_model_code)
             continue
-        resolve_weights(get_backbone(variant.backbone), variant.weights)
+        spec = get_backbone(variant.backbone)
+        check_own_code(spec, variant.trust_model_code, variant.name)
+        resolve_weights(spec, variant.weights)
 
 
 def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
@@ -202,8 +204,9 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     ``overwrite`` (reporting/ownership.py)."""
     started, since = time.perf_counter(), time.time()
     check_variants(cfg)
-    hardware = tfsetup.configure()  # the device line comes first
+    # a wrong data folder fails before TensorFlow loads (seconds, not ten)
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
+    hardware = tfsetup.configure()
     checked = preflight.check(found, strict)
     log.info(checked.summary())
     if any(not v.model_file for v in cfg.variants):  # model-file rows need no models/

@@ -19,7 +19,7 @@ from melanoma.util.names import relative_name
 
 def variant_spec(variant: config_mod.VariantConfig, preprocessing) -> dict:
     """The columns that say exactly what a row did (printed in every report row)."""
-    return {"backbone": f"EfficientNet{get_backbone(variant.backbone).name}",
+    return {"backbone": get_backbone(variant.backbone).label,
             "image_size": variant.resolved_image_size(), "weights": variant.weights,
             "preprocessing": variant.preprocessing, "epochs": variant.epochs,
             "learning_rate": variant.learning_rate, "batch_size": variant.batch_size,

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 import keras
@@ -98,18 +99,33 @@ class HeadHyperModel(kt.HyperModel):
     def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
         from melanoma.models import training
 
-        trial = getattr(self, "current_trial", "?")
+        label = f"trial {getattr(self, 'current_trial', '?')}"
+        started = time.perf_counter()
         history = training.train_job(model, self.trial_variant, self.splits, self.preprocessing,
-                                     self.data_seed, f"trial {trial}",
-                                     extra_callbacks=callbacks, initial_epoch=initial_epoch,
-                                     epochs=epochs or self.tune.epochs)
+                                     self.data_seed, label, extra_callbacks=callbacks,
+                                     initial_epoch=initial_epoch,
+                                     epochs=epochs or self.tune.epochs,
+                                     epoch_level=logging.DEBUG)
         memory = rss_mb()
-        log.info("  trial %s done: %s=%.4f%s", trial, OBJECTIVE, max(history[OBJECTIVE]),
-                 f"  rss={memory:.0f} MB" if memory else "")
+        values = "  ".join(f"{k}={_short(v)}" for k, v in hp.values.items()
+                           if not k.startswith("tuner/"))
+        log.info("%s done: %s=%.4f  %s  (%.0f s%s)", label, OBJECTIVE,
+                 max(history[OBJECTIVE]), values, time.perf_counter() - started,
+                 f", rss={memory:.0f} MB" if memory else "")
         result = keras.callbacks.History()  # keras-tuner reads the best epoch from it
         result.history = history
         result.epoch = list(range(len(history[OBJECTIVE])))
         return result
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def trial_number(trial_id) -> int | str:
+    """keras-tuner's trial id ("00", "01", ...) as the 1-based number users see."""
+    text = str(trial_id)
+    return int(text) + 1 if text.isdigit() else text
 
 
 class ProcessBudgetSpent(Exception):
@@ -134,7 +150,11 @@ class _TrialLabel:
         super().pre_create_trial()
 
     def on_trial_begin(self, trial):
-        self.hypermodel.current_trial = trial.trial_id
+        total = getattr(self.hypermodel.tune, "max_trials", None)
+        number = trial_number(trial.trial_id)
+        algorithm = getattr(self.hypermodel.tune, "algorithm", "")
+        self.hypermodel.current_trial = (f"{number}/{total}" if total and algorithm != "hyperband"
+                                         else f"{number}")
         super().on_trial_begin(trial)
 
     def on_trial_end(self, trial):
@@ -163,6 +183,8 @@ def make_tuner(hypermodel: HeadHyperModel, directory: Path, overwrite: bool = Fa
         budget = dict(max_trials=t.max_trials)
     tuner = _tuner_class(t.algorithm)(hypermodel, **budget, **common)
     tuner.trials_per_process = trials_per_process
+    if hasattr(tuner.oracle, "_display"):  # keras-tuner's own tables only with -v (debug)
+        tuner.oracle.verbose = 1 if log.isEnabledFor(logging.DEBUG) else 0
     return tuner
 
 
@@ -259,7 +281,7 @@ def trial_rows(oracle) -> list[dict]:
     for trial_id in sorted(oracle.trials, key=lambda i: (len(i), i)):
         trial = oracle.trials[trial_id]
         score = trial.score if trial.score is not None else None
-        row = {"trial": trial_id, "status": trial.status,
+        row = {"trial": trial_number(trial_id), "trial_id": trial_id, "status": trial.status,
                OBJECTIVE: None if score is None or np.isnan(score) else float(score),
                "best_epoch": trial.best_step}
         row.update({k: _plain(v) for k, v in trial.hyperparameters.values.items()})
@@ -304,7 +326,8 @@ def best_hyperparameters(oracle) -> dict | None:
     trial = done[0]
     values = {k: _plain(v) for k, v in trial.hyperparameters.values.items()
               if not k.startswith("tuner/")}
-    return {"trial": trial.trial_id, OBJECTIVE: float(trial.score), "hyperparameters": values}
+    return {"trial": trial_number(trial.trial_id), "trial_id": trial.trial_id,
+            OBJECTIVE: float(trial.score), "hyperparameters": values}
 
 
 def write_results(out_dir: Path, oracle, info: dict) -> dict:

@@ -51,6 +51,7 @@ def quiet_tensorflow_logs() -> None:
     CPU machine, oneDNN notices); Python exceptions still surface. Set TF_CPP_MIN_LOG_LEVEL=0
     yourself to see them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # distributed tuning's gRPC notices
 
 
 @contextmanager
