@@ -1,6 +1,6 @@
 """The model key: a hash of the full training recipe plus a format version. Every field that
 changes the weights enters it (no per-field exceptions), the run's machine-resolved context
-too (augmentation placement, Keras backend), and loading checks the whole recipe."""
+too (the Keras backend, a fold), and loading checks the whole recipe."""
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +25,8 @@ CHANGES = {
     "epochs": 3, "learning_rate": 1e-3, "batch_size": 4, "val_batch_size": 8, "head_units": 7,
     "dropout": 0.5, "freeze_backbone": True, "bn_momentum": 0.5,
     "augmentation": config.Augmentation(rotation_deg=5.0), "mixed_precision": True,
-    "jit_compile": True, "augment_on": "device", "class_weight": "balanced",
-    "balanced_sampling": True,
+    "jit_compile": True, "class_weight": "balanced", "balanced_sampling": True,
+    "keep_epoch": "best",
 }
 
 
@@ -51,20 +51,23 @@ def test_the_key_is_the_hash_of_the_recipe_with_its_format_version():
     assert jobs.job_key(CFG.variants[0], "data", CFG, 5) == digest(recipe)
 
 
-def test_the_machine_resolved_context_enters_the_key(monkeypatch):
-    """augment_on = "auto" trains other draws on a GPU (in the model) than on a CPU, and
-    another Keras backend draws other random numbers: both are other models."""
+def test_the_keras_backend_enters_the_key(monkeypatch):
+    """Another Keras backend draws other random numbers: another model."""
     from melanoma.util import tfsetup
 
     v = CFG.variants[0]
-    assert v.augment_on == "auto"
-    cpu = jobs.job_key(v, "d", CFG, 1)
-    monkeypatch.setattr(tfsetup, "augment_placement", lambda setting: "device")
-    gpu = jobs.job_key(v, "d", CFG, 1)
+    here = jobs.job_key(v, "d", CFG, 1)
     monkeypatch.setattr(tfsetup, "keras_backend", lambda: "jax")
-    jax = jobs.job_key(v, "d", CFG, 1)
-    assert len({cpu, gpu, jax}) == 3
-    assert jobs.job_recipe(v, "d", CFG, 1)["augment_on"] == "device"
+    assert jobs.job_key(v, "d", CFG, 1) != here
+    assert jobs.job_recipe(v, "d", CFG, 1)["backend"] == "jax"
+
+
+def test_the_ignored_augment_on_key_does_not_change_the_key():
+    """augment_on is accepted from older configs and ignored (augmentation always runs in
+    the model): it must not split one training into two keys."""
+    v = CFG.variants[0]
+    assert dataclasses.replace(v, augment_on="device").model_key("d", 1, 0.15, "nearest") \
+        == v.model_key("d", 1, 0.15, "nearest")
 
 
 def _sidecar(tmp_path, recipe, key):

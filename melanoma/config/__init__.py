@@ -8,6 +8,7 @@ user errors with one clear line (and a "did you mean" for typos)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -42,6 +43,9 @@ from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.keys import digest
 from melanoma.util.names import check_safe_name
 
+log = logging.getLogger(__name__)
+
+
 # The [defaults] of the shipped default config (melanoma/configs/default.toml): a config that
 # leaves a key out gets exactly what `melanoma-bench run` uses, never a silent B6/ImageNet job.
 DEFAULT_AUGMENTATION = Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal_flip=True,
@@ -72,8 +76,9 @@ class VariantConfig:
     augmentation: Augmentation = field(default_factory=lambda: DEFAULT_AUGMENTATION)
     mixed_precision: bool = False  # GPU: mixed_float16; the softmax stays float32
     jit_compile: bool | str = _checked("auto", jit_compile_check)  # XLA: true|false|"auto"
-    # random warp + preprocessing in tf.data on the host, or inside the model on the GPU
-    augment_on: str = _checked("auto", augment_on_check)  # "auto": device iff a GPU
+    # earlier versions' placement of the warp (tf.data or the model): accepted and ignored,
+    # with a note; augmentation and preprocessing always run inside the model now
+    augment_on: str = _no_key("auto", check=augment_on_check)
     # class imbalance: loss weights per class ("balanced": n / (2 n_class), sklearn's rule)
     # and/or each epoch oversampling the minority class to the majority's count
     class_weight: str | dict = _checked("none", class_weight_check)
@@ -286,6 +291,9 @@ def validate_variant(v: VariantConfig, where: str) -> None:
         raise UserError(f"{where}: image_size {v.image_size} is below {spec.label}'s minimum of "
                         f"{spec.min_size}")
     get_preprocessing(v.preprocessing)
+    if v.augment_on != "auto":
+        log.warning("%s: augment_on = %r is ignored: augmentation and preprocessing always "
+                    "run inside the model, on every backend (docs/gpu.md)", where, v.augment_on)
     aug = v.augmentation
     if aug.rotation_deg < 0 or not 0 <= aug.shear_deg < 90:
         raise UserError(f"{where}: augmentation rotation_deg must be >= 0 and shear_deg in [0, 90)")

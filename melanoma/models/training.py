@@ -165,18 +165,11 @@ def restore_checkpoint(model, folder: Path) -> tuple[int, dict[str, list[float]]
             if len(saved) != len(variables):
                 raise UserError(f"{path}: a training state of another model ({len(saved)} "
                                 f"saved {prefix} variables, this one has {len(variables)}: "
-                                f"another augment_on placement or version?); delete that "
+                                f"an older version's?); delete that "
                                 f"folder or rerun with --retrain")
             for i, variable in enumerate(variables):
                 variable.assign(state[f"{prefix}_{i}"])
         return int(state["epoch"]), json.loads(str(state["history"]))
-
-
-def _iterators_per_epoch(data) -> int:
-    """How many iterators Keras 3's fit creates per epoch over a tf.data set: two when its
-    length is known (one at the epoch's start, one spare at its end; each draws a new
-    shuffle order), else one. tests/test_resume.py fails if a Keras upgrade changes this."""
-    return 2 if int(data.cardinality()) > 0 else 1
 
 
 def class_weights(setting, labels) -> dict[int, float] | None:
@@ -198,6 +191,8 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
         class_weight: dict[int, float] | None = None, initial_epoch: int = 0,
         keep_epoch: str = "last", epoch_level: int = logging.INFO) -> dict[str, list[float]]:
     """Keras' fit with the project's callbacks; the one ``model.fit`` call of the project.
+    ``train_data``: a repeating :class:`melanoma.data.loader.CacheBatches`; ``val_data``:
+    batches the model predicts (uint8 for a model with an input layer).
     With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from;
     ``class_weight`` ({0: w0, 1: w1}) weights each training image's loss by its class.
     ``keep_epoch``: the model ends with the last epoch's weights, or ("best") those of the
@@ -216,10 +211,10 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
     callbacks += [EpochPrinter(label, epochs, epoch_level), *extra_callbacks]
     if done and checkpoint_dir:
         log.info("  %s resuming after epoch %d/%d from %s", label, done, epochs, checkpoint_dir)
-    for _ in range(done * _iterators_per_epoch(train_data)):
-        iter(train_data)  # advance the seeded reshuffle to the order of epoch ``done``
+    train_data.start_at(done)  # each epoch's order is a function of (seed, epoch) alone
     history = model.fit(train_data, epochs=epochs, initial_epoch=done, callbacks=callbacks,
-                        verbose=0, shuffle=False, class_weight=class_weight)
+                        steps_per_epoch=train_data.batches_per_epoch, verbose=0, shuffle=False,
+                        class_weight=class_weight)
     new = {k: [float(v) for v in values] for k, values in history.history.items()}
     merged = {k: before.get(k, []) + new.get(k, []) for k in {**before, **new}}
     warning = fall_warning(merged, keep_epoch, label)
@@ -228,18 +223,12 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
     return merged
 
 
-def in_model(variant, placement: str | None = None) -> bool:
-    """Whether the random warp and preprocessing run inside the trained model
-    (``augment_on`` resolved: "device") rather than in the input pipeline."""
-    from melanoma.util.tfsetup import augment_placement
-
-    return (placement or augment_placement(variant.augment_on)) == "device"
-
-
-def build_model(variant, seed: int, preprocessing, placement: str | None = None):
-    """A fresh, uncompiled model of ``variant`` seeded with ``seed``: the network alone, or
-    with augmentation and preprocessing in front of it (``in_model``)."""
-    from melanoma.models import on_device
+def build_model(variant, seed: int, preprocessing=None):
+    """A fresh, uncompiled model of ``variant`` seeded with ``seed``: uint8 batches in, the
+    warp (training only) and the preprocessing in its input layer
+    (models/image_input.py), then the network."""
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.models import image_input
     from melanoma.models.factory import build_classifier
 
     keras.utils.set_random_seed(seed)
@@ -250,47 +239,47 @@ def build_model(variant, seed: int, preprocessing, placement: str | None = None)
                                    variant.freeze_backbone, variant.bn_momentum)
     finally:
         keras.config.set_dtype_policy("float32")
-    if in_model(variant, placement):
-        return on_device.with_device_input(network, variant.augmentation, preprocessing, seed)
-    return network
+    return image_input.with_image_input(network, variant.augmentation,
+                                        preprocessing or get_preprocessing("native"), seed)
 
 
-def pool_key(variant, preprocessing, placement: str | None = None) -> str:
-    """What fixes a pooled model's architecture (seeds share it: see ModelPool)."""
-    from melanoma.models import on_device
+def pool_key(variant) -> str:
+    """What fixes a pooled model's architecture: seeds and preprocessing variants share it
+    (see ModelPool; the preprocessing is set by ``image_input.configure``)."""
+    from melanoma.models import image_input
 
-    key = variant.architecture_key(None)
-    if in_model(variant, placement):
-        key += on_device.placement_key(variant.augmentation, preprocessing)
-    return key
+    return variant.architecture_key(None) + image_input.pool_key(variant.augmentation)
 
 
 def train_job(model, variant, splits, preprocessing, seed: int, label: str = "", *,
-              placement: str | None = None, checkpoint_dir: Path | None = None,
-              extra_callbacks=(), epochs: int | None = None, initial_epoch: int = 0,
-              epoch_level: int = logging.INFO) -> dict[str, list[float]]:
+              checkpoint_dir: Path | None = None, extra_callbacks=(), epochs: int | None = None,
+              initial_epoch: int = 0, epoch_level: int = logging.INFO) -> dict[str, list[float]]:
     """THE training of one (variant, seed) job, for ``run``, ``bench``, cross-validation and
-    every ``tune`` trial: ``model`` (compiled; from :func:`build_model`) is trained on
-    ``splits.train`` with the variant's class weights, balanced sampling, augmentation and
-    preprocessing (in the pipeline or inside the model, ``placement``), validated exactly on
-    ``splits.val`` each epoch, stopped on divergence, checkpointed per epoch into
-    ``checkpoint_dir`` (and resumed from it). Returns the per-epoch history."""
-    from melanoma.data.stream import make_stream_dataset
+    every ``tune`` trial: ``model`` (compiled; from :func:`build_model`) is set to the
+    variant's augmentation and preprocessing and trained on uint8 batches of
+    ``splits.train`` (melanoma/data/loader.py) with the variant's class weights and balanced
+    sampling, validated exactly on ``splits.val`` each epoch, stopped on divergence,
+    checkpointed per epoch into ``checkpoint_dir`` (and resumed from it), the kept epoch
+    chosen by ``keep_epoch``. Returns the per-epoch history."""
+    from melanoma.data.loader import CacheBatches
+    from melanoma.models import image_input
 
-    host_prep, host_aug = ((None, None) if in_model(variant, placement)
-                           else (preprocessing, variant.augmentation))
+    image_input.configure(model, variant.augmentation, preprocessing)
     train, val = splits.train, splits.val
-    train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
-                                     host_prep, host_aug, shuffle=True, seed=seed,
-                                     balanced=variant.balanced_sampling)
-    val_data = make_stream_dataset(val.cache, val.index, None, variant.val_batch_size, host_prep)
+    train_data = CacheBatches(train.cache, train.index, train.labels, variant.batch_size,
+                              shuffle=True, seed=seed, balanced=variant.balanced_sampling,
+                              repeat=True)
+    val_data = CacheBatches(val.cache, val.index, None, variant.val_batch_size)
     weights = class_weights(variant.class_weight, train.labels)
     if weights or variant.balanced_sampling:
         log.info("%s: class weights %s; balanced sampling %s", label,
                  weights or "none", "on" if variant.balanced_sampling else "off")
-    return fit(model, train_data, val_data, val.labels, epochs or variant.epochs, label,
-                extra_callbacks, checkpoint_dir, weights, initial_epoch, variant.keep_epoch,
-               epoch_level)
+    try:
+        return fit(model, train_data, val_data, val.labels, epochs or variant.epochs, label,
+                   extra_callbacks, checkpoint_dir, weights, initial_epoch, variant.keep_epoch,
+                   epoch_level)
+    finally:
+        train_data.close()
 
 
 class ModelPool:

@@ -43,7 +43,7 @@ from melanoma.runs import jobs as jobs_mod
 from melanoma.runs.collect import Collected, collect
 from melanoma.util import atomic, locks, provenance, tfsetup
 from melanoma.util.names import relative_name
-from melanoma.util.tfsetup import augment_placement, distribution_strategy
+from melanoma.util.tfsetup import distribution_strategy
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +61,23 @@ def check_variants(cfg: config_mod.RunConfig) -> None:
 
 
 def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
-                  checkpoint_dir: Path | None = None, placement: str | None = None):
+                  checkpoint_dir: Path | None = None):
     """Train one job on a fresh or reset model from ``pool`` (models.training.train_job),
     resuming from ``checkpoint_dir`` when it holds a saved epoch; returns (network, history).
-    The returned network takes preprocessed float32 images whatever the ``placement``."""
-    from melanoma.models import on_device, training
+    The model takes uint8 batches and warps and preprocesses them in its input layer; the
+    returned network takes preprocessed float32 images, as saved."""
+    from melanoma.models import image_input, training
 
     def build():
-        return training.build_model(variant, seed, preprocessing, placement)
+        return training.build_model(variant, seed, preprocessing)
 
     strategy = distribution_strategy()  # several GPUs: batch_size is the global batch
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = pool.get(training.pool_key(variant, preprocessing, placement), build,
-                         variant.learning_rate, variant.jit_compile, seed)
+        model = pool.get(training.pool_key(variant), build, variant.learning_rate,
+                         variant.jit_compile, seed)
     history = training.train_job(model, variant, splits, preprocessing, seed, label,
-                                 placement=placement, checkpoint_dir=checkpoint_dir)
-    return on_device.network_of(model), history
+                                 checkpoint_dir=checkpoint_dir)
+    return image_input.network_of(model), history
 
 
 def _load_cached(cached, variant, label: str):
@@ -95,20 +96,18 @@ def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool,
     variant, key, label = job.variant, job.key, job.label
     preprocessing = fit_preprocessing(get_preprocessing(variant.preprocessing),
                                       splits.train.cache, splits.train.index)
-    placement = augment_placement(variant.augment_on)
-    log.info("%s: training %d epochs on %d images (%d for validation), augmentation on the "
-             "%s", label, variant.epochs, len(splits.train.labels), len(splits.val.labels),
-             "accelerator (inside the model)" if placement == "device" else "host (tf.data)")
+    log.info("%s: training %d epochs on %d images (%d for validation)", label, variant.epochs,
+             len(splits.train.labels), len(splits.val.labels))
     started = time.perf_counter()
     checkpoints = storage.checkpoint_dir(models_dir, variant.name, key)
     model, history = train_variant(variant, splits, preprocessing, job.seed, label, pool,
-                                   checkpoints, placement)
+                                   checkpoints)
     saved = storage.save(model, models_dir, variant.name, key, {
         "recipe": job.recipe, "variant": asdict(variant), "seed": job.seed,
         "split_seed": cfg.seed,
         "image_size": variant.resolved_image_size(),
         "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
-        "interpolation": cfg.data.interpolation, "augmented_on": placement,
+        "interpolation": cfg.data.interpolation,
         "history": history, "keep_epoch": variant.keep_epoch,
         "kept_epoch": kept_epoch(history, variant.keep_epoch),
         "train_seconds": round(time.perf_counter() - started, 1),

@@ -53,11 +53,11 @@ class Job:
 
 
 def run_context(variant, folds=None, fold: int = 0) -> dict:
-    """The part of a job's recipe resolved on this machine and run: where augmentation runs
-    (``augment_on = "auto"`` resolved), the Keras backend, and the cross-validation fold."""
-    from melanoma.util.tfsetup import augment_placement, keras_backend
+    """The part of a job's recipe resolved on this machine and run: the Keras backend (each
+    draws other random numbers) and the cross-validation fold."""
+    from melanoma.util.tfsetup import keras_backend
 
-    context = {"augment_on": augment_placement(variant.augment_on), "backend": keras_backend()}
+    context = {"backend": keras_backend()}
     if fold:
         context["cv"] = {"k": folds.k, "fold": fold, "folds": folds.digest}
     return context

@@ -56,7 +56,7 @@ class HeadHyperModel(kt.HyperModel):
 
     ``build`` makes the trial's variant (the base variant with the sampled head, dropout,
     learning rate and freezing) and builds it exactly as ``run`` does
-    (``training.build_model``: seeded, dtype policy, augmentation placement), compiled with
+    (``training.build_model``: seeded, dtype policy, the input layer), compiled with
     the config's ``jit_compile``. ``fit`` is ``training.train_job``: the same class weights,
     balanced sampling, augmentation, exact validation metrics and divergence guard as
     ``run``, with keras-tuner's callbacks after ours (so they see ``val_auc``).

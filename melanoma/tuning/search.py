@@ -35,6 +35,7 @@ def base_variant(cfg: config_mod.RunConfig) -> config_mod.VariantConfig:
 def _data(cfg, variant, data_dir: Path | None):
     """(splits, fitted preprocessing) of the base variant: what ``run`` trains it on."""
     from melanoma.data.cache import fit_preprocessing
+    from melanoma.data.loader import CacheBatches
     from melanoma.data.preprocessing import get_preprocessing
 
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
