@@ -11,7 +11,7 @@ import pytest
 from melanoma import config
 from melanoma.cli.main import main
 from melanoma.util.errors import UserError
-from melanoma.util.tfsetup import distribution_strategy
+from melanoma.util import backend
 
 CONFIG = """
 name = "gpu_paths"
@@ -61,5 +61,5 @@ def test_switches_enter_the_keys_only_when_set():
 
 
 def test_mirrored_only_with_several_gpus():
-    assert distribution_strategy(0) is None and distribution_strategy(1) is None
-    assert type(distribution_strategy(2)).__name__ == "MirroredStrategy"
+    assert backend.distribution(0) is None and backend.distribution(1) is None
+    assert type(backend.distribution(2)).__name__ == "MirroredStrategy"  # TensorFlow here

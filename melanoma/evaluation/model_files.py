@@ -299,13 +299,12 @@ def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, fail
                for r, n in zip(results, names)]
     vals = [r.val_predictions for r in results if r.val_predictions is not None]
     skipped = sorted({s for r in results for s in r.skipped})
-    info = provenance.collect(config, config.get("seed", 0), {
+    info = provenance.collect(config, config.get("seed", 0), hardware, {
         "data": {"root": str(data.root), "n_test": len(data.test),
                  "n_train": None if data.train is None else len(data.train),
                  "n_val": None if data.val is None else len(data.val),
                  "skipped_images": len(skipped), "skipped": [list(s) for s in skipped]},
         "failed_models": failures, "wall_seconds": round(seconds, 1)})
-    info["hardware"] = hardware
     return report.write_run(Path(out_dir), predictions_of(results),
                             {r.name: r.spec for r in results},
                             {r.name: r.history for r in results}, info,

@@ -12,7 +12,6 @@ From Python: ``melanoma.run_benchmark("default", overrides=["defaults.epochs=1"]
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
@@ -38,9 +37,9 @@ from melanoma.reporting import tables as report
 from melanoma.runs import cv, tracking
 from melanoma.runs import jobs as jobs_mod
 from melanoma.runs.collect import Collected, collect
-from melanoma.util import atomic, locks, provenance, tfsetup
+from melanoma.util import atomic, backend, locks, provenance
 from melanoma.util.names import relative_name
-from melanoma.util.tfsetup import augment_placement, distribution_strategy
+from melanoma.util.backend import augment_placement
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +86,8 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
     key = variant.architecture_key(None)  # seeds share the traced model (ModelPool)
     if in_model:
         key += on_device.placement_key(variant.augmentation, preprocessing)
-    strategy = distribution_strategy()  # several GPUs: batch_size is the global batch
-    with strategy.scope() if strategy else contextlib.nullcontext():
+    strategy = backend.distribution()  # several GPUs: batch_size is the global batch
+    with backend.scope(strategy):
         model = pool.get(key, build, variant.learning_rate, variant.jit_compile, seed)
     host_prep, host_aug = (None, None) if in_model else (preprocessing, variant.augmentation)
     train, val = splits.train, splits.val
@@ -228,7 +227,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     ``shard`` (I, N): train only the jobs with index % N == I - 1."""
     started, since = time.perf_counter(), time.time()
     check_variants(cfg)
-    hardware = tfsetup.configure()  # the device line comes first
+    hardware = backend.configure()  # the device line comes first
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
     checked = preflight.check(found, strict)
     log.info(checked.summary())
@@ -301,9 +300,7 @@ def _provenance(cfg, found, checked, first: Splits | None, collected: Collected,
                       "preflight": checked.to_dict()},
              "seeds": list(cfg.training_seeds), "overrides": list(cfg.overrides),
              "model_keys": collected.keys, "wall_seconds": round(time.perf_counter() - started, 1)}
-    info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
-    info["hardware"] = hardware
-    return info
+    return provenance.collect(cfg.to_dict(), cfg.seed, hardware, extra)
 
 
 def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, out_dir: Path,
