@@ -10,8 +10,8 @@ import pytest
 
 from melanoma import config
 from melanoma.cli.main import main
-from melanoma.util.errors import UserError
 from melanoma.util import backend
+from melanoma.util.errors import UserError
 
 CONFIG = """
 name = "gpu_paths"

@@ -38,8 +38,8 @@ from melanoma.runs import cv, tracking
 from melanoma.runs import jobs as jobs_mod
 from melanoma.runs.collect import Collected, collect
 from melanoma.util import atomic, backend, locks, provenance
-from melanoma.util.names import relative_name
 from melanoma.util.backend import augment_placement
+from melanoma.util.names import relative_name
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import os
 import platform
 import subprocess
 from pathlib import Path
