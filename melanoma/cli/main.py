@@ -11,7 +11,7 @@ import sys
 import threading
 
 from melanoma.cli import COMMANDS
-from melanoma.util import logs, tfsetup
+from melanoma.util import backend, logs, tfsetup
 from melanoma.util.errors import UserError
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(-1 if args.quiet else args.verbose)
     if args.deterministic:
-        tfsetup.use_deterministic_mode()
+        backend.use_deterministic_mode()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:

@@ -22,7 +22,7 @@ from melanoma.data.cache import DecodedCache, fit_preprocessing, open_or_build
 from melanoma.data.preprocessing import PREPROCESSING, Preprocessing, get_preprocessing
 from melanoma.models.loading import LoadedModel, load
 from melanoma.reporting import tables as report
-from melanoma.util import atomic, locks, provenance
+from melanoma.util import atomic, backend, locks, provenance
 from melanoma.util.errors import UserError
 from melanoma.util.names import printable, relative_name
 
@@ -342,15 +342,13 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
     least one model worked); returns (full-test rows, failures)."""
     import time
 
-    from melanoma.util import tfsetup
-
     if names is not None and len(names) != len(paths):
         raise UserError(f"--name given {len(names)} times for {len(paths)} models")
     data = EvalData.from_dir(data_dir, options.val_dir)
     started = time.perf_counter()
     with locks.hold(out_dir):  # as run: no two commands write one folder at once
         atomic.sweep_stale(out_dir)
-        hardware = tfsetup.configure()
+        hardware = backend.configure()
         log.info("data: %s (test %d files%s)", data.root, len(data.test),
                  "" if data.train is None else f", train {len(data.train)} files")
         results, failures = evaluate_each(paths, data, options, names, debug)
