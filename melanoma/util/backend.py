@@ -92,15 +92,13 @@ def configure(deterministic: bool | None = None) -> dict:
     determinism (and, in the mode, fixed threads and oneDNN settings). JAX: XLA on a CPU
     repeats itself; on a GPU the mode sets ``--xla_gpu_deterministic_ops``. PyTorch:
     ``torch.use_deterministic_algorithms`` and, in the mode, fixed thread counts."""
-    if is_tensorflow():
-        hardware = tfsetup.configure(deterministic)
-        hardware.update(backend="tensorflow", backend_version=version())
-        return hardware
     mode = tfsetup.deterministic_requested()
-    if mode:  # the CLI sets it before JAX starts; here for the Python API
+    if mode:  # the CLI sets it before the backend starts; here for the Python API
         use_deterministic_mode()
     hardware = devices()
     log.info("device: %s", describe(hardware))
+    if is_tensorflow():
+        return {**hardware, **tfsetup.configure(deterministic, hardware["gpus"])}
     if deterministic is None:
         deterministic = mode or not hardware["gpus"]
     hardware["op_determinism"] = bool(deterministic)
