@@ -15,11 +15,9 @@ import pytest
 from PIL import Image
 
 from melanoma.data import cache as cache_mod
-from melanoma.data.augmentation import Augmentation
 from melanoma.data.decode import load_images
-from melanoma.data.pipeline import make_dataset
+from melanoma.data.loader import ArrayRows, CacheBatches
 from melanoma.data.preprocessing import get_preprocessing
-from melanoma.data.stream import make_stream_dataset
 from melanoma.util.errors import UserError
 
 SIZE = 32
@@ -229,39 +227,22 @@ def test_channel_mean_equals_in_memory_fit_exactly(data, tmp_path, size):
             assert np.array_equal(built.channel_mean(indices, chunk), raw)
 
 
-@pytest.mark.parametrize("aug", [None, Augmentation(rotation_deg=20, shear_deg=0.2,
-                                                    horizontal_flip=True, vertical_flip=True)])
-def test_streamed_batches_equal_make_dataset(data, tmp_path, aug):
+def test_loader_batches_from_the_cache_equal_those_from_its_pixels(data, tmp_path):
+    """CacheBatches reading rows from the file (in runs, shuffled, flipped) = the same
+    batches over the pixels in memory, for two epochs."""
     files, labels = data
     built = cache_mod.open_or_build(files, labels, SIZE, "nearest", tmp_path / "c")
     pixels = np.asarray(built.pixels)
     subset = np.array([0, 2, 3, 5, 6, 7, 9, 10, 11, 12, 14])
-    prep = cache_mod.fit_preprocessing(get_preprocessing("featurewise"), built, subset)
-    ref = make_dataset(pixels[subset], built.labels[subset], 4, prep, aug, shuffle=True, seed=7)
-    got = make_stream_dataset(built, subset, built.labels[subset], 4, prep, aug, shuffle=True,
-                              seed=7)
-    for _ in range(2):  # two epochs: reshuffled alike
-        ref_batches, got_batches = list(ref), list(got)
-        assert [tuple(x.shape) for x, _ in got_batches] == [(4, SIZE, SIZE, 3)] * 2 + [
-            (3, SIZE, SIZE, 3)]
-        for (rx, ry), (gx, gy) in zip(ref_batches, got_batches, strict=True):
-            assert np.array_equal(rx.numpy(), gx.numpy()) and np.array_equal(ry, gy)
-    labels_seen = np.concatenate([y.numpy()[:, 1] for _, y in got_batches])
-    assert sorted(labels_seen.tolist()) == sorted(built.labels[subset].tolist())
-
-
-def test_streamed_prediction_batches_and_flips(data, tmp_path):
-    files, labels = data
-    built = cache_mod.open_or_build(files, labels, SIZE, "nearest", tmp_path / "c")
-    pixels = np.asarray(built.pixels)
-    prep = get_preprocessing("samplewise")
-    for axes, flip in (((), lambda x: x), ((2,), lambda x: x[:, :, ::-1]),
-                       ((1, 2), lambda x: x[:, ::-1, ::-1])):
-        got = np.concatenate(list(make_stream_dataset(built, np.arange(len(built)), None, 5,
-                                                      prep, flip_axes=axes)))
-        ref = np.concatenate(list(make_dataset(np.ascontiguousarray(flip(pixels)), None, 5,
-                                               prep)))
-        assert got.shape == (len(built), SIZE, SIZE, 3) and np.array_equal(got, ref)
+    for axes in ((), (2,), (1, 2)):
+        got = CacheBatches(built, subset, built.labels[subset], 4, shuffle=True, seed=7,
+                           flip_axes=axes, repeat=True)
+        ref = CacheBatches(ArrayRows(pixels), subset, built.labels[subset], 4, shuffle=True,
+                           seed=7, flip_axes=axes, repeat=True)
+        for i in range(6):  # two epochs of 4 + 4 + 3
+            (gx, gy), (rx, ry) = got[i], ref[i]
+            assert gx.shape == ((3 if i % 3 == 2 else 4), SIZE, SIZE, 3)
+            assert np.array_equal(gx, rx) and np.array_equal(gy, ry)
 
 
 def test_file_digest_is_read_once_and_follows_a_rewrite(tmp_path, monkeypatch):

@@ -3,13 +3,11 @@ weights Keras gets, the weighted loss, and the balanced epoch of the cached-imag
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 
 import numpy as np
 import pytest
 
 from melanoma import config
-from melanoma.data.stream import balanced_rows
 from melanoma.models import training
 from melanoma.util.errors import UserError
 
@@ -70,7 +68,8 @@ def test_fit_weights_each_images_loss_by_its_class():
     """With learning rate 0 nothing changes during the epoch, so the reported loss of one
     full batch is sum_i w(y_i) * CE_i / n, computed here by hand from the model's outputs."""
     import keras
-    import tensorflow as tf
+
+    from melanoma.data.loader import array_batches
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 4, 4, 3)).astype(np.float32)
@@ -79,7 +78,7 @@ def test_fit_weights_each_images_loss_by_its_class():
     inputs = keras.Input((4, 4, 3))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
     training.compile_classifier(model, 0.0, jit_compile=False)
-    data = tf.data.Dataset.from_tensor_slices((x, np.eye(2, dtype=np.float32)[y])).batch(12)
+    data = array_batches(x, y, 12, repeat=True)  # any array behind the cache's row interface
     p = np.asarray(model(x))[np.arange(12), y].astype(np.float64)
     ce = -np.log(p)
     for weights in (None, {0: 1.0, 1: 1.0}, {0: 0.5, 1: 7.0}):
@@ -88,53 +87,13 @@ def test_fit_weights_each_images_loss_by_its_class():
         assert history["loss"][0] == pytest.approx(float(np.sum(w * ce) / 12), rel=1e-5)
 
 
-def epochs_of(data, n: int) -> list[list[tuple[int, int]]]:
-    """n epochs (one iterator each, as Keras makes them) as lists of (row, label)."""
-    return [[(int(r), int(np.argmax(y))) for r, y in data.as_numpy_iterator()] for _ in range(n)]
-
-
-def test_balanced_rows_oversample_the_minority_each_epoch_afresh():
-    indices = np.arange(100, 123)  # rows of a cache: 16 benign, 7 malignant
-    labels = np.array([0] * 16 + [1] * 7)
-    rng = np.random.default_rng(1)
-    order = rng.permutation(23)
-    indices, labels = indices[order], labels[order]
-    data, n_rows = balanced_rows(indices, labels, seed=5)
-    assert n_rows == 32
-    epochs = epochs_of(data, 3)
-    truth = dict(zip(indices.tolist(), labels.tolist()))
-    for epoch in epochs:
-        assert len(epoch) == 32 and all(truth[r] == y for r, y in epoch)
-        counts = Counter(r for r, _ in epoch)
-        assert all(counts[r] == 1 for r in indices[labels == 0])  # the majority once
-        minority = [counts[r] for r in indices[labels == 1]]
-        assert sorted(minority) == [2] * 5 + [3] * 2  # 16 = 2 * 7 + 2 drawn afresh
-    drawn = [frozenset(r for r, c in Counter(r for r, _ in e).items() if c == 3) for e in epochs]
-    assert len(set(drawn)) > 1  # the extra two differ between epochs
-    again, _ = balanced_rows(indices, labels, seed=5)
-    assert epochs_of(again, 3) == epochs  # seeded
-    other, _ = balanced_rows(indices, labels, seed=6)
-    assert epochs_of(other, 3) != epochs
-    with pytest.raises(ValueError, match="both classes"):
-        balanced_rows(indices[labels == 0], labels[labels == 0], seed=0)
-
-
-def test_balanced_rows_malignant_majority_and_exact_multiples():
-    labels = np.array([1] * 8 + [0] * 4)
-    data, n_rows = balanced_rows(np.arange(12), labels, seed=0)
-    (epoch,) = epochs_of(data, 1)
-    assert n_rows == 16 and Counter(y for _, y in epoch) == {0: 8, 1: 8}
-    assert Counter(r for r, _ in epoch) == {**{r: 1 for r in range(8)}, **{r: 2 for r in range(8, 12)}}
-
-
 def test_streamed_balanced_epoch_from_the_cache(tmp_path):
-    """make_stream_dataset(balanced=True): batches of cached pixels whose one-hot labels are
-    the images' own, half of each class per epoch."""
+    """CacheBatches(balanced=True): batches of cached pixels whose one-hot labels are the
+    images' own, half of each class per epoch (the row logic: tests/test_loader.py)."""
     from PIL import Image
 
     from melanoma.data import cache as cache_mod
-    from melanoma.data.preprocessing import get_preprocessing
-    from melanoma.data.stream import make_stream_dataset
+    from melanoma.data.loader import CacheBatches
 
     rng = np.random.default_rng(2)
     labels = np.array([0] * 9 + [1] * 3)
@@ -144,10 +103,11 @@ def test_streamed_balanced_epoch_from_the_cache(tmp_path):
         files.append(tmp_path / f"{k}.png")
         Image.fromarray(img).save(files[-1])
     built = cache_mod.open_or_build(files, labels, 16, "nearest", tmp_path / "c")
-    data = make_stream_dataset(built, np.arange(12), labels, 4, get_preprocessing("rescale"),
-                               shuffle=True, seed=3, balanced=True)
-    for _ in range(2):
-        xs, ys = zip(*data.as_numpy_iterator())
+    data = CacheBatches(built, np.arange(12), labels, 4, shuffle=True, seed=3, balanced=True,
+                        repeat=True)
+    assert data.batches_per_epoch == 5
+    for epoch in range(2):
+        xs, ys = zip(*(data[5 * epoch + i] for i in range(5)))
         x, y = np.concatenate(xs), np.concatenate(ys)
         assert len(x) == 18 and y.sum(axis=0).tolist() == [9.0, 9.0]
-        assert ((x.mean(axis=(1, 2, 3)) > 0.5) == (y[:, 1] == 1)).all()
+        assert ((x.mean(axis=(1, 2, 3)) > 127) == (y[:, 1] == 1)).all()

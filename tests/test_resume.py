@@ -147,29 +147,27 @@ def test_sigterm_and_sigint_exit_with_one_line_and_resume(root, sig, code):
     same_outputs(root, out)
 
 
-@pytest.mark.parametrize("placement", ["pipeline", "device"])
-def test_checkpoint_resume_is_bit_identical_on_a_fresh_model(tmp_path, placement):
+def test_checkpoint_resume_is_bit_identical_on_a_fresh_model(tmp_path):
     """Fast check of the mechanism on a tiny Dense model with BatchNorm, Dropout, a seeded
-    reshuffle and augmentation (in tf.data, or inside the model with its own seed
-    generator): 1 epoch, stop, resume on a newly built model = 3 epochs."""
+    reshuffle (each epoch's order a function of (seed, epoch)) and augmentation inside the
+    model with its own seed generator: 1 epoch, stop, resume on a newly built model = 3
+    epochs."""
     import keras
     import numpy as np
     import tensorflow as tf
 
     from melanoma.data.augmentation import Augmentation
-    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.loader import array_batches
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.models import training
-    from melanoma.models.on_device import with_device_input
+    from melanoma.models.image_input import with_image_input
 
     tf.config.experimental.enable_op_determinism()
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 255, (17, 16, 16, 3), np.uint8), np.array([0, 1] * 8 + [0])
     pre, aug = get_preprocessing("samplewise"), Augmentation(rotation_deg=10.0,
                                                              horizontal_flip=True)
-    on_device = placement == "device"
-    host_pre, host_aug = (None, None) if on_device else (pre, aug)
-    val = make_dataset(x, None, 8, host_pre)
+    val = array_batches(x, None, 8)
 
     def build():
         keras.utils.set_random_seed(7)
@@ -177,11 +175,10 @@ def test_checkpoint_resume_is_bit_identical_on_a_fresh_model(tmp_path, placement
             keras.Input((16, 16, 3)), keras.layers.Flatten(), keras.layers.Dense(8, "relu"),
             keras.layers.BatchNormalization(), keras.layers.Dropout(0.3),
             keras.layers.Dense(2, activation="softmax")])
-        return training.compile_classifier(
-            with_device_input(network, aug, pre, seed=7) if on_device else network, 1e-3)
+        return training.compile_classifier(with_image_input(network, aug, pre, seed=7), 1e-3)
 
     def train(model, **kwargs):
-        data = make_dataset(x, y, 8, host_pre, host_aug, shuffle=True, seed=7)
+        data = array_batches(x, y, 8, shuffle=True, seed=7, repeat=True)
         return training.fit(model, data, val, y, 3, "t", **kwargs)
 
     class StopAfterOneEpoch(keras.callbacks.Callback):

@@ -67,7 +67,7 @@ def test_live_callback_writes_what_fit_returns(tmp_path):
     import keras
     import tensorflow as tf
 
-    from melanoma.data.pipeline import one_hot
+    from melanoma.data.loader import one_hot
     from melanoma.models import training
 
     keras.utils.set_random_seed(0)

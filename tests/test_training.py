@@ -12,10 +12,11 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from melanoma.data.augmentation import Augmentation
-from melanoma.data.pipeline import make_dataset
+from melanoma.data.loader import array_batches
 from melanoma.data.preprocessing import get_preprocessing
 from melanoma.models import training
 from melanoma.models.factory import build_classifier
+from melanoma.models.image_input import configure, with_image_input
 
 SEED = 3
 SIZE = 32
@@ -38,7 +39,8 @@ VAL = images(8, 1)
 def build():
     # momentum 0.1: after two steps the moving BatchNorm statistics are near the batch ones,
     # so validation predictions differ between images (at 0.99 they are all but tied)
-    return build_classifier("B0", SIZE, "none", head_units=8, bn_momentum=0.1)
+    network = build_classifier("B0", SIZE, "none", head_units=8, bn_momentum=0.1)
+    return with_image_input(network, AUG, get_preprocessing("native"), SEED)
 
 
 def train(pool, preprocessing, learning_rate, label, seed=SEED):
@@ -46,9 +48,9 @@ def train(pool, preprocessing, learning_rate, label, seed=SEED):
     keras.utils.set_random_seed(seed)
     model = pool.get(ARCH, build, learning_rate, init_key=seed)
     prep = get_preprocessing(preprocessing).fit(TRAIN[0])
-    train_data = make_dataset(*TRAIN, batch_size=8, preprocessing=prep, augmentation=AUG,
-                              shuffle=True, seed=seed)
-    val_data = make_dataset(VAL[0], None, batch_size=8, preprocessing=prep)
+    configure(model, AUG, prep)  # after the pool's reset: the variant's ranges and steps
+    train_data = array_batches(*TRAIN, batch_size=8, shuffle=True, seed=seed, repeat=True)
+    val_data = array_batches(VAL[0], None, batch_size=8)
     history = training.fit(model, train_data, val_data, VAL[1], epochs=1, label=label)
     weights = [v.numpy().copy() for v in model.variables]
     return model, history, weights, model.predict(val_data, verbose=0)
@@ -180,15 +182,3 @@ def test_validation_metrics_callback_on_known_predictions():
     callback.on_epoch_end(0, logs)
     assert logs["val_auc"] == pytest.approx(0.75)  # pairs: (.3>.1, .3<.6, .8>.1, .8>.6)
     assert logs["val_accuracy"] == pytest.approx(0.5)  # .1 ok, .6 wrong, .3 wrong, .8 ok
-
-
-def test_make_dataset_labelled_without_augmentation():
-    """Regression: a labelled pipeline with no (or inactive) augmentation used to fail in map."""
-    prep = get_preprocessing("rescale")
-    for aug in (None, Augmentation()):
-        batches = list(make_dataset(*VAL, batch_size=4, preprocessing=prep, augmentation=aug))
-        assert [tuple(x.shape) for x, _ in batches] == [(4, SIZE, SIZE, 3)] * 2
-        x = np.concatenate([b[0].numpy() for b in batches])
-        y = np.concatenate([b[1].numpy() for b in batches])
-        np.testing.assert_allclose(x, VAL[0] / 255.0, atol=1e-6)
-        np.testing.assert_array_equal(y, np.eye(2)[VAL[1]])

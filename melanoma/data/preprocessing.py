@@ -35,9 +35,9 @@ class SamplewiseCenter:
         return "x - mean(image)"
 
     def apply(self, x, mean):
-        import tensorflow as tf
+        from keras import ops
 
-        return x - tf.reduce_mean(x, axis=[-3, -2, -1], keepdims=True)
+        return x - ops.mean(x, axis=(-3, -2, -1), keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,26 @@ class Preprocessing:
                 scale *= step.scale
         mean = np.asarray(channel_mean, np.float64) * scale
         return replace(self, mean=tuple(float(m) for m in mean))
+
+    def layer_parameters(self) -> tuple[float, float, tuple[float, float, float]]:
+        """(scale, samplewise 0/1, channel mean): the chain as the model's input layer runs
+        it, ``x * scale - samplewise * mean(image) - channel mean``
+        (melanoma/models/image_input.py); a chain of another shape raises ValueError."""
+        scale, samplewise, mean, centred = 1.0, 0.0, (0.0, 0.0, 0.0), False
+        for step in self.steps:
+            if isinstance(step, Rescale) and not centred:
+                scale *= step.scale
+            elif isinstance(step, SamplewiseCenter) and not centred:
+                samplewise, centred = 1.0, True
+            elif isinstance(step, FeaturewiseCenter) and not centred:
+                if self.mean is None:
+                    raise ValueError("featurewise centring used before its training-split "
+                                     "mean was fitted")
+                mean, centred = tuple(self.mean), True
+            else:
+                raise ValueError(f"preprocessing {self.name!r}: the input layer runs rescaling "
+                                 f"then at most one centring, not {self.describe()}")
+        return scale, samplewise, mean
 
     def apply(self, x):
         """Apply the chain to a float32 tensor or array of [0, 255] pixels."""

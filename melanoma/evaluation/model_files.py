@@ -19,6 +19,7 @@ import pandas as pd
 
 from melanoma.data import layout, legacy
 from melanoma.data.cache import DecodedCache, fit_preprocessing, open_or_build
+from melanoma.data.loader import CacheBatches
 from melanoma.data.preprocessing import PREPROCESSING, Preprocessing, get_preprocessing
 from melanoma.models.loading import LoadedModel, load
 from melanoma.reporting import tables as report
@@ -33,7 +34,7 @@ DEFAULT_BATCH_SIZE = 8  # the original notebook's validation/test batch
 NAME_CONVENTION = ("featurewise", "samplewise")  # random_featurewise is featurewise
 
 
-PROJECT_PIPELINE = "tf.data, as run"
+PROJECT_PIPELINE = "uint8 batches, preprocessed in the input layer, as run"
 
 
 @dataclass(frozen=True)
@@ -211,16 +212,16 @@ def predict_split(prep: Prepared, data: EvalData, split: str, name: str
                   ) -> tuple[pd.DataFrame, tuple]:
     """predictions.csv lines of one split (``variant,seed,file,label,prob_malignant``; the
     seed is the training seed a run's sidecar records, else 0) and its
-    skipped files; a model trained by run is fed by run's own pipeline."""
-    from melanoma.data.stream import make_stream_dataset
+    skipped files; a model trained by run is fed by run's own input path."""
 
     images = data.images(split, prep.loaded.image_size, prep.interpolation)
     if len(images.labels) == 0:
         raise UserError(f"no readable {split} images in "
                         f"{data.root if split == 'test' else 'the --val-dir'}")
-    if prep.loaded.sidecar is not None:  # trained by run: the very same pipeline as run
-        probs = prep.loaded.predict(make_stream_dataset(
-            images, np.arange(len(images)), None, prep.batch_size, prep.preprocessing))
+    if prep.loaded.sidecar is not None:  # trained by run: the very same input path as run
+        probs = prep.loaded.predict_uint8(
+            CacheBatches(images, np.arange(len(images)), None, prep.batch_size),
+            prep.preprocessing)
     else:
         probs = prep.loaded.predict_batches(legacy.batches(images.pixels, prep.preprocessing,
                                                            prep.batch_size))

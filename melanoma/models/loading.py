@@ -40,6 +40,14 @@ class LoadedModel:
         """Malignant-class probabilities (float64) for a dataset of preprocessed batches."""
         return self._column(np.asarray(self.model.predict(data, verbose=0)))
 
+    def predict_uint8(self, data, preprocessing) -> np.ndarray:
+        """The same for uint8 batches, preprocessed by the input layer ``run`` trains with
+        (melanoma/models/image_input.py) in inference mode."""
+        from melanoma.models.image_input import for_inference
+
+        model = for_inference(self.model, preprocessing)
+        return self._column(np.asarray(model.predict(data, verbose=0)))
+
     def predict_batches(self, batches) -> np.ndarray:
         """The same, for an iterable of float32 arrays (one predict_on_batch each)."""
         outputs = [np.asarray(self.model.predict_on_batch(x)) for x in batches]

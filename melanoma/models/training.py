@@ -132,18 +132,11 @@ def restore_checkpoint(model, folder: Path) -> tuple[int, dict[str, list[float]]
             if len(saved) != len(variables):
                 raise UserError(f"{path}: a training state of another model ({len(saved)} "
                                 f"saved {prefix} variables, this one has {len(variables)}: "
-                                f"another augment_on placement or version?); delete that "
+                                f"an older version's?); delete that "
                                 f"folder or rerun with --retrain")
             for i, variable in enumerate(variables):
                 variable.assign(state[f"{prefix}_{i}"])
         return int(state["epoch"]), json.loads(str(state["history"]))
-
-
-def _iterators_per_epoch(data) -> int:
-    """How many iterators Keras 3's fit creates per epoch over a tf.data set: two when its
-    length is known (one at the epoch's start, one spare at its end; each draws a new
-    shuffle order), else one. tests/test_resume.py fails if a Keras upgrade changes this."""
-    return 2 if int(data.cardinality()) > 0 else 1
 
 
 def class_weights(setting, labels) -> dict[int, float] | None:
@@ -164,6 +157,8 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
         extra_callbacks=(), checkpoint_dir: Path | None = None,
         class_weight: dict[int, float] | None = None) -> dict[str, list[float]]:
     """Train ``epochs`` epochs; return the per-epoch history (loss, accuracy, auc, val_*).
+    ``train_data``: a repeating :class:`melanoma.data.loader.CacheBatches`; ``val_data``:
+    batches the model predicts (uint8 for a model with an input layer).
     With ``checkpoint_dir``, each epoch is saved there and a saved one is resumed from;
     ``class_weight`` ({0: w0, 1: w1}) weights each training image's loss by its class."""
     done, before = restore_checkpoint(model, checkpoint_dir) if checkpoint_dir else (0, {})
@@ -174,10 +169,10 @@ def fit(model, train_data, val_data, val_labels, epochs: int, label: str = "",
     callbacks += [EpochPrinter(label, epochs), *extra_callbacks]
     if done:
         log.info("  %s resuming after epoch %d/%d from %s", label, done, epochs, checkpoint_dir)
-        for _ in range(done * _iterators_per_epoch(train_data)):
-            iter(train_data)  # advance the seeded reshuffle to the order of epoch ``done``
+    train_data.start_at(done)  # each epoch's order is a function of (seed, epoch) alone
     history = model.fit(train_data, epochs=epochs, initial_epoch=done, callbacks=callbacks,
-                        verbose=0, shuffle=False, class_weight=class_weight)
+                        steps_per_epoch=train_data.batches_per_epoch, verbose=0, shuffle=False,
+                        class_weight=class_weight)
     new = {k: [float(v) for v in values] for k, values in history.history.items()}
     return {k: before.get(k, []) + new.get(k, []) for k in {**before, **new}}
 

@@ -38,7 +38,6 @@ from melanoma.runs import cv, tracking
 from melanoma.runs import jobs as jobs_mod
 from melanoma.runs.collect import Collected, collect
 from melanoma.util import atomic, backend, locks, provenance
-from melanoma.util.backend import augment_placement
 from melanoma.util.names import relative_name
 
 log = logging.getLogger(__name__)
@@ -55,19 +54,17 @@ def check_variants(cfg: config_mod.RunConfig) -> None:
 
 
 def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str, pool,
-                  checkpoint_dir: Path | None = None, augment_on: str | None = None):
+                  checkpoint_dir: Path | None = None):
     """Train one variant (on a fresh or reset model from ``pool``), resuming from
-    ``checkpoint_dir`` when it holds a saved epoch; returns (network, history).
-    ``augment_on`` ("pipeline" | "device"; None: resolved from the variant) places the random
-    warp and the preprocessing in tf.data or inside the trained model (models/on_device.py);
-    the returned network takes preprocessed float32 images either way."""
+    ``checkpoint_dir`` when it holds a saved epoch; returns (network, history). The model
+    takes uint8 batches (melanoma/data/loader.py) and warps and preprocesses them in its
+    input layer (melanoma/models/image_input.py); the returned network takes preprocessed
+    float32 images, as saved."""
     import keras
 
-    from melanoma.data.stream import make_stream_dataset
-    from melanoma.models import on_device, training
+    from melanoma.data.loader import CacheBatches
+    from melanoma.models import image_input, training
     from melanoma.models.factory import build_classifier
-
-    in_model = (augment_on or augment_placement(variant.augment_on)) == "device"
 
     def build():
         # Seeding here, not per variant: a new global seed makes TF retrace the pooled
@@ -80,28 +77,29 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
                                        variant.freeze_backbone, variant.bn_momentum)
         finally:
             keras.config.set_dtype_policy("float32")
-        return on_device.with_device_input(network, variant.augmentation, preprocessing,
-                                           seed) if in_model else network
+        return image_input.with_image_input(network, variant.augmentation, preprocessing, seed)
 
-    key = variant.architecture_key(None)  # seeds share the traced model (ModelPool)
-    if in_model:
-        key += on_device.placement_key(variant.augmentation, preprocessing)
+    # seeds and preprocessing variants share the traced model (ModelPool)
+    key = variant.architecture_key(None) + image_input.pool_key(variant.augmentation)
     strategy = backend.distribution()  # several GPUs: batch_size is the global batch
     with backend.scope(strategy):
         model = pool.get(key, build, variant.learning_rate, variant.jit_compile, seed)
-    host_prep, host_aug = (None, None) if in_model else (preprocessing, variant.augmentation)
+    image_input.configure(model, variant.augmentation, preprocessing)
     train, val = splits.train, splits.val
-    train_data = make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
-                                     host_prep, host_aug, shuffle=True, seed=seed,
-                                     balanced=variant.balanced_sampling)
-    val_data = make_stream_dataset(val.cache, val.index, None, variant.val_batch_size, host_prep)
+    train_data = CacheBatches(train.cache, train.index, train.labels, variant.batch_size,
+                              shuffle=True, seed=seed, balanced=variant.balanced_sampling,
+                              repeat=True)
+    val_data = CacheBatches(val.cache, val.index, None, variant.val_batch_size)
     weights = training.class_weights(variant.class_weight, train.labels)
     if weights or variant.balanced_sampling:
         log.info("%s: class weights %s; balanced sampling %s", label,
                  weights or "none", "on" if variant.balanced_sampling else "off")
-    history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs, label,
-                           checkpoint_dir=checkpoint_dir, class_weight=weights)
-    return on_device.network_of(model), history
+    try:
+        history = training.fit(model, train_data, val_data, splits.val.labels, variant.epochs,
+                               label, checkpoint_dir=checkpoint_dir, class_weight=weights)
+    finally:
+        train_data.close()
+    return image_input.network_of(model), history
 
 
 def _load_cached(cached, variant, label: str):
@@ -120,19 +118,17 @@ def _train_and_save(job, splits: Splits, cfg, models_dir: Path, pool,
     variant, key, label = job.variant, job.key, job.label
     preprocessing = fit_preprocessing(get_preprocessing(variant.preprocessing),
                                       splits.train.cache, splits.train.index)
-    placement = augment_placement(variant.augment_on)
-    log.info("%s: training %d epochs on %d images (%d for validation), augmentation on the "
-             "%s", label, variant.epochs, len(splits.train.labels), len(splits.val.labels),
-             "accelerator (inside the model)" if placement == "device" else "host (tf.data)")
+    log.info("%s: training %d epochs on %d images (%d for validation)", label, variant.epochs,
+             len(splits.train.labels), len(splits.val.labels))
     started = time.perf_counter()
     checkpoints = storage.checkpoint_dir(models_dir, variant.name, key)
     model, history = train_variant(variant, splits, preprocessing, job.seed, label, pool,
-                                   checkpoints, placement)
+                                   checkpoints)
     saved = storage.save(model, models_dir, variant.name, key, {
         "variant": asdict(variant), "seed": job.seed, "split_seed": cfg.seed,
         "image_size": variant.resolved_image_size(),
         "preprocessing": variant.preprocessing, "featurewise_mean": preprocessing.mean,
-        "interpolation": cfg.data.interpolation, "augmented_on": placement,
+        "interpolation": cfg.data.interpolation,
         "history": history, "train_seconds": round(time.perf_counter() - started, 1),
         "versions": provenance.package_versions()})
     for folder in job.hand_over:  # never over a longer training's own (further) progress

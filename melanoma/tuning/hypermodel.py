@@ -57,7 +57,7 @@ class HeadHyperModel(kt.HyperModel):
     """
 
     def __init__(self, variant: VariantConfig, tune: TuneConfig, make_train=None,
-                 val_data=None, val_labels=None):
+                 val_data=None, val_labels=None, preprocessing=None):
         super().__init__(name="melanoma_head")
         if tune.seed is None:
             raise ValueError("TuneConfig.seed must be resolved (parse_tune does it)")
@@ -65,9 +65,12 @@ class HeadHyperModel(kt.HyperModel):
         # A fresh training dataset per trial: a reused one reshuffles on each iteration, so
         # a trial's score would depend on how many trials this process ran before it.
         self.make_train, self.val_data, self.val_labels = make_train, val_data, val_labels
+        self.preprocessing = preprocessing
 
     def build(self, hp):
+        from melanoma.data.preprocessing import get_preprocessing
         from melanoma.models.factory import build_classifier
+        from melanoma.models.image_input import with_image_input
         from melanoma.models.training import compile_classifier
 
         t, v = self.tune, self.variant
@@ -84,8 +87,10 @@ class HeadHyperModel(kt.HyperModel):
                   if t.tune_freeze_backbone else v.freeze_backbone)
         keras.utils.set_random_seed(t.seed)
         keras.config.set_dtype_policy("mixed_float16" if t.mixed_precision else "float32")
-        model = build_classifier(v.backbone, v.resolved_image_size(), v.weights, units,
-                                 dropout, frozen, v.bn_momentum)
+        network = build_classifier(v.backbone, v.resolved_image_size(), v.weights, units,
+                                   dropout, frozen, v.bn_momentum)
+        model = with_image_input(network, v.augmentation,
+                                 self.preprocessing or get_preprocessing("native"), t.seed)
         return compile_classifier(model, learning_rate, jit_compile=t.jit_compile)
 
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
@@ -95,6 +100,8 @@ class HeadHyperModel(kt.HyperModel):
         ours = [ValidationMetrics(self.val_data, self.val_labels),
                 EpochPrinter(f"trial {trial}", kwargs.get("epochs", self.tune.epochs))]
         data = args or (self.make_train(),)
+        if getattr(data[0], "repeat", False):  # a repeating CacheBatches
+            kwargs.setdefault("steps_per_epoch", data[0].batches_per_epoch)
         history = model.fit(*data, callbacks=[*ours, *callbacks], verbose=0, shuffle=False,
                             **kwargs)
         history.set_model(None)  # the tuner keeps the results, not the model

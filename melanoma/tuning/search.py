@@ -33,10 +33,11 @@ def base_variant(cfg: config_mod.RunConfig) -> config_mod.VariantConfig:
 
 
 def _datasets(cfg, variant, data_dir: Path | None):
-    """(training dataset factory, val dataset, val labels) for the base variant."""
+    """(training dataset factory, val dataset, val labels, fitted preprocessing) for the
+    base variant."""
     from melanoma.data.cache import fit_preprocessing
+    from melanoma.data.loader import CacheBatches
     from melanoma.data.preprocessing import get_preprocessing
-    from melanoma.data.stream import make_stream_dataset
 
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
     log.info("data: %s (train %d files)", found.root, len(found.train))
@@ -45,12 +46,11 @@ def _datasets(cfg, variant, data_dir: Path | None):
     prep = fit_preprocessing(get_preprocessing(variant.preprocessing), train.cache, train.index)
 
     def make_train():
-        return make_stream_dataset(train.cache, train.index, train.labels, variant.batch_size,
-                                   prep, variant.augmentation, shuffle=True, seed=cfg.seed)
+        return CacheBatches(train.cache, train.index, train.labels, variant.batch_size,
+                            shuffle=True, seed=cfg.seed, repeat=True)
 
-    val = make_stream_dataset(splits.val.cache, splits.val.index, None, variant.val_batch_size,
-                              prep)
-    return make_train, val, splits.val.labels
+    val = CacheBatches(splits.val.cache, splits.val.index, None, variant.val_batch_size)
+    return make_train, val, splits.val.labels, prep
 
 
 def _start_over(project_dir: Path, out_dir: Path) -> None:
@@ -127,11 +127,11 @@ def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     _prepare_state(tuning, cfg, variant, out_dir, project_dir, restart, role, oracle,
                    connect_timeout)
     hardware = backend.configure()
-    make_train = val = val_labels = None
+    make_train = val = val_labels = prep = None
     if role != "chief":  # the chief only runs the oracle: it never trains
-        make_train, val, val_labels = _datasets(cfg, variant, data_dir)
+        make_train, val, val_labels, prep = _datasets(cfg, variant, data_dir)
     strategy = backend.tuner_strategy(backend.distribution())
-    hypermodel = tuning.HeadHyperModel(variant, cfg.tune, make_train, val, val_labels)
+    hypermodel = tuning.HeadHyperModel(variant, cfg.tune, make_train, val, val_labels, prep)
     tuner = _search(tuning, hypermodel, cfg, variant, out_dir, project_dir, strategy, role,
                     oracle, worker_id, trials_per_process)
     if tuner is None:

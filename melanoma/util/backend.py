@@ -189,16 +189,6 @@ def replicas(strategy) -> int:
     return int(strategy.device_mesh.shape[0])
 
 
-def augment_placement(augment_on: str) -> str:
-    """``"pipeline"`` or ``"device"``: ``"auto"`` is ``"device"`` when a GPU is visible;
-    without TensorFlow there is no host pipeline to augment in, so always ``"device"``."""
-    if augment_on != "auto" and (augment_on == "device" or is_tensorflow()):
-        return augment_on
-    if not is_tensorflow():
-        return "device"
-    return tfsetup.augment_placement(augment_on)
-
-
 def require_tensorflow(what: str):
     """TensorFlow itself, for ``what`` (e.g. reading a TF SavedModel); a one-line UserError
     when it is not installed."""
