@@ -88,6 +88,7 @@ class _Forward:
         import keras
 
         self.model, self.path, self.target = model, path, layer
+        self.compiled = {}  # JAX: the jitted gradient per (class, logits)
         holder = path[-1] if path else model
         if isinstance(holder, keras.Sequential):
             self.inner = _chain(holder, layer)
@@ -225,25 +226,33 @@ def _gradients(forward, x, class_index: int, logits: bool):
 
 def _jax_gradients(forward, x, class_index: int, logits: bool):
     """JAX differentiates functions, not tapes: the gradient with respect to a zero tensor
-    added to the target layer's output is the gradient with respect to that output."""
+    added to the target layer's output is the gradient with respect to that output. The
+    pass is compiled once per (model, class, batch shape): op by op, JAX's gradient through
+    an EfficientNet takes minutes on a CPU."""
     import jax
     import jax.numpy as jnp
 
-    features, _ = forward(jnp.asarray(x, jnp.float32))
     target = forward.target
-    plain = target.call
-
-    def score(delta):
-        target.call = lambda *args, **kwargs: plain(*args, **kwargs) + delta
-        try:
-            _, outputs = forward(jnp.asarray(x, jnp.float32))
-        finally:
-            del target.call  # back to the class's method
-        return jnp.sum(_class_log_odds(outputs, class_index, logits))
-
     if "call" in vars(target):
         raise UserError(f"layer {target.name!r} has a patched call(); Grad-CAM cannot follow it")
-    return features, jax.grad(score)(jnp.zeros(features.shape, features.dtype))
+    plain = target.call
+
+    def score(delta, images):
+        target.call = lambda *args, **kwargs: plain(*args, **kwargs) + delta
+        try:
+            features, outputs = forward(images)
+        finally:
+            del target.call  # back to the class's method
+        return jnp.sum(_class_log_odds(outputs, class_index, logits)), features
+
+    key = (class_index, logits)
+    compiled = forward.compiled.get(key)
+    if compiled is None:
+        compiled = forward.compiled[key] = jax.jit(jax.grad(score, has_aux=True))
+    images = jnp.asarray(x, jnp.float32)
+    features, _ = forward(images)  # eagerly: its shape, and a nested backbone's one check
+    grads, features = compiled(jnp.zeros(features.shape, features.dtype), images)
+    return features, grads
 
 
 def _cam_batch(forward, x, class_index: int, size: int, logits: bool):
