@@ -66,24 +66,27 @@ def train_and_localise(name: str, root: Path, size: int, epochs: int, learning_r
     from sklearn.metrics import roc_auc_score
 
     from melanoma.data.augmentation import Augmentation
-    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.loader import array_batches
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.evaluation.localisation import check_synthetic
+    from melanoma.models.image_input import for_inference, with_image_input
     from melanoma.models.training import compile_classifier
 
     found = layout.discover(root)
     pre = get_preprocessing("samplewise")
     aug = (Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal_flip=True, vertical_flip=True)
-           if augment else None)
+           if augment else Augmentation())
     keras.utils.set_random_seed(seed)
-    model = compile_classifier(build_model(name, size), learning_rate, jit_compile=False)
+    model = build_model(name, size)  # the network; trained behind the uint8 input layer
+    trained = compile_classifier(with_image_input(model, aug, pre, seed), learning_rate,
+                                 jit_compile=False)
     x, y, _ = load_split(root, found.train, size)
     started = time.perf_counter()
-    model.fit(make_dataset(x, y, 32, pre, aug, shuffle=True, seed=seed), epochs=epochs,
-              verbose=0)
+    data = array_batches(x, y, 32, shuffle=True, seed=seed, repeat=True)
+    trained.fit(data, epochs=epochs, steps_per_epoch=data.batches_per_epoch, verbose=0)
     seconds = time.perf_counter() - started
     tx, ty, files = load_split(root, found.test, size)
-    probs = model.predict(make_dataset(tx, None, 64, pre), verbose=0)[:, 1]
+    probs = for_inference(model, pre).predict(array_batches(tx, None, 64), verbose=0)[:, 1]
     results = {layer: check_synthetic(model, pre, spec, files, ty, probs, tx, layer=layer)
                for layer in layers}
     return results, float(roc_auc_score(ty, probs)), tx, seconds

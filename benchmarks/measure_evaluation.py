@@ -57,17 +57,18 @@ def time_prediction(backbone: str, size: int, n: int, batch: int) -> float:
     """Seconds to predict ``n`` images at ``size`` px (after one warm-up batch)."""
     import keras
 
-    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.loader import array_batches
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.models.factory import build_classifier
+    from melanoma.models.image_input import for_inference
 
     keras.utils.set_random_seed(0)
-    model = build_classifier(backbone, size, "none", 128, 0.0, False, None)
+    network = build_classifier(backbone, size, "none", 128, 0.0, False, None)
     pixels = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    pre = get_preprocessing("samplewise")
-    model.predict(make_dataset(pixels[:batch], None, batch, pre), verbose=0)  # warm-up
+    model = for_inference(network, get_preprocessing("samplewise"))
+    model.predict(array_batches(pixels[:batch], None, batch), verbose=0)  # warm-up
     started = time.perf_counter()
-    model.predict(make_dataset(pixels, None, batch, pre), verbose=0)
+    model.predict(array_batches(pixels, None, batch), verbose=0)
     return time.perf_counter() - started
 
 

@@ -94,28 +94,35 @@ def legacy_epoch_rate(root: Path, size: int, batch: int, seed: int = 0):
 
 
 def pipeline_epoch_rate(pixels, labels, batch: int, epochs: int = 3):
-    """A measure() for our tf.data pipeline over the decoded uint8 cache: a fresh iterator,
-    one untimed warm-up epoch (thread pools, autotuning, prefetch filled), then ``epochs``
-    timed epochs; the iterator is dropped before the other side runs, so no background
-    prefetching happens inside the legacy side's time."""
-    from melanoma.data.pipeline import make_dataset
-    from melanoma.data.preprocessing import get_preprocessing
+    """A measure() for our input path over the decoded uint8 cache: the loader's batches
+    through the model's input layer in training mode (cast, warp, samplewise), compiled as
+    a model step is; one untimed warm-up epoch, then ``epochs`` timed epochs."""
+    import keras
 
-    data = make_dataset(pixels, labels, batch, get_preprocessing("samplewise"), AUGMENTATION,
-                        shuffle=True, seed=0).repeat()
-    batches = -(-len(pixels) // batch)
+    from melanoma.data.loader import array_batches
+    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.models.image_input import ImageInput
+
+    layer = ImageInput(augment=True, seed=0)
+    layer.configure(AUGMENTATION, get_preprocessing("samplewise"))
+    images = keras.Input(pixels.shape[1:], dtype="uint8")
+    step = keras.Model(images, layer(images, training=True))
+    data = array_batches(pixels, labels, batch, shuffle=True, seed=0, repeat=True)
+    batches, position = data.batches_per_epoch, [0]
+
+    def epoch() -> int:
+        seen = 0
+        for _ in range(batches):
+            x, _ = data[position[0]]
+            position[0] += 1
+            seen += int(keras.ops.shape(step.predict_on_batch(x))[0])
+        return seen
 
     def measure() -> float:
-        iterator = iter(data)
-        for _ in range(batches):
-            next(iterator)
-        started, seen = time.perf_counter(), 0
-        for _ in range(batches * epochs):
-            x, _ = next(iterator)
-            seen += int(x.shape[0])
-        rate = seen / (time.perf_counter() - started)
-        del iterator
-        return rate
+        epoch()  # warm-up: traces, thread pools
+        started = time.perf_counter()
+        seen = sum(epoch() for _ in range(epochs))
+        return seen / (time.perf_counter() - started)
 
     return measure
 
@@ -155,39 +162,42 @@ def build_small_model():
     """The default main job's network: B0 at 64 px, random weights, compiled as the runner does."""
     import keras
 
+    from melanoma.data.preprocessing import get_preprocessing
     from melanoma.models.factory import build_classifier
+    from melanoma.models.image_input import with_image_input
     from melanoma.models.training import compile_classifier
 
     keras.utils.set_random_seed(0)
-    return compile_classifier(build_classifier("B0", P2_SIZE, "none", 128, bn_momentum=0.9), 1e-3)
+    network = build_classifier("B0", P2_SIZE, "none", 128, bn_momentum=0.9)
+    return compile_classifier(with_image_input(network, AUGMENTATION,
+                                               get_preprocessing("samplewise"), 0), 1e-3)
 
 
 def p2_training_feed(pixels, labels, model) -> Figure:
-    """fit() fed by the augmenting pipeline vs fit() on one epoch of its output held in memory."""
-    import tensorflow as tf
+    """fit() fed by the loader (uint8 rows, read ahead by threads) vs fit() on the same
+    uint8 batches held in memory as arrays; augmentation runs in the model either way."""
+    from melanoma.data.loader import array_batches
 
-    from melanoma.data.pipeline import make_dataset
-    from melanoma.data.preprocessing import get_preprocessing
-
-    prep = get_preprocessing("samplewise")
-    fed = make_dataset(pixels, labels, P2_BATCH, prep, AUGMENTATION, shuffle=True, seed=0,
-                       drop_remainder=True)
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in fed])
+    fed = array_batches(pixels, labels, P2_BATCH, shuffle=True, seed=0, drop_remainder=True,
+                        repeat=True)
+    steps = fed.batches_per_epoch
+    xs, ys = zip(*[fed[i] for i in range(steps)])
     x_mem, y_mem = np.concatenate(xs), np.concatenate(ys)
-    in_memory = tf.data.Dataset.from_tensor_slices((x_mem, y_mem)).batch(
-        P2_BATCH, drop_remainder=True).cache()
-    list(in_memory)  # fill the cache: the tensors are in memory before timing
     n = len(x_mem)
 
-    def rate(data):
+    def rate(loader: bool):
         def measure() -> float:
             started = time.perf_counter()
-            model.fit(data, epochs=1, verbose=0, shuffle=False)
+            if loader:
+                model.fit(fed, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+            else:
+                model.fit(x_mem, y_mem, batch_size=P2_BATCH, epochs=1, verbose=0,
+                          shuffle=False)
             return n / (time.perf_counter() - started)
         return measure
 
-    rate(fed)(), rate(in_memory)()  # warm-up: traces the training step once
-    rates = alternate({"pipeline": rate(fed), "in_memory": rate(in_memory)})
+    rate(True)(), rate(False)()  # warm-up: traces the training step once
+    rates = alternate({"pipeline": rate(True), "in_memory": rate(False)})
     piped, held = statistics.median(rates["pipeline"]), statistics.median(rates["in_memory"])
     return Figure(
         "P2", f"training throughput fed by the pipeline vs the same tensors in memory "
@@ -203,14 +213,14 @@ def full_evaluation(model, test, root: Path, out_dir: Path) -> None:
     report files, via the runner's own functions (so later additions are timed too)."""
     import pandas as pd
 
-    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.loader import array_batches
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.evaluation import metrics
     from melanoma.reporting import tables as report
     from melanoma.util.names import relative_name as relative
 
     prep = get_preprocessing("samplewise")
-    probs = model.predict(make_dataset(test.pixels, None, 64, prep), verbose=0)[:, 1]
+    probs = model.predict(array_batches(test.pixels, None, 64), verbose=0)[:, 1]
     probs = probs.astype(np.float64)
     frame = pd.DataFrame({"variant": "perf_b0_samplewise",
                           "file": [relative(f, root) for f in test.files],
@@ -225,15 +235,13 @@ def full_evaluation(model, test, root: Path, out_dir: Path) -> None:
 
 def p3_evaluation(model, test, root: Path) -> Figure:
     """Full evaluation time vs bare model.predict on the same images."""
-    from melanoma.data.pipeline import make_dataset
-    from melanoma.data.preprocessing import get_preprocessing
+    from melanoma.data.loader import array_batches
 
-    prep = get_preprocessing("samplewise")
     out = Path(tempfile.mkdtemp(prefix="melanoma-perf-eval-"))
 
     def bare() -> float:
         started = time.perf_counter()
-        model.predict(make_dataset(test.pixels, None, 64, prep), verbose=0)
+        model.predict(array_batches(test.pixels, None, 64), verbose=0)
         return time.perf_counter() - started
 
     def full() -> float:

@@ -147,3 +147,21 @@ def test_draws_are_seeded_per_layer():
     c = random_matrices(4, 8, 8, 0.5, 0.1, 1.0, 1.0, keras.random.SeedGenerator(4))
     assert np.array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(c))
+
+
+def test_an_old_config_with_augment_on_loads_with_a_note(caplog):
+    """The key placed the warp in tf.data or the model; both are gone: accepted, ignored,
+    said once, and it no longer changes the model key. A wrong value is still an error."""
+    from melanoma import config
+    from melanoma.util.errors import UserError
+
+    def variant(**keys):
+        return config.from_dict({"name": "k", "variants": [{"name": "a", **keys}]}).variants[0]
+
+    plain = variant()
+    with caplog.at_level("WARNING"):
+        old = variant(augment_on="device")
+    assert "augment_on = 'device' is ignored" in caplog.text
+    assert old.model_key("d", 1, 0.15, "nearest") == plain.model_key("d", 1, 0.15, "nearest")
+    with pytest.raises(UserError, match="augment_on must be one of"):
+        variant(augment_on="gpu")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -40,6 +41,8 @@ from melanoma.data.synthetic import SyntheticSpec
 from melanoma.models.backbones import MIN_IMAGE_SIZE, get_backbone
 from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.names import check_safe_name
+
+log = logging.getLogger(__name__)
 
 
 def _no_key(default, **more):
@@ -89,8 +92,9 @@ class VariantConfig:
     augmentation: Augmentation = field(default_factory=lambda: DEFAULT_AUGMENTATION)
     mixed_precision: bool = _key_if_set(False)  # GPU: mixed_float16; the softmax stays float32
     jit_compile: bool | str = _key_if_set("auto", jit_compile_check)  # XLA: true|false|"auto"
-    # random warp + preprocessing in tf.data on the host, or inside the model on the GPU
-    augment_on: str = _key_if_set("auto", augment_on_check)  # "auto": device iff a GPU
+    # earlier versions' placement of the warp (tf.data or the model): accepted and ignored,
+    # with a note; augmentation and preprocessing always run inside the model now
+    augment_on: str = _no_key("auto", check=augment_on_check)
     # class imbalance: loss weights per class ("balanced": n / (2 n_class), sklearn's rule)
     # and/or each epoch oversampling the minority class to the majority's count
     class_weight: str | dict = _key_if_set("none", class_weight_check)
@@ -283,6 +287,9 @@ def validate_variant(v: VariantConfig, where: str) -> None:
     get_backbone(v.backbone)
     if not (v.model_file and v.preprocessing == "auto"):
         get_preprocessing(v.preprocessing)
+    if v.augment_on != "auto":
+        log.warning("%s: augment_on = %r is ignored: augmentation and preprocessing always "
+                    "run inside the model, on every backend (docs/gpu.md)", where, v.augment_on)
     aug = v.augmentation
     if aug.rotation_deg < 0 or not 0 <= aug.shear_deg < 90:
         raise UserError(f"{where}: augmentation rotation_deg must be >= 0 and shear_deg in [0, 90)")

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
 PIXELS, META = "pixels.npy", "meta.json"
 CHUNK_BYTES = 64 * 2**20  # decoded rows held at once while building or reading in chunks
-DEFAULT_WORKERS = 4  # threads; measured faster than processes (benchmarks/measure_memory.py)
+DEFAULT_WORKERS = 4  # threads; measured faster than processes (docs/performance.md)
 
 
 @functools.lru_cache(maxsize=1 << 17)

@@ -145,13 +145,3 @@ def distribution_strategy(gpu_count: int | None = None):
     if gpu_count is None:
         gpu_count = len(tf.config.list_physical_devices("GPU"))
     return tf.distribute.MirroredStrategy() if gpu_count > 1 else None
-
-
-def augment_placement(augment_on: str) -> str:
-    """``"pipeline"`` or ``"device"``: ``"auto"`` is ``"device"`` when TensorFlow sees a GPU
-    (the host's cores then stay free to read and shuffle), else ``"pipeline"`` (on a CPU both
-    run on the same cores; the pipeline's draws keep CPU runs as they were)."""
-    if augment_on != "auto":
-        return augment_on
-    tf = import_tensorflow()
-    return "device" if tf.config.list_physical_devices("GPU") else "pipeline"
