@@ -24,7 +24,7 @@ import numpy as np
 
 from melanoma.data import synthetic
 from melanoma.data.augmentation import Augmentation
-from melanoma.util import atomic, provenance
+from melanoma.util import atomic, backend, provenance
 
 # Same JPEGs for both sides of P1; 300 px like the public data set's images.
 PERF_DATA = synthetic.SyntheticSpec(n_train_per_class=100, n_test_per_class=250,
@@ -226,7 +226,7 @@ def full_evaluation(model, test, root: Path, out_dir: Path) -> None:
                           "file": [relative(f, root) for f in test.files],
                           "label": test.labels, "prob_malignant": probs})
     metrics.bootstrap_ci(test.labels, probs)  # every metric's interval (report rows may lack them)
-    info = provenance.collect({"name": "perf"}, 0)
+    info = provenance.collect({"name": "perf"}, 0, backend.devices())
     history = {"loss": [0.7, 0.6], "val_loss": [0.7, 0.65], "accuracy": [0.5, 0.6],
                "val_accuracy": [0.5, 0.55], "auc": [0.5, 0.6], "val_auc": [0.5, 0.6]}
     report.write_run(out_dir, frame, {"perf_b0_samplewise": {"spec": prep.describe()}},
@@ -398,7 +398,7 @@ def markdown(figures: list[Figure], info: dict) -> str:
 
 
 def write_report(out_dir: Path, figures: list[Figure], extra: dict | None = None) -> None:
-    info = provenance.collect({"perf_data": asdict(PERF_DATA)}, 0, extra)
+    info = provenance.collect({"perf_data": asdict(PERF_DATA)}, 0, backend.devices(), extra)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out_dir / "perf.json", {

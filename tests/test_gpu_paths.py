@@ -10,8 +10,8 @@ import pytest
 
 from melanoma import config
 from melanoma.cli.main import main
+from melanoma.util import backend
 from melanoma.util.errors import UserError
-from melanoma.util.tfsetup import distribution_strategy
 
 
 def test_mixed_precision_run_gives_float32_probabilities(tiny_config, tmp_path, monkeypatch,
@@ -45,5 +45,5 @@ def test_switches_enter_the_keys_only_when_set():
 
 
 def test_mirrored_only_with_several_gpus():
-    assert distribution_strategy(0) is None and distribution_strategy(1) is None
-    assert type(distribution_strategy(2)).__name__ == "MirroredStrategy"
+    assert backend.distribution(0) is None and backend.distribution(1) is None
+    assert type(backend.distribution(2)).__name__ == "MirroredStrategy"  # TensorFlow here

@@ -53,11 +53,11 @@ def test_the_key_is_the_hash_of_the_recipe_with_its_format_version():
 
 def test_the_keras_backend_enters_the_key(monkeypatch):
     """Another Keras backend draws other random numbers: another model."""
-    from melanoma.util import tfsetup
+    from melanoma.util import backend
 
     v = CFG.variants[0]
     here = jobs.job_key(v, "d", CFG, 1)
-    monkeypatch.setattr(tfsetup, "keras_backend", lambda: "jax")
+    monkeypatch.setattr(backend, "name", lambda: "jax")
     assert jobs.job_key(v, "d", CFG, 1) != here
     assert jobs.job_recipe(v, "d", CFG, 1)["backend"] == "jax"
 

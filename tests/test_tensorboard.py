@@ -11,8 +11,8 @@ from melanoma.util.errors import UserError
 
 def read_scalars(run_folder) -> dict[tuple[str, str], list[tuple[int, float]]]:
     """(run, tag) -> [(step, value)] as TensorBoard's EventAccumulator reads them."""
-    import tensorflow as tf
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
 
     found = {}
     for run in ("train", "validation"):
@@ -21,7 +21,7 @@ def read_scalars(run_folder) -> dict[tuple[str, str], list[tuple[int, float]]]:
         acc = EventAccumulator(str(run_folder / run), size_guidance={"tensors": 0})
         acc.Reload()
         for tag in acc.Tags()["tensors"]:
-            found[(run, tag)] = [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+            found[(run, tag)] = [(e.step, float(make_ndarray(e.tensor_proto)))
                                  for e in acc.Tensors(tag)]
     return found
 

@@ -187,10 +187,10 @@ def test_distributed_flags_are_checked(tmp_path, capsys, argv, message):
 
 
 def test_mirrored_strategy_only_with_several_gpus():
-    from melanoma.tuning import hypermodel as tuning
+    from melanoma.util import backend
 
-    assert tuning.distribution_strategy(gpu_count=0) is None
-    assert tuning.distribution_strategy(gpu_count=1) is None
+    assert backend.distribution(count=0) is None
+    assert backend.distribution(count=1) is None
 
 
 def test_hypermodel_build_mixed_precision_keeps_float32_output():

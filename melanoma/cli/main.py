@@ -13,7 +13,7 @@ import sys
 import threading
 
 from melanoma.cli import COMMANDS
-from melanoma.util import logs, tfsetup
+from melanoma.util import backend, logs, tfsetup
 from melanoma.util.errors import UserError
 
 SUMMARY = "Benchmark and evaluate melanoma image classifiers (Keras 3)."
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     tfsetup.quiet_tensorflow_logs()
     logs.setup(-1 if args.quiet else args.verbose, args.log_format)
     if args.deterministic:
-        tfsetup.use_deterministic_mode()
+        backend.use_deterministic_mode()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:

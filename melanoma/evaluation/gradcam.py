@@ -88,7 +88,8 @@ class _Forward:
     def __init__(self, model, path, layer):
         import keras
 
-        self.model, self.path = model, path
+        self.model, self.path, self.target = model, path, layer
+        self.compiled = {}  # JAX: the jitted gradient per (class, logits)
         holder = path[-1] if path else model
         if isinstance(holder, keras.Sequential):
             self.inner = _chain(holder, layer)
@@ -161,15 +162,27 @@ def _logits(model):
 def _class_log_odds(outputs, class_index: int, logits: bool):
     """log(p_c / p_other) of (N, 2) softmax or (N, 1) sigmoid outputs, from the logits when
     ``logits`` (exact), else from the probabilities."""
-    import tensorflow as tf
+    from keras import ops
 
-    z = tf.cast(outputs, tf.float32)
+    z = ops.cast(outputs, "float32")
     if logits:
         score = z[:, 0] if z.shape[-1] == 1 else z[:, 1] - z[:, 0]
     else:
-        p = tf.concat([1.0 - z, z], axis=-1) if z.shape[-1] == 1 else z
-        score = tf.math.log(p[:, 1]) - tf.math.log(p[:, 0])
+        p = ops.concatenate([1.0 - z, z], axis=-1) if z.shape[-1] == 1 else z
+        score = ops.log(p[:, 1]) - ops.log(p[:, 0])
     return score if class_index == 1 else -score
+
+
+def _resize_maps(maps: np.ndarray, shape) -> np.ndarray:
+    """Bilinear resize of (n, h, w) maps to ``shape`` (half-pixel centres, no antialiasing:
+    tf.image.resize's definition, on every backend)."""
+    from keras import ops
+
+    if tuple(maps.shape[1:3]) == tuple(shape):
+        return maps
+    resized = ops.image.resize(ops.convert_to_tensor(maps[..., None], "float32"), tuple(shape),
+                               interpolation="bilinear", antialias=False)
+    return np.asarray(ops.convert_to_numpy(resized))[..., 0]
 
 
 def _resize_batch(pixels: np.ndarray, size: int, interpolation: str) -> np.ndarray:
@@ -182,19 +195,73 @@ def _resize_batch(pixels: np.ndarray, size: int, interpolation: str) -> np.ndarr
                      for p in pixels])
 
 
+def _gradients(forward, x, class_index: int, logits: bool):
+    """(feature map, d class log-odds / d feature map) of one batch, as float32 NumPy, by
+    the backend's own differentiation (TensorFlow's tape, JAX's grad, torch autograd)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(x)  # so the pass is recorded even when every weight is frozen
+            features, outputs = forward(x)
+            score = tf.reduce_sum(_class_log_odds(outputs, class_index, logits))
+        grads = tape.gradient(score, features)
+    elif backend == "torch":
+        import torch
+
+        x = torch.as_tensor(x).to(keras.config.floatx()).requires_grad_(True)
+        features, outputs = forward(x)
+        score = torch.sum(_class_log_odds(outputs, class_index, logits))
+        grads, = torch.autograd.grad(score, features)
+    elif backend == "jax":
+        features, grads = _jax_gradients(forward, x, class_index, logits)
+    else:
+        raise UserError(f"Grad-CAM has no gradient for the Keras backend {backend!r}")
+    as_numpy = keras.ops.convert_to_numpy
+    return (np.asarray(as_numpy(features), np.float32), np.asarray(as_numpy(grads), np.float32))
+
+
+def _jax_gradients(forward, x, class_index: int, logits: bool):
+    """JAX differentiates functions, not tapes: the gradient with respect to a zero tensor
+    added to the target layer's output is the gradient with respect to that output. The
+    pass is compiled once per (model, class, batch shape): op by op, JAX's gradient through
+    an EfficientNet takes minutes on a CPU."""
+    import jax
+    import jax.numpy as jnp
+
+    target = forward.target
+    if "call" in vars(target):
+        raise UserError(f"layer {target.name!r} has a patched call(); Grad-CAM cannot follow it")
+    plain = target.call
+
+    def score(delta, images):
+        target.call = lambda *args, **kwargs: plain(*args, **kwargs) + delta
+        try:
+            features, outputs = forward(images)
+        finally:
+            del target.call  # back to the class's method
+        return jnp.sum(_class_log_odds(outputs, class_index, logits)), features
+
+    key = (class_index, logits)
+    compiled = forward.compiled.get(key)
+    if compiled is None:
+        compiled = forward.compiled[key] = jax.jit(jax.grad(score, has_aux=True))
+    images = jnp.asarray(x, jnp.float32)
+    features, _ = forward(images)  # eagerly: its shape, and a nested backbone's one check
+    grads, features = compiled(jnp.zeros(features.shape, features.dtype), images)
+    return features, grads
+
+
 def _cam_batch(forward, x, class_index: int, size: int, logits: bool):
     """Heat maps (n, size, size) in [0, 1] of one preprocessed batch."""
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(x, tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(x)  # so the pass is recorded even when every weight is frozen
-        features, outputs = forward(x)
-        score = tf.reduce_sum(_class_log_odds(outputs, class_index, logits))
-    grads = tape.gradient(score, features)
-    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
-    cam = tf.image.resize(cam[..., None], (size, size), method="bilinear")[..., 0].numpy()
+    features, grads = _gradients(forward, x, class_index, logits)
+    weights = grads.mean(axis=(1, 2), keepdims=True)
+    cam = np.maximum((weights * features).sum(axis=-1), 0.0)
+    cam = _resize_maps(cam, (size, size))
     peak = cam.reshape(len(cam), -1).max(axis=1)
     return np.where(peak[:, None, None] > 0, cam / np.maximum(peak, 1e-12)[:, None, None], 0.0)
 
@@ -206,8 +273,6 @@ def gradcam(model, images_uint8, preprocessing=None, class_index: int = 1,
     class). Images are resized to the model's input (PIL ``interpolation``, as the loader),
     ``preprocessing`` (a Preprocessing; None = raw pixels) applied, and each map, computed at
     the input size, is resized back (bilinear) to H x W."""
-    import tensorflow as tf
-
     pixels = np.asarray(images_uint8)
     if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
         raise UserError(f"gradcam takes uint8 images (N, H, W, 3), got {pixels.dtype} "
@@ -225,8 +290,8 @@ def gradcam(model, images_uint8, preprocessing=None, class_index: int = 1,
             x = _resize_batch(pixels[start:start + BATCH], size, interpolation).astype(np.float32)
             x = preprocessing.apply(x) if preprocessing is not None else x
             cam = _cam_batch(forward, x, class_index, size, logits)
-            cam = tf.image.resize(cam[..., None], pixels.shape[1:3], method="bilinear")[..., 0]
-            maps.append(np.clip(cam.numpy(), 0.0, 1.0).astype(np.float32))
+            cam = _resize_maps(cam.astype(np.float32), pixels.shape[1:3])
+            maps.append(np.clip(cam, 0.0, 1.0).astype(np.float32))
     return np.concatenate(maps) if maps else np.zeros((0, *pixels.shape[1:3]), np.float32)
 
 
@@ -344,7 +409,7 @@ def saved_model_heatmaps(models_dir, key: str, files, data_root,
     of the malignant class, or of the benign class for ``benign_files`` (e.g. the missed
     melanomas: what the model went by when it said benign); images decoded and preprocessed
     as its sidecar says (preprocessing, featurewise mean, interpolation). None when no such
-    model is saved. TensorFlow is imported only when the model exists. A UserError when its
+    model is saved. The backend is imported only when the model exists. A UserError when its
     last block's map is too coarse to localise (``MIN_MAP_SIDE``; for an EfficientNet known
     from the sidecar, before anything is loaded)."""
     from melanoma.data.preprocessing import get_preprocessing
@@ -358,9 +423,9 @@ def saved_model_heatmaps(models_dir, key: str, files, data_root,
         side = get_backbone(variant["backbone"]).feature_side(size)  # known without loading
         if too_coarse(side, side, size):
             raise UserError(too_coarse(side, side, size))
-    from melanoma.util import tfsetup
+    from melanoma.util import backend
 
-    tfsetup.import_tensorflow()  # TensorFlow's C++ start-up lines kept off the terminal
+    backend.quiet_import()  # TensorFlow's C++ start-up lines kept off the terminal
     model = storage.load(saved)
     check_resolution(model)  # any other network: its real map
     meta = saved.sidecar

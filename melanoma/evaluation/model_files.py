@@ -24,7 +24,7 @@ from melanoma.data.preprocessing import PREPROCESSING, Preprocessing, get_prepro
 from melanoma.models.loading import LoadedModel, load
 from melanoma.reporting import ownership
 from melanoma.reporting import tables as report
-from melanoma.util import atomic, locks, provenance
+from melanoma.util import atomic, backend, locks, provenance
 from melanoma.util.errors import UserError
 from melanoma.util.names import printable, relative_name
 
@@ -310,14 +310,13 @@ def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, fail
                for r, n in zip(results, names)]
     vals = [r.val_predictions for r in results if r.val_predictions is not None]
     skipped = sorted({s for r in results for s in r.skipped})
-    info = provenance.collect(config, config.get("seed", 0), {
+    info = provenance.collect(config, config.get("seed", 0), hardware, {
         "data": {"root": str(data.root), "n_test": len(data.test),
                  "n_train": None if data.train is None else len(data.train),
                  "n_val": None if data.val is None else len(data.val),
                  "skipped_images": len(skipped), "skipped": [list(s) for s in skipped]},
         "failed_models": failures, "wall_seconds": round(seconds, 1),
         ownership.FIELD: identity(config, data)})
-    info["hardware"] = hardware
     return report.write_run(Path(out_dir), predictions_of(results),
                             {r.name: r.spec for r in results},
                             {r.name: r.history for r in results}, info,
@@ -357,8 +356,6 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
     the report of other models or data is refused first, unless ``overwrite``."""
     import time
 
-    from melanoma.util import tfsetup
-
     if names is not None and len(names) != len(paths):
         raise UserError(f"--name given {len(names)} times for {len(paths)} models")
     data = EvalData.from_dir(data_dir, options.val_dir)
@@ -369,7 +366,7 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
     started = time.perf_counter()
     with locks.hold(out_dir):  # as run: no two commands write one folder at once
         atomic.sweep_stale(out_dir)
-        hardware = tfsetup.configure()
+        hardware = backend.configure()
         log.info("data: %s (test %d files%s)", data.root, len(data.test),
                  "" if data.train is None else f", train {len(data.train)} files")
         results, failures = evaluate_each(paths, data, options, names, debug)

@@ -176,9 +176,14 @@ def _load_keras_file(path: Path, kind: str, trust_code: bool):
 
 def _load_savedmodel(path: Path, trust_code: bool):
     """Wrap the serving signature in a keras.Model (TFSMLayer); input size from the signature
-    (only after ``check_file`` allowed it)."""
+    (only after ``check_file`` allowed it). A SavedModel is a TensorFlow program: it needs
+    Keras on TensorFlow."""
     import keras
 
+    if keras.backend.backend() != "tensorflow":
+        raise UserError(f"{path}: a TensorFlow SavedModel needs TensorFlow and Keras on it "
+                        f"(KERAS_BACKEND=tensorflow; this process runs Keras on "
+                        f"{keras.backend.backend()}); or convert it to a .keras file")
     try:
         layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
     except Exception as error:  # noqa: BLE001

@@ -39,22 +39,24 @@ def run_dir(log_dir: str | Path, variant: str, seed: int, fold: int = 0) -> Path
 
 
 class _Writers:
-    """One tf.summary file writer per run (train, validation), created on first use."""
+    """One event-file writer per run (train, validation), created on first use: the
+    ``tensorboard`` package's own NumPy-only writer (the same scalar summaries as
+    ``tf.summary.scalar``), so TensorBoard logs need no TensorFlow, on any backend."""
 
     def __init__(self, folder: Path):
         self.folder, self.writers = Path(folder), {}
 
     def scalars(self, values: dict, step: int) -> None:
-        import tensorflow as tf
+        from tensorboard.summary import Writer
 
         for key, value in values.items():
             if key not in SERIES or value is None:
                 continue
             run, tag, description = SERIES[key]
             if run not in self.writers:
-                self.writers[run] = tf.summary.create_file_writer(str(self.folder / run))
-            with self.writers[run].as_default():
-                tf.summary.scalar(tag, float(value), step=step, description=description)
+                (self.folder / run).mkdir(parents=True, exist_ok=True)
+                self.writers[run] = Writer(str(self.folder / run))
+            self.writers[run].add_scalar(tag, float(value), step=step, description=description)
 
     def close(self) -> None:
         for writer in self.writers.values():

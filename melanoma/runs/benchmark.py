@@ -12,7 +12,6 @@ From Python: ``melanoma.run_benchmark("default", overrides=["defaults.epochs=1"]
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
@@ -41,9 +40,8 @@ from melanoma.reporting.compact import degenerate_lines
 from melanoma.runs import cv, tracking
 from melanoma.runs import jobs as jobs_mod
 from melanoma.runs.collect import Collected, collect
-from melanoma.util import atomic, locks, provenance, tfsetup
+from melanoma.util import atomic, backend, locks, provenance
 from melanoma.util.names import relative_name
-from melanoma.util.tfsetup import distribution_strategy
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +69,8 @@ def train_variant(variant, splits: Splits, preprocessing, seed: int, label: str,
     def build():
         return training.build_model(variant, seed, preprocessing)
 
-    strategy = distribution_strategy()  # several GPUs: batch_size is the global batch
-    with strategy.scope() if strategy else contextlib.nullcontext():
+    strategy = backend.distribution()  # several GPUs: batch_size is the global batch
+    with backend.scope(strategy):
         model = pool.get(training.pool_key(variant), build, variant.learning_rate,
                          variant.jit_compile, seed)
     history = training.train_job(model, variant, splits, preprocessing, seed, label,
@@ -205,7 +203,7 @@ def run_benchmark(cfg: config_mod.RunConfig, data_dir: Path | None = None,
     check_variants(cfg)
     # a wrong data folder fails before TensorFlow loads (seconds, not ten)
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
-    hardware = tfsetup.configure()
+    hardware = backend.configure()  # the device line comes first
     checked = preflight.check(found, strict)
     log.info(checked.summary())
     if any(not v.model_file for v in cfg.variants):  # model-file rows need no models/
@@ -291,9 +289,7 @@ def _provenance(cfg, found, checked, first: Splits | None, collected: Collected,
              ownership.FIELD: ownership.run_identity(cfg.to_dict(), collected.data_key),
              "seeds": list(cfg.training_seeds), "overrides": list(cfg.overrides),
              "model_keys": collected.keys, "wall_seconds": round(time.perf_counter() - started, 1)}
-    info = provenance.collect(cfg.to_dict(), cfg.seed, extra)
-    info["hardware"] = hardware
-    return info
+    return provenance.collect(cfg.to_dict(), cfg.seed, hardware, extra)
 
 
 def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, out_dir: Path,

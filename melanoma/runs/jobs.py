@@ -55,9 +55,9 @@ class Job:
 def run_context(variant, folds=None, fold: int = 0) -> dict:
     """The part of a job's recipe resolved on this machine and run: the Keras backend (each
     draws other random numbers) and the cross-validation fold."""
-    from melanoma.util.tfsetup import keras_backend
+    from melanoma.util import backend
 
-    context = {"backend": keras_backend()}
+    context = {"backend": backend.name()}
     if fold:
         context["cv"] = {"k": folds.k, "fold": fold, "folds": folds.digest}
     return context

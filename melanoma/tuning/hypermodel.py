@@ -25,7 +25,6 @@ from melanoma.config import VariantConfig
 from melanoma.config.tune import TuneConfig
 from melanoma.util import atomic
 from melanoma.util.errors import UserError
-from melanoma.util.tfsetup import distribution_strategy  # noqa: F401 - tune's API
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from melanoma import config as config_mod
 from melanoma.data import layout
 from melanoma.data.splits import limited, load_splits, resolve_data_dir
-from melanoma.util import provenance, tfsetup
+from melanoma.util import backend, provenance
 from melanoma.util.errors import UserError
 from melanoma.util.names import confined
 
@@ -35,7 +35,6 @@ def base_variant(cfg: config_mod.RunConfig) -> config_mod.VariantConfig:
 def _data(cfg, variant, data_dir: Path | None):
     """(splits, fitted preprocessing) of the base variant: what ``run`` trains it on."""
     from melanoma.data.cache import fit_preprocessing
-    from melanoma.data.loader import CacheBatches
     from melanoma.data.preprocessing import get_preprocessing
 
     found = limited(layout.discover(resolve_data_dir(cfg, data_dir)), cfg.data.limit)
@@ -121,14 +120,11 @@ def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         layout.refuse_inside_data(resolve_data_dir(cfg, data_dir), {"--out": out_dir})
     _prepare_state(tuning, cfg, variant, out_dir, project_dir, restart, role, oracle,
                    connect_timeout)
-    hardware = tfsetup.configure()
+    hardware = backend.configure()
     splits = prep = None
     if role != "chief":  # the chief only runs the oracle: it never trains
         splits, prep = _data(cfg, variant, data_dir)
-    strategy = tuning.distribution_strategy()
-    if strategy is not None:
-        log.info(f"tune: MirroredStrategy over {strategy.num_replicas_in_sync} GPUs "
-            f"(batch {variant.batch_size} is the global batch)")
+    strategy = backend.tuner_strategy(backend.distribution())
     hypermodel = tuning.HeadHyperModel(variant, cfg.tune, splits, prep, cfg.seed)
     tuner = _search(tuning, hypermodel, cfg, variant, out_dir, project_dir, strategy, role,
                     oracle, worker_id, trials_per_process)
@@ -138,10 +134,9 @@ def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
         log.info(f"tune: worker done in {time.perf_counter() - started:.0f} s (results are written "
             f"by the chief)")
         return None
-    info = provenance.collect(cfg.to_dict(), cfg.tune.seed, {
+    info = provenance.collect(cfg.to_dict(), cfg.tune.seed, hardware, {
         "base_variant": dataclasses.asdict(variant), "project_dir": str(project_dir),
         "overrides": list(cfg.overrides), "wall_seconds": round(time.perf_counter() - started, 1)})
-    info["hardware"] = hardware
     results = tuning.write_results(out_dir, tuner.oracle, info)
     log.info(f"wrote {out_dir}/ (trials.json, trials.csv, trials.md, best_hyperparameters.json, "
         f"objective_vs_hyperparameters.png) in {time.perf_counter() - started:.0f} s")

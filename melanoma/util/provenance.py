@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import os
 import platform
 import subprocess
 from pathlib import Path
 
-PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "numpy", "scikit-learn",
-            "pandas", "matplotlib", "pillow")
+PACKAGES = ("tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "keras", "keras-tuner",
+            "numpy", "scikit-learn", "pandas", "matplotlib", "pillow")
 
 
 def package_versions() -> dict[str, str]:
@@ -49,15 +48,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def devices() -> dict[str, object]:
-    """CPU and any GPUs TensorFlow can see."""
-    import tensorflow as tf
-
-    gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-            for g in tf.config.list_physical_devices("GPU")]
-    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "gpus": gpus}
-
-
 def describe_device(info: dict) -> str:
     """One line for the start of a run: which device trains."""
     if info["gpus"]:
@@ -65,8 +55,9 @@ def describe_device(info: dict) -> str:
     return f"CPU: {info['cpu']} ({info['cpu_count']} cores); no GPU visible"
 
 
-def collect(config: dict, seed: int, extra: dict | None = None) -> dict:
-    """The provenance block stored in every results.json."""
+def collect(config: dict, seed: int, hardware: dict, extra: dict | None = None) -> dict:
+    """The provenance block stored in every results.json; ``hardware`` is what
+    ``melanoma.util.backend.configure`` returned (it names the Keras backend and version)."""
     return {
         "config": config,
         "seed": seed,
@@ -74,6 +65,6 @@ def collect(config: dict, seed: int, extra: dict | None = None) -> dict:
         "git": git_commit(),
         "versions": {"python": platform.python_version(), **package_versions()},
         "platform": platform.platform(),
-        "hardware": devices(),
+        "hardware": hardware,
         **(extra or {}),
     }

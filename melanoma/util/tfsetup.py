@@ -1,7 +1,8 @@
-"""The one TensorFlow set-up every command that trains or predicts goes through.
+"""TensorFlow's part of the backend set-up (melanoma/util/backend.py is the entry point).
 
-Silences TensorFlow's start-up noise, makes CPU runs repeatable (op determinism), logs one
-line naming the device, and returns what it found for the results' provenance.
+Silences TensorFlow's start-up noise, makes CPU runs repeatable (op determinism, and in
+deterministic mode fixed threads and oneDNN settings), and returns those settings for the
+results' provenance. Imports TensorFlow only when a function here is called.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
-from melanoma.util import provenance
 from melanoma.util.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -85,13 +85,15 @@ def import_tensorflow():
     return tf
 
 
-def configure(deterministic: bool | None = None) -> dict:
-    """Import and configure TensorFlow; returns the hardware (CPU, GPUs) and the kernel
-    settings for provenance.
+def configure(deterministic: bool | None = None, gpus: list | None = None) -> dict:
+    """Import and configure TensorFlow; returns its determinism and kernel settings for
+    provenance (``op_determinism``, ``kernels``). ``melanoma.util.backend.configure`` is the
+    entry point on every backend; this is its TensorFlow part.
 
     ``deterministic``: enable op determinism (default: on CPU yes, on GPU no, where it costs
     speed and turns automatic XLA off; always in deterministic mode, which also fixes the
-    thread counts and the oneDNN settings, see ``use_deterministic_mode``)."""
+    thread counts and the oneDNN settings, see ``use_deterministic_mode``). ``gpus``: the
+    GPUs found (default: asked of TensorFlow)."""
     mode = deterministic_requested()
     if mode:
         use_deterministic_mode()
@@ -99,16 +101,14 @@ def configure(deterministic: bool | None = None) -> dict:
     if mode:
         _fix_threads(tf)
     tf.get_logger().setLevel("ERROR")  # retracing notices for each new model are noise here
-    with quiet_stderr():  # "failed call to cuInit" on a machine without a GPU
-        hardware = provenance.devices()
-    log.info("device: %s", provenance.describe_device(hardware))
+    if gpus is None:
+        with quiet_stderr():  # "failed call to cuInit" on a machine without a GPU
+            gpus = tf.config.list_physical_devices("GPU")
     if deterministic is None:
-        deterministic = mode or not hardware["gpus"]
+        deterministic = mode or not gpus
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    hardware["op_determinism"] = bool(deterministic)
-    hardware["kernels"] = kernel_settings(tf, mode)
-    return hardware
+    return {"op_determinism": bool(deterministic), "kernels": kernel_settings(tf, mode)}
 
 
 def _fix_threads(tf) -> None:
@@ -147,10 +147,3 @@ def distribution_strategy(gpu_count: int | None = None):
         gpu_count = len(tf.config.list_physical_devices("GPU"))
     return tf.distribute.MirroredStrategy() if gpu_count > 1 else None
 
-
-def keras_backend() -> str:
-    """The Keras backend this process runs ("tensorflow", "jax", "torch"): part of every
-    model key (backends draw different random numbers, so they train different weights)."""
-    import keras
-
-    return keras.backend.backend()
