@@ -65,9 +65,8 @@ def test_live_callback_writes_what_fit_returns(tmp_path):
     """Tiny dense model through training.fit: the callback's events equal the returned
     history, whose val_auc is the exact AUC added by ValidationMetrics."""
     import keras
-    import tensorflow as tf
 
-    from melanoma.data.loader import one_hot
+    from melanoma.data.loader import array_batches
     from melanoma.models import training
 
     keras.utils.set_random_seed(0)
@@ -76,8 +75,8 @@ def test_live_callback_writes_what_fit_returns(tmp_path):
     y = (x[:, 0] + 0.5 * rng.normal(size=64) > 0).astype(int)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     training.compile_classifier(model, 0.05, jit_compile=False)
-    train = tf.data.Dataset.from_tensor_slices((x[:48], one_hot(y[:48]))).batch(16)
-    val = tf.data.Dataset.from_tensor_slices(x[48:]).batch(16)
+    train = array_batches(x[:48], y[:48], 16, repeat=True)  # the loader, over an array
+    val = array_batches(x[48:], None, 16)
     callback = tb.TensorBoardScalars(tmp_path, "tiny", 7)
     history = training.fit(model, train, val, y[48:], epochs=3, label="tiny",
                            extra_callbacks=[callback])

@@ -198,6 +198,7 @@ def test_hypermodel_build_mixed_precision_keeps_float32_output():
     import keras
     import keras_tuner as kt
 
+    from melanoma.models import image_input
     from melanoma.tuning import hypermodel as tuning
 
     cfg = config.from_dict({"seed": 3, "defaults": {"backbone": "B0", "image_size": 32,
@@ -209,9 +210,10 @@ def test_hypermodel_build_mixed_precision_keeps_float32_output():
     hp = kt.HyperParameters()
     try:
         model = hypermodel.build(hp)
+        network = image_input.network_of(model)  # the input layer in front, then the network
         assert set(hp.values) == {"head_units", "dropout", "learning_rate", "freeze_backbone"}
-        assert model.get_layer("head_dense").compute_dtype == "float16"
-        assert model.get_layer("head_softmax").compute_dtype == "float32"
+        assert network.get_layer("head_dense").compute_dtype == "float16"
+        assert network.get_layer("head_softmax").compute_dtype == "float32"
         assert model.output.dtype == "float32"
         assert model.jit_compile is False
     finally:
