@@ -264,7 +264,8 @@ def test_nan_loss_stops_with_the_variant_and_epoch(image_set, run_args, tmp_path
     previous.mkdir()
     (previous / "results.json").write_text('{"rows": []}')  # an earlier run's report
     before = files_of(previous)
-    assert main(run_args(tmp_path, root)) == 2
+    # --overwrite: the earlier report may be replaced, yet a diverged run writes nothing
+    assert main([*run_args(tmp_path, root), "--overwrite"]) == 2
     one_line_error(capsys, "tiny", "diverged", "epoch 1", "learning_rate")
     assert files_of(previous) == before  # no half-written report
     assert not (tmp_path / "models").exists()  # nor a saved model, nor an empty folder
@@ -483,7 +484,8 @@ def test_evaluate_and_report_respect_a_live_runs_lock(saved_run, tmp_path, capsy
         args = {"report": ["report", str(saved_run)],
                 "report elsewhere": ["report", str(saved_run), "--out", str(tmp_path / "copy")],
                 "evaluate": ["evaluate", str(LEGACY / "tiny_efficientnet_samplewise.h5"),
-                             "--data-dir", str(LEGACY / "images"), "--out", str(saved_run)]}
+                             "--data-dir", str(LEGACY / "images"), "--out", str(saved_run),
+                             "--overwrite"]}  # another experiment's folder: the lock decides
         assert main(args[command]) == 2
         one_line_error(capsys, f"pid {holder.pid}")
         assert files_of(saved_run) == before and not (tmp_path / "copy").exists()

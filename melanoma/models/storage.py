@@ -110,6 +110,12 @@ def find(models_dir: Path, key: str, expect: dict | None = None) -> SavedModel |
         if digest(meta.get("recipe")) != key:
             raise UserError(f"{sidecar_path}: damaged model sidecar: its training recipe does "
                             f"not hash to the key {key} in its name (edited?); {hint}")
+        recipe = meta["recipe"].get("variant", {}) if isinstance(meta["recipe"], dict) else {}
+        for field in ("preprocessing", "image_size"):  # the sidecar's copies of the recipe
+            if field in recipe and field in meta and meta[field] != recipe[field]:
+                raise UserError(f"{sidecar_path}: damaged model sidecar: {field} is "
+                                f"{meta[field]!r}, but its training recipe has "
+                                f"{recipe[field]!r}; {hint}")
         for field, value in {"config_key": key, **(expect or {})}.items():
             if meta.get(field) != value:
                 raise UserError(f"{sidecar_path}: damaged model sidecar: {field} is "
