@@ -11,6 +11,7 @@ from PIL import Image
 from melanoma.data import synthetic
 from melanoma.data.preprocessing import get_preprocessing
 from melanoma.evaluation import gradcam as gc
+from melanoma.evaluation import localisation as loc
 from melanoma.util.errors import UserError
 
 
@@ -147,22 +148,16 @@ def test_layer_choice_and_bad_inputs(pixels):
         gc.find_layer(dense)
 
 
-def test_overlay_is_the_reporting_one():
-    from melanoma.reporting import galleries
-
-    assert gc.overlay is galleries.overlay  # tested in test_galleries.py
-
-
 def test_localisation_measure_by_hand():
     mask = np.zeros((10, 10))
     mask[2:6, 3:8] = 1.0  # 20 pixels = area 0.2
-    assert gc.area_fraction(mask) == pytest.approx(0.2)
-    assert gc.mass_inside(np.ones((10, 10)), mask) == pytest.approx(0.2)
-    assert gc.mass_inside(mask * 0.7, mask) == pytest.approx(1.0)
+    assert loc.area_fraction(mask) == pytest.approx(0.2)
+    assert loc.mass_inside(np.ones((10, 10)), mask) == pytest.approx(0.2)
+    assert loc.mass_inside(mask * 0.7, mask) == pytest.approx(1.0)
     heat = np.zeros((10, 10))
     heat[2, 3], heat[9, 9] = 3.0, 1.0
-    assert gc.mass_inside(heat, mask) == pytest.approx(0.75)
-    summary = gc.localisation([heat, np.zeros((10, 10)), np.ones((10, 10))], [mask, mask, mask])
+    assert loc.mass_inside(heat, mask) == pytest.approx(0.75)
+    summary = loc.localisation([heat, np.zeros((10, 10)), np.ones((10, 10))], [mask, mask, mask])
     assert summary["n"] == 2 and summary["n_empty"] == 1
     assert summary["mean_mass_inside"] == pytest.approx((0.75 + 0.2) / 2)
     assert summary["mean_area_fraction"] == pytest.approx(0.2)
@@ -186,7 +181,7 @@ def test_lesion_masks_match_the_generated_files(tmp_path):
         assert np.abs(saved - other).mean() > 15
         inside = np.asarray(pixels, np.float32).mean(-1)[mask >= 0.5]
         outside = np.asarray(pixels, np.float32).mean(-1)[mask < 0.2]
-        assert 0.02 < gc.area_fraction(mask) < 0.6 and inside.mean() < outside.mean() - 20
+        assert 0.02 < loc.area_fraction(mask) < 0.6 and inside.mean() < outside.mean() - 20
     assert not np.array_equal(synthetic.lesion_mask(SPEC, "test/Benign/benign_00000.jpg"),
                               synthetic.lesion_mask(replace(SPEC, seed=12),
                                                     "test/Benign/benign_00000.jpg"))

@@ -1,7 +1,6 @@
-"""Grad-CAM heat maps of a classifier's class score, overlays, and how well they localise.
+"""Grad-CAM heat maps of a classifier's class score (overlays: reporting/galleries.py).
 
     heat = gradcam(model, pixels_uint8, preprocessing)   # (N, H, W) float32 in [0, 1]
-    rgb = overlay(pixels_uint8[0], heat[0])              # uint8 RGB for a gallery
 
 Grad-CAM (Selvaraju et al., 2017): the gradient of the class score with respect to the feature
 map of the last convolutional block (EfficientNet's ``top_activation``), averaged over space,
@@ -21,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 from melanoma.models.backbones import get_backbone
-from melanoma.reporting.galleries import overlay  # noqa: F401  (TF-free; part of this API)
 from melanoma.util.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -295,40 +293,6 @@ def gradcam(model, images_uint8, preprocessing=None, class_index: int = 1,
     return np.concatenate(maps) if maps else np.zeros((0, *pixels.shape[1:3]), np.float32)
 
 
-def mass_inside(heatmap, mask, threshold: float = 0.5) -> float:
-    """Fraction of the heat map's total mass inside the mask (mask >= threshold); NaN when the
-    map is all zeros. A map that ignored the lesion would score about the mask's area."""
-    heat = np.asarray(heatmap, np.float64)
-    total = heat.sum()
-    return float(heat[np.asarray(mask) >= threshold].sum() / total) if total > 0 else float("nan")
-
-
-def area_fraction(mask, threshold: float = 0.5) -> float:
-    """Fraction of the image covered by the mask (mask >= threshold)."""
-    return float(np.mean(np.asarray(mask) >= threshold))
-
-
-def localisation(heatmaps, masks, threshold: float = 0.5) -> dict:
-    """Mean heat-map mass inside the masks vs their mean area, over images with a non-zero map:
-    n, n_empty, mean_mass_inside, mean_area_fraction, ratio, frac_above_area (share of images
-    whose mass inside exceeds their own mask's area)."""
-    inside = np.array([mass_inside(h, m, threshold) for h, m in zip(heatmaps, masks)])
-    area = np.array([area_fraction(m, threshold) for m in masks])
-    kept = np.isfinite(inside)
-    mass, covered = inside[kept], area[kept]
-    mean_mass = float(mass.mean()) if kept.any() else float("nan")
-    mean_area = float(covered.mean()) if kept.any() else float("nan")
-    return {"n": int(kept.sum()), "n_empty": int((~kept).sum()), "mean_mass_inside": mean_mass,
-            "mean_area_fraction": mean_area,
-            "ratio": mean_mass / mean_area if kept.any() and mean_area > 0 else float("nan"),
-            "frac_above_area": float(np.mean(mass > covered)) if kept.any() else float("nan")}
-
-
-# A map must have at least this many cells on a side to be drawn. Measured on the generated
-# data, whose lesion outlines are known (docs/report.md, "Grad-CAM localisation"): 16 x 16
-# maps put 0.77-0.83 of their mass inside lesions covering 0.27-0.28 of the image, far above
-# a centred-blob control (0.62); B0's 4 x 4 maps (128 px) were no better than that control,
-# so they say "central", not "this lesion". 8 x 8 is the first size twice the failed one.
 MIN_MAP_SIDE = 8
 
 
@@ -343,10 +307,8 @@ def too_coarse(height: int, width: int, image_size: int) -> str:
 
 def check_resolution(model, layer: str | None = None) -> None:
     """A UserError when the Grad-CAM layer's map is too coarse to localise."""
-    _, target = find_layer(model, layer)
-    height, width = (int(x) for x in target.output.shape[1:3])
-    why = too_coarse(height, width, int(model.input_shape[1]))
-    if why:
+    height, width = (int(x) for x in find_layer(model, layer)[1].output.shape[1:3])
+    if why := too_coarse(height, width, int(model.input_shape[1])):
         raise UserError(why)
 
 
@@ -405,13 +367,10 @@ def file_model_heatmaps(spec: dict, files, data_root,
 
 def saved_model_heatmaps(models_dir, key: str, files, data_root,
                          benign_files=()) -> dict[str, np.ndarray] | None:
-    """file -> Grad-CAM by the model ``run`` saved under config key ``key`` in ``models_dir``,
-    of the malignant class, or of the benign class for ``benign_files`` (e.g. the missed
-    melanomas: what the model went by when it said benign); images decoded and preprocessed
-    as its sidecar says (preprocessing, featurewise mean, interpolation). None when no such
-    model is saved. The backend is imported only when the model exists. A UserError when its
-    last block's map is too coarse to localise (``MIN_MAP_SIDE``; for an EfficientNet known
-    from the sidecar, before anything is loaded)."""
+    """file -> Grad-CAM by the model saved under ``key`` (of the benign class for
+    ``benign_files``, e.g. missed melanomas; else malignant), images prepared as its sidecar
+    says; None when no such model is saved (the backend loads only then). A UserError when
+    its last map is too coarse to localise (``MIN_MAP_SIDE``; known from the sidecar)."""
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.models import storage
 

@@ -20,12 +20,43 @@ import numpy as np
 from PIL import Image
 
 from melanoma.data import synthetic
-from melanoma.evaluation.gradcam import (
-    area_fraction,
-    gradcam,
-    localisation,
-    mass_inside,
-)
+from melanoma.evaluation.gradcam import gradcam
+
+
+def mass_inside(heatmap, mask, threshold: float = 0.5) -> float:
+    """Fraction of the heat map's total mass inside the mask (mask >= threshold); NaN when the
+    map is all zeros. A map that ignored the lesion would score about the mask's area."""
+    heat = np.asarray(heatmap, np.float64)
+    total = heat.sum()
+    return float(heat[np.asarray(mask) >= threshold].sum() / total) if total > 0 else float("nan")
+
+
+def area_fraction(mask, threshold: float = 0.5) -> float:
+    """Fraction of the image covered by the mask (mask >= threshold)."""
+    return float(np.mean(np.asarray(mask) >= threshold))
+
+
+def localisation(heatmaps, masks, threshold: float = 0.5) -> dict:
+    """Mean heat-map mass inside the masks vs their mean area, over images with a non-zero map:
+    n, n_empty, mean_mass_inside, mean_area_fraction, ratio, frac_above_area (share of images
+    whose mass inside exceeds their own mask's area)."""
+    inside = np.array([mass_inside(h, m, threshold) for h, m in zip(heatmaps, masks)])
+    area = np.array([area_fraction(m, threshold) for m in masks])
+    kept = np.isfinite(inside)
+    mass, covered = inside[kept], area[kept]
+    mean_mass = float(mass.mean()) if kept.any() else float("nan")
+    mean_area = float(covered.mean()) if kept.any() else float("nan")
+    return {"n": int(kept.sum()), "n_empty": int((~kept).sum()), "mean_mass_inside": mean_mass,
+            "mean_area_fraction": mean_area,
+            "ratio": mean_mass / mean_area if kept.any() and mean_area > 0 else float("nan"),
+            "frac_above_area": float(np.mean(mass > covered)) if kept.any() else float("nan")}
+
+
+# A map must have at least this many cells on a side to be drawn. Measured on the generated
+# data, whose lesion outlines are known (docs/report.md, "Grad-CAM localisation"): 16 x 16
+# maps put 0.77-0.83 of their mass inside lesions covering 0.27-0.28 of the image, far above
+# a centred-blob control (0.62); B0's 4 x 4 maps (128 px) were no better than that control,
+# so they say "central", not "this lesion". 8 x 8 is the first size twice the failed one.
 
 
 @dataclass(frozen=True)

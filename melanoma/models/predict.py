@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from melanoma.data.loader import CacheBatches
-from melanoma.models.image_input import for_inference
-
 # identity, horizontal, vertical, both: axes of the uint8 (B, H, W, C) batch to reverse
 TTA_AXES = ((), (2,), (1,), (1, 2))
 TTA_SUFFIX = "+tta"
@@ -16,6 +13,8 @@ TTA_SUFFIX = "+tta"
 def predict(model, split, batch_size: int, flip_axes: tuple = ()) -> np.ndarray:
     """Malignant-class probabilities for the rows of a cached ``split``; ``model`` takes
     uint8 images (:func:`melanoma.models.image_input.for_inference`)."""
+    from melanoma.data.loader import CacheBatches  # Keras loads here, after the run's checks
+
     data = CacheBatches(split.cache, split.index, None, batch_size, flip_axes=flip_axes)
     return model.predict(data, verbose=0)[:, 1].astype(np.float64)
 
@@ -30,6 +29,8 @@ def predict_splits(network, splits, preprocessing, batch_size: int,
                    tta: bool) -> dict[str, np.ndarray]:
     """{"test", "val"} probabilities of ``network`` (preprocessed float32 input, as saved),
     plus {"test+tta", "val+tta"} when ``tta``."""
+    from melanoma.models.image_input import for_inference
+
     model = for_inference(network, preprocessing)  # built once: one trace for every split
     out = {"test": predict(model, splits.test, batch_size),
            "val": predict(model, splits.val, batch_size)}
