@@ -17,7 +17,7 @@ def test_alternate_interleaves_the_two_sides():
 
 
 def test_report_states_targets_and_which_hold(tmp_path, monkeypatch):
-    monkeypatch.setattr(perf.provenance, "devices",
+    monkeypatch.setattr(perf.backend, "devices",
                         lambda: {"cpu": "test cpu", "cpu_count": 2, "gpus": []})
     figures = [perf.Figure("P1", "pipeline", 5.0, "x", ">= 4", True),
                perf.Figure("P2", "feed", 0.9, "x", ">= 0.95", False),
