@@ -98,25 +98,29 @@ def test_a_saved_jobs_lock_left_by_a_dead_process_is_removed_not_retrained(tmp_p
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    from melanoma.util.keys import digest
+
+    recipes = {"k1": {"job": "v"}, "k2": {"job": "w"}}  # a model key hashes its recipe
+    k1, k2 = digest(recipes["k1"]), digest(recipes["k2"])
     models = tmp_path / "models"
     models.mkdir()
-    (models / "v-k1.keras").write_text("model")
-    (models / "v-k1.json").write_text(json.dumps({"preprocessing": "samplewise",
-                                                  "config_key": "k1"}))
-    lock = jobs.lock_path(models, "k1")
+    (models / f"v-{k1}.keras").write_text("model")
+    (models / f"v-{k1}.json").write_text(json.dumps({"preprocessing": "samplewise",
+                                                      "config_key": k1, "recipe": recipes["k1"]}))
+    lock = jobs.lock_path(models, k1)
     lock.write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
-    other_host = jobs.lock_path(models, "k2")
+    other_host = jobs.lock_path(models, k2)
     other_host.write_text(json.dumps({"pid": dead.pid, "host": "elsewhere"}))
-    (models / "w-k2.keras").write_text("model")
-    (models / "w-k2.json").write_text(json.dumps({"preprocessing": "samplewise",
-                                                  "config_key": "k2"}))
-    for stale in ("v-k1.partial", "w-k2.partial"):  # killed after saving, before clean-up
+    (models / f"w-{k2}.keras").write_text("model")
+    (models / f"w-{k2}.json").write_text(json.dumps({"preprocessing": "samplewise",
+                                                      "config_key": k2, "recipe": recipes["k2"]}))
+    for stale in (f"v-{k1}.partial", f"w-{k2}.partial"):  # killed after saving, before clean-up
         (models / stale).mkdir()
         (models / stale / "state.npz").write_text("epoch")
     trained = []
-    plan = [jobs.Job(0, SimpleNamespace(name="v"), 0, "k1", "job 0"),
-            jobs.Job(1, SimpleNamespace(name="w"), 0, "k2", "job 1")]
+    plan = [jobs.Job(0, SimpleNamespace(name="v"), 0, k1, "job 0"),
+            jobs.Job(1, SimpleNamespace(name="w"), 0, k2, "job 1")]
     assert jobs.work_through(plan, jobs.JobState(models), trained.append) == []
-    assert trained == [] and not lock.exists() and not (models / "v-k1.partial").exists()
+    assert trained == [] and not lock.exists() and not (models / f"v-{k1}.partial").exists()
     assert other_host.exists()  # another host's process cannot be checked: left alone
-    assert (models / "w-k2.partial").exists()  # nor its checkpoints
+    assert (models / f"w-{k2}.partial").exists()  # nor its checkpoints
