@@ -22,26 +22,30 @@ CLAIM = textwrap.dedent("""
     from pathlib import Path
     from types import SimpleNamespace
     from melanoma.runs import jobs
+    from melanoma.util.keys import digest
 
     models, log, ready = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     (ready / str(os.getpid())).write_text("")  # imported: tell the test, then start together
     while not (models / "go").exists():
         time.sleep(0.01)
-    plan = [jobs.Job(i, SimpleNamespace(name=f"v{i}"), 0, f"k{i:02d}", f"job {i}",
-                     donor_key="k00" if i == 1 else None) for i in range(6)]
-    plan.append(jobs.Job(6, SimpleNamespace(name="twin"), 0, "k03", "job 6"))  # same model as 3
+    KEY = {f"k{i:02d}": digest({"job": i}) for i in range(6)}  # a key hashes its recipe
+    NAME = {key: name for name, key in KEY.items()}
+    plan = [jobs.Job(i, SimpleNamespace(name=f"v{i}"), 0, KEY[f"k{i:02d}"], f"job {i}",
+                     donor_key=KEY["k00"] if i == 1 else None) for i in range(6)]
+    plan.append(jobs.Job(6, SimpleNamespace(name="twin"), 0, KEY["k03"], "job 6"))  # as 3
 
     def train(job):
         with open(log, "a") as handle:
-            handle.write(f"{job.key} {os.getpid()} {time.time()}\\n")
-        time.sleep(1.0 if job.key == "k00" else 0.3)
+            handle.write(f"{NAME[job.key]} {os.getpid()} {time.time()}\\n")
+        time.sleep(1.0 if NAME[job.key] == "k00" else 0.3)
         (models / f"{job.variant.name}-{job.key}.keras").write_text("model")
         (models / f"{job.variant.name}-{job.key}.json").write_text(json.dumps(
-            {"t": time.time(), "preprocessing": "samplewise", "config_key": job.key}))
+            {"t": time.time(), "preprocessing": "samplewise", "config_key": job.key,
+             "recipe": {"job": int(NAME[job.key][1:])}}))
 
     state = jobs.JobState(models)
     left = jobs.work_through(plan, state, train)
-    print(json.dumps({"left": [j.key for j in left], "unsaved": len(jobs.unsaved(plan, state))}))
+    print(json.dumps({"left": [NAME[j.key] for j in left], "unsaved": len(jobs.unsaved(plan, state))}))
 """)
 
 
