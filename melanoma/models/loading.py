@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from melanoma.util.errors import UserError
+from melanoma.models import sidecars
+from melanoma.util.errors import UserError, first_line
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -71,11 +72,6 @@ def _depthwise_shim():
             super().__init__(*args, **kwargs)
 
     return DepthwiseConv2D
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:240]}" if text else type(error).__name__
 
 
 def detect_format(path: Path) -> str:
@@ -251,26 +247,6 @@ def check_probabilities(path: Path, raw: np.ndarray, kind: str) -> None:
         raise UserError(f"{path}: the two output columns do not sum to 1; expected softmax")
 
 
-def read_sidecar(path: Path) -> dict | None:
-    """The JSON metadata this project writes next to its ``.keras`` files, if present."""
-    sidecar = path.with_suffix(".json")
-    if path.is_dir() or not sidecar.is_file():
-        return None
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UserError(f"{sidecar}: unreadable metadata sidecar ({first_line(error)})") from None
-    if not (isinstance(meta, dict) and "preprocessing" in meta):
-        return None  # some other JSON beside the model, not ours
-    from melanoma.models.storage import sidecar_problem
-
-    problem = sidecar_problem(meta)
-    if problem:
-        raise UserError(f"{sidecar}: damaged model sidecar: {problem}; restore it, or delete it "
-                        f"and pass --preprocessing")
-    return meta
-
-
 def load(path: str | Path, trust_code: bool = False) -> LoadedModel:
     """Load ``path`` (format found from its content), check its input and output."""
     path = Path(path).expanduser()
@@ -284,4 +260,4 @@ def load(path: str | Path, trust_code: bool = False) -> LoadedModel:
     size = input_size(path, model.inputs[0].shape)
     label = {"h5": "h5 (tf.keras 2.x legacy)"}.get(kind, kind)
     return LoadedModel(path, model, label, size, output_kind(path, model),
-                       read_sidecar(path) if kind == "keras" else None)
+                       sidecars.beside(path) if kind == "keras" else None)
