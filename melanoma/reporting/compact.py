@@ -1,7 +1,7 @@
 """The short results table: one line per (variant, test set) that fits a terminal.
 
     print(text_table(rows))               # what run, evaluate and report print
-    print(text_table(rows, wide=True))    # every column (tables.markdown_table)
+    print(text_table(rows, wide=True))    # every column (markdown_table)
 
 Columns: variant, test set (only when there are clean rows), n, AUC [95% CI], sensitivity
 and specificity at the validation threshold (at argmax when no row has one), ECE; with
@@ -14,8 +14,9 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from melanoma.evaluation import degenerate, metric_table
-from melanoma.evaluation.metric_table import is_finite, number_text
-from melanoma.reporting.seeds import noise_text
+from melanoma.evaluation.metric_table import is_finite, number_text, with_ci_text
+from melanoma.reporting import seeds
+from melanoma.reporting.seeds import auc_text, noise_text
 
 SEED_COLUMNS = (("n_seeds", "seeds"), ("auc_sd", "AUC seed SD"),
                 ("within_training_noise", "within noise"))
@@ -63,8 +64,6 @@ def text_table(rows: list[dict], wide: bool = False) -> str:
     """The short table in GitHub markdown (``wide``: every column, as results.md's second
     table)."""
     if wide:
-        from melanoma.reporting.tables import markdown_table
-
         return markdown_table(rows)
     cols = columns(rows)
     return tabulate([[cell(r, k) for k, _ in cols] for r in rows],
@@ -88,3 +87,27 @@ def footer(rows: list[dict], terminal: bool = True) -> str:
     text = (f"sens/spec: at {at}. ECE: expected calibration error (10 bins).\n"
             f"{seeds}{more}").rstrip()
     return "\n".join([text, *degenerate_lines(rows)])
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The headline table: AUC with its 95% CI and DeLong p vs the best, metrics at argmax and
+    at the validation-chosen threshold, each row's preprocessing and whether training variance
+    was measured; over several seeds, ``seeds.markdown_seed_table``. The wide table
+    (``--wide``); the short one is ``text_table``."""
+    if any((r.get("n_seeds") or 1) > 1 for r in rows):
+        return seeds.markdown_seed_table(rows)
+    headers = ["variant", "test set", "n", "AUC [95% CI]", "DeLong p vs best",
+               "accuracy @argmax [95% CI]", "sens @argmax", "spec @argmax", "threshold (val)",
+               "sens @thr", "spec @thr", "preprocessing", "training variance"]
+    table = []
+    for row in rows:
+        p = row.get("auc_delong_p")
+        p_text = "best" if row.get("variant") == row.get("delong_reference") else (
+            f"{p:.3g}" if is_finite(p) else "n/a")
+        table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
+                      auc_text(row), p_text, with_ci_text(row, "accuracy"),
+                      with_ci_text(row, "sensitivity"), with_ci_text(row, "specificity"),
+                      number_text(row.get("threshold")), with_ci_text(row, "thr_sensitivity"),
+                      with_ci_text(row, "thr_specificity"), row.get("spec", ""),
+                      row.get("training_variance", seeds.NOT_MEASURED)])
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)

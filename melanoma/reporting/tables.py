@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
-from melanoma.evaluation.metric_table import is_finite, number_text, with_ci_text
+from melanoma.evaluation.metric_table import is_finite
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.reporting import compact, extras, ownership, same_model, seeds
 from melanoma.reporting import figures as plots
@@ -31,7 +30,6 @@ from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the
     read_clean_list,
     read_predictions,
 )
-from melanoma.reporting.seeds import auc_text
 from melanoma.util import atomic, locks
 from melanoma.util.names import csv_safe, markdown_cell
 
@@ -53,30 +51,6 @@ def rows_from_predictions(predictions: pd.DataFrame, specs: dict[str, dict],
 def _add_specs(rows: list[dict], specs: dict[str, dict]) -> None:
     for row in rows:  # the published numbers get their own table
         row.update({k: v for k, v in specs.get(row["variant"], {}).items() if k != "published"})
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The headline table: AUC with its 95% CI and DeLong p vs the best, metrics at argmax and
-    at the validation-chosen threshold, each row's preprocessing and whether training variance
-    was measured; over several seeds, ``seeds.markdown_seed_table``. The wide table
-    (``--wide``); the short one is ``compact.text_table``."""
-    if any((r.get("n_seeds") or 1) > 1 for r in rows):
-        return seeds.markdown_seed_table(rows)
-    headers = ["variant", "test set", "n", "AUC [95% CI]", "DeLong p vs best",
-               "accuracy @argmax [95% CI]", "sens @argmax", "spec @argmax", "threshold (val)",
-               "sens @thr", "spec @thr", "preprocessing", "training variance"]
-    table = []
-    for row in rows:
-        p = row.get("auc_delong_p")
-        p_text = "best" if row.get("variant") == row.get("delong_reference") else (
-            f"{p:.3g}" if is_finite(p) else "n/a")
-        table.append([row.get("variant"), row.get("test_set", "full"), row.get("n_test"),
-                      auc_text(row), p_text, with_ci_text(row, "accuracy"),
-                      with_ci_text(row, "sensitivity"), with_ci_text(row, "specificity"),
-                      number_text(row.get("threshold")), with_ci_text(row, "thr_sensitivity"),
-                      with_ci_text(row, "thr_specificity"), row.get("spec", ""),
-                      row.get("training_variance", seeds.NOT_MEASURED)])
-    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def write_predictions(path: Path, predictions: pd.DataFrame, seed: int = 0) -> None:
@@ -187,7 +161,7 @@ def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
     md = [{k: markdown_cell(v) for k, v in row.items()} for row in rows]  # names stay cells
     atomic.write_text(out_dir / "results.md", _table_header(provenance, settings, md, note)
                       + compact.text_table(md) + "\n\n" + compact.footer(md, terminal=False)
-                      + "\n\n## Every column\n\n" + markdown_table(md) + "\n" + (
+                      + "\n\n## Every column\n\n" + compact.markdown_table(md) + "\n" + (
                           "\n## Published vs reproduced\n\n" + seeds.markdown_published(
                               published) + "\n" if published else ""))
 
