@@ -100,8 +100,8 @@ def rebuild_report(run_dir, out_dir=None) -> RunResult:
 def evaluate_models(model_files, data_dir, out_dir="reports/evaluate", **options) -> RunResult:
     """Evaluate existing model files (``.keras``, tf.keras ``.h5``, SavedModel) on a data
     folder (``melanoma-bench evaluate``); ``options`` as
-    :class:`melanoma.evaluation.model_files.EvalOptions` plus ``names``."""
-    from melanoma.evaluation import model_files as evaluation  # not the argument's name
+    :class:`melanoma.runs.model_files.EvalOptions` plus ``names``."""
+    from melanoma.runs import model_files as evaluation  # not the argument's name
 
     rows, failures = evaluation.evaluate_models([Path(m) for m in model_files],
                                                  Path(data_dir), Path(out_dir), **options)

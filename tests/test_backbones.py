@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from melanoma import config
-from melanoma.evaluation.gradcam import find_layer, gradcam
+from melanoma.explain.gradcam import find_layer, gradcam
 from melanoma.models.backbones import BACKBONES, get_backbone, input_scaling_layer
 from melanoma.models.factory import build_classifier, resolve_weights
 from melanoma.models.training import compile_classifier

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melanoma.evaluation.model_files import EvalData, EvalOptions, evaluate_file
+from melanoma.runs.model_files import EvalData, EvalOptions, evaluate_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
@@ -63,7 +63,7 @@ def test_model_files_give_the_same_probabilities_on_jax(tmp_path):
     there = run_on("jax", f"""
         import json, keras
         from pathlib import Path
-        from melanoma.evaluation.model_files import EvalData, EvalOptions, evaluate_file
+        from melanoma.runs.model_files import EvalData, EvalOptions, evaluate_file
         data = EvalData.from_dir(Path({str(LEGACY / "images")!r}))
         featurewise = EvalOptions(variant="featurewise", featurewise_mean={RECORDED_MEAN!r})
         found = {{"backend": keras.backend.backend()}}
@@ -111,7 +111,7 @@ def tiny_cnn(size: int = 32):
 
 @pytest.mark.slow  # about 50 s
 def test_gradcam_gives_the_same_maps_on_jax(tmp_path):
-    from melanoma.evaluation import gradcam as gc
+    from melanoma.explain import gradcam as gc
 
     model_path = tmp_path / "tiny.keras"
     tiny_cnn().save(model_path)
@@ -123,7 +123,7 @@ def test_gradcam_gives_the_same_maps_on_jax(tmp_path):
     other = gc.gradcam(keras.saving.load_model(model_path), pixels, class_index=0)
     there = run_on("jax", f"""
         import json, keras, numpy as np
-        from melanoma.evaluation import gradcam as gc
+        from melanoma.explain import gradcam as gc
         model = keras.saving.load_model({str(model_path)!r})
         pixels = np.load({str(tmp_path / "pixels.npy")!r})
         maps = [gc.gradcam(model, pixels, class_index=c).tolist() for c in (1, 0)]

@@ -1,4 +1,4 @@
-"""Grad-CAM (melanoma.evaluation.gradcam): exact checks against CAM on linear heads, nested
+"""Grad-CAM (melanoma.explain.gradcam): exact checks against CAM on linear heads, nested
 backbones, resizing, overlays, the localisation measure, the synthetic lesion masks, and
 (slow) localisation by a B0 trained on the synthetic data."""
 from dataclasses import replace
@@ -10,8 +10,8 @@ from PIL import Image
 
 from melanoma.data import synthetic
 from melanoma.data.preprocessing import get_preprocessing
-from melanoma.evaluation import gradcam as gc
-from melanoma.evaluation import localisation as loc
+from melanoma.explain import gradcam as gc
+from melanoma.explain import localisation as loc
 from melanoma.util.errors import UserError
 
 
@@ -246,7 +246,7 @@ def train_and_localise(name: str, root, size: int, epochs: int, learning_rate: f
     from melanoma.data import decode, layout
     from melanoma.data.augmentation import Augmentation
     from melanoma.data.pipeline import make_dataset
-    from melanoma.evaluation.localisation import check_synthetic
+    from melanoma.explain.localisation import check_synthetic
     from melanoma.models.training import compile_classifier
 
     def load(split):

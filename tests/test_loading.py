@@ -16,14 +16,14 @@ import pytest
 from melanoma.data.legacy import batches as legacy_batches
 from melanoma.data.legacy import fit as legacy_fit
 from melanoma.data.preprocessing import get_preprocessing
-from melanoma.evaluation.model_files import (
+from melanoma.models import loading
+from melanoma.runs.model_files import (
     EvalData,
     EvalOptions,
     evaluate_file,
     name_convention,
     parse_mean,
 )
-from melanoma.models import loading
 from melanoma.util.errors import UserError
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"

@@ -191,7 +191,7 @@ def test_gradcam_overlays_from_a_saved_model(saved_run, fake_predictions, write_
     # missed melanomas show the evidence for benign (the class they were given), the rest
     # for malignant: the same maps as case_heatmaps of that class on the same model
     from melanoma.data.preprocessing import get_preprocessing
-    from melanoma.evaluation import gradcam
+    from melanoma.explain import gradcam
 
     files = sorted(fake_predictions(120)["file"].unique())[:4]
     maps = gradcam.saved_model_heatmaps(tmp_path / "models", key, files, root, files[:2])
@@ -222,7 +222,7 @@ def test_a_map_too_coarse_to_localise_is_not_drawn_and_the_page_says_why(
         tmp_path, saved_run, write_images, fake_predictions):
     """B0 at 64 px: its last block is 2 x 2, so no overlay, one sentence instead (decided
     from the sidecar, before TensorFlow or the model is loaded)."""
-    from melanoma.evaluation import gradcam
+    from melanoma.explain import gradcam
 
     assert gradcam.too_coarse(2, 2, 64).startswith("the last convolutional block's map is 2 x 2")
     assert gradcam.too_coarse(16, 16, 512) == "" and gradcam.too_coarse(8, 8, 256) == ""

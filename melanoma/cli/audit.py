@@ -38,12 +38,13 @@ def audit_data_dir(data_dir: Path, out: Path, val_fraction: float, seed: int,
     """The run's split of a data folder, audited: audit_pairs.csv/.png, audit_summary.json."""
     from melanoma.data import layout
     from melanoma.evaluation import audit
+    from melanoma.reporting.audit_figures import run_audit
 
     found = layout.discover(data_dir)
     layout.refuse_inside_data(found.root, {"--out": out})
     items, sig = audit.items_from_layout(found, val_fraction, seed)
-    return audit.run_audit(items, out, min_corr, include_flips=include_flips, signatures=sig,
-                           groups=audit.groups_for(items, found.root))[1]
+    return run_audit(items, out, min_corr, include_flips=include_flips, signatures=sig,
+                     groups=audit.groups_for(items, found.root))[1]
 
 
 def main(args) -> int:

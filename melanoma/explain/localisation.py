@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from melanoma.data import synthetic
-from melanoma.evaluation.gradcam import gradcam
+from melanoma.explain.gradcam import gradcam
 
 
 def mass_inside(heatmap, mask, threshold: float = 0.5) -> float:

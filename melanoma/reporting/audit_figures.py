@@ -1,5 +1,6 @@
 """The leakage audit's files: audit_pairs.csv, audit_summary.json and the closest pairs
-side by side (audit_pairs.png)."""
+side by side (audit_pairs.png); ``run_audit`` finds, summarises and writes in one call (what
+``melanoma-bench audit`` and ``run`` do). The finding is :mod:`melanoma.evaluation.audit`."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from melanoma.evaluation import audit
 from melanoma.evaluation.audit.items import _IMAGE_ERRORS, LABEL_NAMES, PAIR_COLUMNS
+from melanoma.evaluation.dedup import MIN_CORR
 from melanoma.util.names import printable
 
 # --------------------------------------------------------------------------
@@ -132,3 +135,20 @@ def _json_default(obj):
     if isinstance(obj, (pathlib.Path, set, frozenset, tuple)):
         return str(obj) if isinstance(obj, pathlib.Path) else sorted(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def run_audit(
+    items: Sequence[Any],
+    out_dir: str | os.PathLike,
+    min_corr: float = MIN_CORR,
+    *,
+    include_flips: bool = False,
+    max_grid: int = 16,
+    **kwargs: Any,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """find_duplicates + summarise + write_audit in one call (what the CLI runs)."""
+    items = list(items)
+    pairs = audit.find_duplicates(items, min_corr, include_flips=include_flips, **kwargs)
+    summary = audit.summarise(pairs, items)
+    write_audit(pairs, summary, out_dir, max_grid=max_grid)
+    return pairs, summary

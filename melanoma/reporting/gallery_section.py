@@ -7,7 +7,7 @@ with Grad-CAM overlays where the variant's saved model is found.
 
 Writes ``gallery_<variant>.png`` per variant; ``fragment`` is the page's section (it says
 which variants have heat maps and why the others have none). TensorFlow is imported only
-when a saved model is found (``evaluation.gradcam.saved_model_heatmaps``).
+when a saved model is found (``explain.gradcam.saved_model_heatmaps``).
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def _model_key(model_keys: dict, variant: str, seed: int) -> str | None:
 
 def _file_maps(spec: dict, part: pd.DataFrame, root: Path) -> dict:
     """Grad-CAM from a model file ``evaluate`` scored (TensorFlow imported here only)."""
-    from melanoma.evaluation.gradcam import file_model_heatmaps
+    from melanoma.explain.gradcam import file_model_heatmaps
 
     missed = part.loc[part["kind"] == "false_negative", "file"]
     return file_model_heatmaps(spec, list(part["file"]), root, missed)
@@ -89,7 +89,7 @@ def heat_maps(cases: pd.DataFrame, root: Path, settings: GallerySettings, model_
         elif key is None:
             missing[variant] = "no saved model recorded for it: ensembles and TTA rows have none"
         else:
-            from melanoma.evaluation.gradcam import saved_model_heatmaps
+            from melanoma.explain.gradcam import saved_model_heatmaps
 
             files = list(part["file"])
             found = by_key.get(key)

@@ -26,7 +26,6 @@ from melanoma.data import splits as data_splits
 from melanoma.data.cache import fit_preprocessing
 from melanoma.data.preprocessing import get_preprocessing
 from melanoma.data.splits import Splits, check_split_sizes, fingerprint, limited, load_splits, resolve_data_dir
-from melanoma.evaluation.rows import EvalSettings
 from melanoma.models import storage
 from melanoma.models.backbones import check_own_code, get_backbone
 from melanoma.models.epochs import kept_epoch
@@ -303,8 +302,7 @@ def _report(cfg, found: layout.DataLayout, checked: preflight.PreflightReport, o
     info["models_dir"] = str(runner.state.models_dir)  # the report's Grad-CAM reloads them
     clean, audit_summary = (leakage_audit(first, found.root, out_dir, cfg)
                             if cfg.evaluation.audit and first else (None, None))
-    settings = EvalSettings(seed=cfg.seed, bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
-                            target_sensitivity=cfg.evaluation.target_sensitivity)
+    settings = cfg.evaluation.settings(cfg.seed)
     cv.write_fold_predictions(out_dir, collected)  # read by the report's CV table
     tracking.write_tensorboard(out_dir, cfg, collected.tracks)
     rows = report.write_run(out_dir, pd.concat(collected.frames, ignore_index=True),
@@ -322,13 +320,14 @@ def leakage_audit(splits: Splits, root: Path, out_dir: Path, cfg) -> tuple[set[s
     """Near-duplicate audit over the run's own train/val/test images (audit_* files in
     ``out_dir``); returns the clean test files (relative names) and the summary."""
     from melanoma.evaluation import audit
+    from melanoma.reporting.audit_figures import run_audit
 
     started = time.perf_counter()
     items = audit.items_from_splits(*((s.files, s.labels) for s in
                                       (splits.train, splits.val, splits.test)))
-    pairs, summary = audit.run_audit(items, out_dir, cfg.evaluation.audit_min_corr,
-                                     include_flips=cfg.evaluation.audit_include_flips,
-                                     groups=audit.groups_for(items, root))
+    pairs, summary = run_audit(items, out_dir, cfg.evaluation.audit_min_corr,
+                               include_flips=cfg.evaluation.audit_include_flips,
+                               groups=audit.groups_for(items, root))
     clean = {relative_name(Path(f), root) for f in audit.clean_test_files(pairs, items)}
     log.info("audit: %d of %d test images have a duplicate (%d) or the same lesion in "
              "train/val; %d clean (%.1f s)", summary["n_test"] - len(clean), summary["n_test"],

@@ -76,7 +76,7 @@ class Collected:
 
 def collect(cfg, found, runner) -> Collected:
     """Every row's predictions in config order (variant by variant, seed by seed)."""
-    from melanoma.evaluation.model_files import evaluate_row
+    from melanoma.runs.model_files import evaluate_row
 
     collected = Collected(data_key=runner.data_key)
     seeds = cfg.training_seeds

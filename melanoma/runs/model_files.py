@@ -21,6 +21,7 @@ from melanoma.data import layout, legacy
 from melanoma.data.cache import DecodedCache, fit_preprocessing, open_or_build
 from melanoma.data.loader import CacheBatches
 from melanoma.data.preprocessing import PREPROCESSING, Preprocessing, get_preprocessing
+from melanoma.evaluation.rows import EvalSettings
 from melanoma.models.loading import LoadedModel, load
 from melanoma.reporting import ownership
 from melanoma.reporting import tables as report
@@ -47,16 +48,9 @@ class EvalOptions:
     trust_code: bool = False
     interpolation: str | None = None  # None -> the sidecar's, else "nearest"
     batch_size: int | None = None  # None -> the sidecar's val_batch_size, else 8
-    seed: int = 0  # the bootstrap's seed: the same inputs give the same intervals
-    threshold: float | None = None  # a given operating point (the thr_* columns)
     val_dir: Path | None = None  # Benign/ and Malignant/: the threshold is chosen there
-
-    def settings(self):
-        """The report's EvalSettings: run's defaults (Youden's J on the validation split,
-        1,000 resamples), this seed, and the given threshold if any."""
-        from melanoma.evaluation.rows import EvalSettings
-
-        return EvalSettings(seed=self.seed, threshold=self.threshold)
+    # the report's: bootstrap seed and resamples, and a given threshold (the thr_* columns)
+    settings: EvalSettings = field(default_factory=EvalSettings)
 
 
 @dataclass
@@ -302,7 +296,7 @@ def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, fail
                  options: EvalOptions = EvalOptions()) -> list[dict]:
     """The same files as ``run`` (report.write_run), one row per evaluated model; the
     provenance lists the models that failed and why. With validation predictions the
-    threshold is chosen on them as run chooses it (or ``options.threshold`` is used)."""
+    threshold is chosen on them as run chooses it (or ``options.settings.threshold`` is used)."""
     names = unique_names([printable(r.name) for r in results])  # file stems may be non-UTF-8
     results = [replace(r, name=n, predictions=r.predictions.assign(variant=n),
                        val_predictions=None if r.val_predictions is None
@@ -321,14 +315,14 @@ def write_report(out_dir: Path, results: list[ModelResult], data: EvalData, fail
                             {r.name: r.spec for r in results},
                             {r.name: r.history for r in results}, info,
                             pd.concat(vals, ignore_index=True) if vals else None,
-                            options.settings())
+                            options.settings)
 
 
 def evaluate_each(paths: list[Path], data: EvalData, options: EvalOptions,
                   names: list[str] | None = None, debug: bool = False) -> tuple[list, list]:
     """Every model in turn; a failure is one logged line and does not stop the others.
     Returns (results, failures as [path, message])."""
-    from melanoma.models.loading import first_line
+    from melanoma.util.errors import first_line
 
     results, failures = [], []
     for i, (path, name) in enumerate(zip(paths, names or [None] * len(paths)), 1):
@@ -361,7 +355,7 @@ def evaluate_models(paths: list[Path], data_dir: Path, out_dir: Path,
     data = EvalData.from_dir(data_dir, options.val_dir)
     layout.refuse_inside_data(data.root, {"--out": out_dir})
     atomic.check_room(out_dir, "--out folder")
-    config = {**(config or {}), "models": [str(p) for p in paths], "seed": options.seed}
+    config = {**(config or {}), "models": [str(p) for p in paths], "seed": options.settings.seed}
     ownership.check_owner(out_dir, identity(config, data), overwrite)
     started = time.perf_counter()
     with locks.hold(out_dir):  # as run: no two commands write one folder at once

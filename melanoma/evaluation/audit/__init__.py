@@ -74,7 +74,6 @@ from melanoma.evaluation.audit.pairs import (  # noqa: F401
     items_from_layout,
     items_from_splits,
     read_pairs,
-    run_audit,
     signatures_of,
 )
 from melanoma.evaluation.audit.summary import clean_test_files, summarise  # noqa: F401

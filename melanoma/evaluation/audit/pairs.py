@@ -23,7 +23,6 @@ from melanoma.evaluation.audit.items import (
     AuditItem,
     content_hash,
 )
-from melanoma.evaluation.audit.summary import summarise
 
 
 def _empty_pairs() -> pd.DataFrame:
@@ -176,22 +175,3 @@ def items_from_layout(found, val_fraction: float = 0.15, seed: int = 42, *,
         for k in readable[val_index]:
             items[k] = dataclasses.replace(items[k], split="val")
     return items, sig
-
-
-def run_audit(
-    items: Sequence[Any],
-    out_dir: str | os.PathLike,
-    min_corr: float = dedup.MIN_CORR,
-    *,
-    include_flips: bool = False,
-    max_grid: int = 16,
-    **kwargs: Any,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """find_duplicates + summarise + write_audit in one call (what the CLI runs)."""
-    from melanoma.reporting.audit_figures import write_audit
-
-    items = list(items)
-    pairs = find_duplicates(items, min_corr, include_flips=include_flips, **kwargs)
-    summary = summarise(pairs, items)
-    write_audit(pairs, summary, out_dir, max_grid=max_grid)
-    return pairs, summary
