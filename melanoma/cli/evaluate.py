@@ -68,7 +68,8 @@ def register(commands) -> None:
 def options_from(args):
     """EvalOptions from the flags; malformed flags fail before any model is loaded."""
     from melanoma.data.preprocessing import get_preprocessing
-    from melanoma.evaluation import model_files
+    from melanoma.evaluation.rows import EvalSettings
+    from melanoma.runs import model_files
     from melanoma.util.errors import UserError
 
     if args.variant_deprecated is not None:
@@ -89,12 +90,12 @@ def options_from(args):
     return model_files.EvalOptions(
         variant=args.preprocessing, featurewise_mean=model_files.parse_mean(args.featurewise_mean),
         trust_code=args.trust_model_code, interpolation=args.interpolation,
-        batch_size=args.batch_size, seed=args.seed, threshold=args.threshold,
-        val_dir=args.val_dir)
+        batch_size=args.batch_size, val_dir=args.val_dir,
+        settings=EvalSettings(seed=args.seed, threshold=args.threshold))
 
 
 def main(args) -> int:
-    from melanoma.evaluation import model_files
+    from melanoma.runs import model_files
 
     options = options_from(args)
     data_dir = cli_options.data_dir_from(args, required=True)

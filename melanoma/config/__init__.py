@@ -38,6 +38,7 @@ from melanoma.data.augmentation import Augmentation
 from melanoma.data.decode import INTERPOLATIONS
 from melanoma.data.preprocessing import get_preprocessing
 from melanoma.data.synthetic import SyntheticSpec
+from melanoma.evaluation.rows import EvalSettings
 from melanoma.models.backbones import MIN_IMAGE_SIZE, check_own_code, get_backbone
 from melanoma.util.errors import UserError, unknown_name
 from melanoma.util.keys import digest
@@ -216,6 +217,11 @@ class EvaluationConfig:
     # the duplicate detector's band-pass correlation threshold (docs/duplicate_audit.md)
     audit_min_corr: float = _checked(0.95, lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
     audit_include_flips: bool = False  # also match flipped and 90-degree rotated copies
+
+    def settings(self, seed: int) -> EvalSettings:
+        """What the metric rows need of this table (with the bootstrap's seed)."""
+        return EvalSettings(seed=seed, bootstrap_resamples=self.bootstrap_resamples,
+                            target_sensitivity=self.target_sensitivity)
 
 
 @dataclass(frozen=True)
