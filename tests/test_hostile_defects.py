@@ -56,6 +56,19 @@ def images(folder: Path, n: int = 6) -> tuple[list[Path], np.ndarray]:
     return files, np.arange(n) % 2
 
 
+def isic_download(folder: Path, n: int = 10) -> tuple[Path, Path]:
+    """``folder/images`` with ``n`` ISIC-named JPEGs and ``folder/gt.csv``, their ISIC 2017
+    ground truth (every other one a melanoma): what `import` reads."""
+    images_dir = folder / "images"
+    images_dir.mkdir()
+    for i in range(n):
+        (images_dir / f"ISIC_{i:07d}.jpg").write_bytes(jpeg_bytes(i))
+    labels = folder / "gt.csv"
+    labels.write_text("image_id,melanoma,seborrheic_keratosis\n" + "".join(
+        f"ISIC_{i:07d},{i % 2}.0,0.0\n" for i in range(n)))
+    return images_dir, labels
+
+
 # ----------------------------------------------------------------------------------------
 # 1. the decoded-image cache's pixels are verified
 
@@ -203,13 +216,7 @@ def test_report_refuses_out_inside_the_runs_data(data, tmp_path, one_line_error)
 
 
 def test_import_into_its_images_folder_never_reads_its_copies(tmp_path, capsys):
-    images_dir = tmp_path / "images"
-    images_dir.mkdir()
-    for i in range(10):
-        (images_dir / f"ISIC_{i:07d}.jpg").write_bytes(jpeg_bytes(i))
-    labels = tmp_path / "gt.csv"
-    labels.write_text("image_id,melanoma,seborrheic_keratosis\n" + "".join(
-        f"ISIC_{i:07d},{i % 2}.0,0.0\n" for i in range(10)))
+    images_dir, labels = isic_download(tmp_path)
     args = ["import", "--labels", str(labels), "--images", str(images_dir),
             "--out", str(images_dir / "imported")]
     assert main(args) == 0
@@ -342,13 +349,7 @@ def test_read_only_cache_folder_is_one_line(data, tmp_path, monkeypatch, one_lin
 
 @pytest.mark.parametrize("place", ["/proc/melanoma-import", "afile/below"])
 def test_import_into_an_unusable_place_is_one_line(tmp_path, one_line_error, place):
-    images_dir = tmp_path / "images"
-    images_dir.mkdir()
-    for i in range(10):
-        (images_dir / f"ISIC_{i:07d}.jpg").write_bytes(jpeg_bytes(i))
-    labels = tmp_path / "gt.csv"
-    labels.write_text("image_id,melanoma,seborrheic_keratosis\n" + "".join(
-        f"ISIC_{i:07d},{i % 2}.0,0.0\n" for i in range(10)))
+    images_dir, labels = isic_download(tmp_path)
     (tmp_path / "afile").write_text("x")
     out = place if place.startswith("/") else str(tmp_path / place)
     assert main(["import", "--labels", str(labels), "--images", str(images_dir),
