@@ -20,23 +20,6 @@ from melanoma.util.errors import UserError
 
 SIZE = 32
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
-TINY = """
-name = "hostile2"
-seed = 7
-
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-
-[[variants]]
-name = "tiny"
-preprocessing = "samplewise"
-"""
 
 
 def jpeg_bytes(seed: int, size: int = 40) -> bytes:
@@ -135,10 +118,10 @@ def tree(folder: Path) -> list[str]:
 # 2. no output, models or cache folder inside the data folder
 
 @pytest.fixture
-def data(tmp_path):
+def data(tmp_path, tiny_config):
     root = data_set(tmp_path / "data")
     config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+    config.write_text(tiny_config("hostile2", synthetic=None))
     return root, config
 
 
