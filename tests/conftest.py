@@ -16,6 +16,7 @@ Fixtures (a test asks for them by name; none of them imports TensorFlow):
 - ``assert_same_predictions``: one model's predictions by two code paths, within 1e-6.
 - ``op_determinism``: a context manager for tests whose claim is bit-for-bit equality.
 - ``one_line_error``: the test's command failed with one ``melanoma-bench: error:`` line.
+- ``gradcam_model``: the smallest seeded Keras model Grad-CAM reads (Keras loads on the call).
 Every test runs with TensorFlow's op-determinism switch put back as it found it.
 """
 from __future__ import annotations
@@ -299,6 +300,25 @@ def one_line_error(capsys):
             assert needle in lines[0], (needle, lines[0])
         return lines[0]
     return check
+
+
+def gradcam_model(size: int = 32):
+    """A seeded few-weight classifier Grad-CAM can read: a 4-filter conv named
+    ``top_activation`` (the layer it looks for), pooled, then a 2-class softmax."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((size, size, 3)),
+                             keras.layers.Conv2D(4, 3, padding="same", activation="relu",
+                                                 name="top_activation"),
+                             keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(2, activation="softmax")])
+
+
+@pytest.fixture(scope="session", name="gradcam_model")
+def _gradcam_model():
+    """``gradcam_model(size=32)`` -> a new seeded Keras model with a ``top_activation`` conv."""
+    return gradcam_model
 
 
 # ---------------------------------------------------------------- TensorFlow state
