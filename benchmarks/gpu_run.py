@@ -23,7 +23,7 @@ fits the remaining ``--budget`` seconds:
 
 Each item runs in its own process (``--child``), so each mode compiles from scratch and its
 peak memory is its own. ``--tiny``: B0 at 32 px on 40 generated images and 24 real ones,
-the same code paths on a CPU (tests/test_gpu_run.py). Results: ``OUT/gpu_run.json``.
+the same code paths on a CPU (tests/test_perf.py, slow). Results: ``OUT/gpu_run.json``.
 """
 from __future__ import annotations
 
