@@ -1,40 +1,9 @@
-"""Feeding helpers for gpu_keras_jax.py: a GPU utilization sampler and a uint8 memmap cache
-streamed in shuffled batches (optionally prefetched by a thread, as tf.data's prefetch would)."""
+"""Feeding helpers for gpu_keras_jax.py: a uint8 memmap cache streamed in shuffled batches
+(optionally prefetched by a thread, as tf.data's prefetch would)."""
 from __future__ import annotations
 
 import queue
-import shutil
-import statistics
-import subprocess
 import threading
-
-
-class UtilSampler:
-    """nvidia-smi's utilization.gpu every 100 ms in a background process, between start/stop."""
-
-    def __init__(self):
-        self.values: list[int] = []
-        smi = shutil.which("nvidia-smi")
-        self.proc = None if smi is None else subprocess.Popen(
-            [smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"],
-            stdout=subprocess.PIPE, text=True)
-        if self.proc:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            if line.strip().isdigit():
-                self.values.append(int(line.strip()))
-
-    def stop(self) -> dict:
-        if self.proc is None:
-            return {"mean_util_pct": None, "samples": 0, "note": "nvidia-smi not found"}
-        self.proc.terminate()
-        self.proc.wait(5)
-        vals = self.values
-        return {"mean_util_pct": round(statistics.fmean(vals), 1) if vals else None,
-                "median_util_pct": statistics.median(vals) if vals else None,
-                "samples": len(vals)}
 
 
 def make_memmap(cfg, path: str):

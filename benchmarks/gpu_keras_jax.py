@@ -23,7 +23,8 @@ import threading
 import time
 import traceback
 
-from gpu_feed import UtilSampler, make_memmap, prefetched, streamed
+from gpu_feed import make_memmap, prefetched, streamed
+from gpu_sampler import GpuSampler
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 T0 = time.perf_counter()
@@ -204,7 +205,7 @@ def busy_run(cfg, model, make_gen, rate: float) -> dict:
     steps = max(2, round(cfg.stream_seconds * rate / cfg.batch))
     timed_fit(model, make_gen, 3)  # warm the input path; the train function is already compiled
     c0 = COMPILES["count"]
-    sampler = UtilSampler()
+    sampler = GpuSampler(interval_ms=100)
     wall = timed_fit(model, make_gen, steps)
     util = sampler.stop()
     return {"steps": steps, "wall_s": round(wall, 2),

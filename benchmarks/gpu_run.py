@@ -23,19 +23,19 @@ fits the remaining ``--budget`` seconds:
 
 Each item runs in its own process (``--child``), so each mode compiles from scratch and its
 peak memory is its own. ``--tiny``: B0 at 32 px on 40 generated images and 24 real ones,
-the same code paths on a CPU (tests/test_gpu_run.py). Results: ``OUT/gpu_run.json``.
+the same code paths on a CPU (tests/test_perf.py, slow). Results: ``OUT/gpu_run.json``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from gpu_sampler import GpuSampler  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"mixed_xla": (True, True), "float32_xla": (False, True), "mixed": (True, False)}
@@ -47,31 +47,6 @@ TINY = {"backbone": "B0", "image_size": 32, "per_class": (10, 10), "generated_si
         "isic_limit": 24, "isic_backbone": "B0", "isic_size": 32}
 FULL = {"backbone": "B6", "image_size": 528, "per_class": (750, 250), "generated_size": 300,
         "isic_limit": None, "isic_backbone": "B3", "isic_size": 256}
-
-
-class GpuSampler:
-    """nvidia-smi's utilization.gpu every 200 ms in a background process (None without one)."""
-
-    def __init__(self):
-        smi = shutil.which("nvidia-smi")
-        self.values: list[int] = []
-        self.proc = None if smi is None else subprocess.Popen(
-            [smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"],
-            stdout=subprocess.PIPE, text=True)
-        if self.proc:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            if line.strip().isdigit():
-                self.values.append(int(line.strip()))
-
-    def stop(self) -> float | None:
-        if self.proc is None:
-            return None
-        self.proc.terminate()
-        self.proc.wait(5)
-        return round(sum(self.values) / len(self.values), 1) if self.values else None
 
 
 class Timeline:
@@ -260,7 +235,7 @@ def child(item: str, args, work: Path, timeout: float, epochs: int | None = None
     except subprocess.TimeoutExpired as expired:
         code, out, err = "timeout", expired.stdout or "", expired.stderr or ""
         out, err = [o.decode() if isinstance(o, bytes) else o for o in (out, err)]
-    busy = sampler.stop()
+    busy = sampler.stop()["mean_util_pct"]
     (Path(args.out) / f"{item}.log").write_text(err[-200_000:])
     lines = [line for line in out.splitlines() if line.startswith("GPU_RUN_RESULT ")]
     found = json.loads(lines[-1].split(" ", 1)[1]) if lines else {}

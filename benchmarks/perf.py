@@ -2,14 +2,17 @@
 
     python -m benchmarks.perf                    # P1-P4 (+ GPU figures when a GPU is visible)
     python -m benchmarks.perf --skip-main-job    # P1-P3 only (P4 runs the ~4 min main job)
+    python -m benchmarks.perf --report-only      # perf.md again from the saved perf.json
 
-Writes reports/perf/perf.json and perf.md: each figure with its target and verdict.
+Writes reports/perf/perf.json and perf.md: each figure with its target and verdict; perf.md
+is made from perf.json as saved, so it can be rebuilt without measuring anything.
 Timings on a shared machine are noisy, so the two sides of each ratio are measured in
 alternating rounds (A, B, A, B, ...) and the median rate of each side is compared: load
 that comes and goes hits both sides alike.
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
 import statistics
@@ -398,17 +401,26 @@ def markdown(figures: list[Figure], info: dict) -> str:
 
 
 def write_report(out_dir: Path, figures: list[Figure], extra: dict | None = None) -> None:
+    """perf.json (figures, verdicts, provenance), then perf.md from what was saved."""
     info = provenance.collect({"perf_data": asdict(PERF_DATA)}, 0, backend.devices(), extra)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out_dir / "perf.json", {
         "figures": [{**asdict(f), "verdict": f.verdict} for f in figures], "provenance": info})
-    atomic.write_text(out_dir / "perf.md", markdown(figures, info))
+    rebuild_report(out_dir)
+
+
+def rebuild_report(out_dir: Path) -> list[Figure]:
+    """perf.md from ``out_dir``'s perf.json alone (no measuring); the saved figures."""
+    saved = json.loads((Path(out_dir) / "perf.json").read_text(encoding="utf-8"))
+    figures = [Figure(**{k: v for k, v in f.items() if k != "verdict"}) for f in saved["figures"]]
+    atomic.write_text(Path(out_dir) / "perf.md", markdown(figures, saved["provenance"]))
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.perf [--out DIR] [--skip-main-job]`` (``tox -e perf``): exit 0 when
-    every measured target holds, 1 when one is missed, 2 without tf_keras."""
+    """``python -m benchmarks.perf [--out DIR] [--skip-main-job | --report-only]`` (``tox -e
+    perf``): exit 0 when every measured target holds, 1 when one is missed, 2 without tf_keras."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__)
@@ -417,7 +429,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip P4 (runs the default main job as a child process)")
     parser.add_argument("--only-p1", action="store_true",
                         help="only P1, at 224 px (judged) and 528 px (reported)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: write perf.md again from --out's perf.json")
     args = parser.parse_args(argv)
+    if args.report_only:
+        if not (args.out / "perf.json").is_file():
+            print(f"benchmarks.perf: error: --report-only: no perf.json in {args.out} (run the "
+                  "suite first, or name its folder with --out)", file=sys.stderr)
+            return 2
+        figures = rebuild_report(args.out)
+        print((args.out / "perf.md").read_text(encoding="utf-8"))
+        return 1 if any(f.holds is False for f in figures) else 0
     try:
         import tf_keras  # noqa: F401 - P1's baseline is the original ImageDataGenerator
     except ImportError:

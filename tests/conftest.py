@@ -15,6 +15,8 @@ Fixtures (a test asks for them by name; none of them imports TensorFlow):
 - ``four_job_config``: the 2 variants x 2 seeds config of the job-sharing tests.
 - ``assert_same_predictions``: one model's predictions by two code paths, within 1e-6.
 - ``op_determinism``: a context manager for tests whose claim is bit-for-bit equality.
+- ``one_line_error``: the test's command failed with one ``melanoma-bench: error:`` line.
+- ``gradcam_model``: the smallest seeded Keras model Grad-CAM reads (Keras loads on the call).
 Every test runs with TensorFlow's op-determinism switch put back as it found it.
 """
 from __future__ import annotations
@@ -280,6 +282,43 @@ def _assert_same_predictions():
     """``assert_same_predictions(got_csv, want_csv, atol=1e-6)``: same rows, probabilities
     within ``atol`` (for one model reached by two code paths)."""
     return assert_same_predictions
+
+
+# ---------------------------------------------------------------- user errors
+ERROR_PREFIX = "melanoma-bench: error:"
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """``one_line_error(*needles)`` -> the line: what the test's command wrote to stderr since
+    the last read is one ``melanoma-bench: error:`` line holding every needle, no traceback."""
+    def check(*needles: str) -> str:
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith(ERROR_PREFIX)]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        for needle in needles:
+            assert needle in lines[0], (needle, lines[0])
+        return lines[0]
+    return check
+
+
+def gradcam_model(size: int = 32):
+    """A seeded few-weight classifier Grad-CAM can read: a 4-filter conv named
+    ``top_activation`` (the layer it looks for), pooled, then a 2-class softmax."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((size, size, 3)),
+                             keras.layers.Conv2D(4, 3, padding="same", activation="relu",
+                                                 name="top_activation"),
+                             keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(2, activation="softmax")])
+
+
+@pytest.fixture(scope="session", name="gradcam_model")
+def _gradcam_model():
+    """``gradcam_model(size=32)`` -> a new seeded Keras model with a ``top_activation`` conv."""
+    return gradcam_model
 
 
 # ---------------------------------------------------------------- TensorFlow state

@@ -328,17 +328,12 @@ def test_b0_last_block_heat_maps_favour_the_lesion(tmp_path):
     assert summary["frac_above_area"] >= 0.85, summary
 
 
-def test_a_reloaded_sequential_gives_the_same_maps(tmp_path, pixels):
+def test_a_reloaded_sequential_gives_the_same_maps(tmp_path, pixels, gradcam_model):
     """A Sequential read back from .keras holds a second call of its layers: the maps must
     come from the call its output uses (they were empty gradients, a TF error, before)."""
     import keras
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((32, 32, 3)),
-                              keras.layers.Conv2D(4, 3, padding="same", activation="relu",
-                                                  name="top_activation"),
-                              keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = gradcam_model()
     before = gc.gradcam(model, pixels)
     model.save(tmp_path / "seq.keras")
     loaded = keras.saving.load_model(tmp_path / "seq.keras", compile=False, safe_mode=True)

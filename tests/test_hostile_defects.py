@@ -20,23 +20,6 @@ from melanoma.util.errors import UserError
 
 SIZE = 32
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
-TINY = """
-name = "hostile2"
-seed = 7
-
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 1
-batch_size = 8
-val_batch_size = 8
-head_units = 8
-
-[[variants]]
-name = "tiny"
-preprocessing = "samplewise"
-"""
 
 
 def jpeg_bytes(seed: int, size: int = 40) -> bytes:
@@ -56,13 +39,17 @@ def images(folder: Path, n: int = 6) -> tuple[list[Path], np.ndarray]:
     return files, np.arange(n) % 2
 
 
-def one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("melanoma-bench: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+def isic_download(folder: Path, n: int = 10) -> tuple[Path, Path]:
+    """``folder/images`` with ``n`` ISIC-named JPEGs and ``folder/gt.csv``, their ISIC 2017
+    ground truth (every other one a melanoma): what `import` reads."""
+    images_dir = folder / "images"
+    images_dir.mkdir()
+    for i in range(n):
+        (images_dir / f"ISIC_{i:07d}.jpg").write_bytes(jpeg_bytes(i))
+    labels = folder / "gt.csv"
+    labels.write_text("image_id,melanoma,seborrheic_keratosis\n" + "".join(
+        f"ISIC_{i:07d},{i % 2}.0,0.0\n" for i in range(n)))
+    return images_dir, labels
 
 
 # ----------------------------------------------------------------------------------------
@@ -131,10 +118,10 @@ def tree(folder: Path) -> list[str]:
 # 2. no output, models or cache folder inside the data folder
 
 @pytest.fixture
-def data(tmp_path):
+def data(tmp_path, tiny_config):
     root = data_set(tmp_path / "data")
     config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+    config.write_text(tiny_config("hostile2", synthetic=None))
     return root, config
 
 
@@ -142,14 +129,14 @@ def data(tmp_path):
                                            ("--out", "test"), ("--out", "."),
                                            ("--models-dir", "test/Malignant/m"),
                                            ("--models-dir", "train/x")])
-def test_run_refuses_outputs_inside_the_data(data, tmp_path, capsys, flag, inside):
+def test_run_refuses_outputs_inside_the_data(data, tmp_path, one_line_error, flag, inside):
     root, config = data
     before = tree(root)
     other = "--models-dir" if flag == "--out" else "--out"
     args = ["run", "--config", str(config), "--data-dir", str(root), flag, str(root / inside),
             other, str(tmp_path / "elsewhere")]
     assert main(args) == 2
-    one_line_error(capsys, flag, "inside the data folder")
+    one_line_error(flag, "inside the data folder")
     assert tree(root) == before and not (tmp_path / "elsewhere").exists()
 
 
@@ -162,37 +149,37 @@ def test_other_folders_under_the_data_root_are_not_data(data):
         layout.refuse_inside_data(root, {"--out": root / "x" / ".." / "TRAIN" / ".." / "train"})
 
 
-def test_cache_folder_inside_the_data_is_refused(data, tmp_path, monkeypatch, capsys):
+def test_cache_folder_inside_the_data_is_refused(data, tmp_path, monkeypatch, one_line_error):
     root, config = data
     monkeypatch.setenv("MELANOMA_DATA_CACHE", str(root / "train" / "cache"))
     before = tree(root)
     assert main(["prepare", "--config", str(config), "--data-dir", str(root)]) == 2
-    one_line_error(capsys, "MELANOMA_DATA_CACHE", "inside the data folder")
+    one_line_error("MELANOMA_DATA_CACHE", "inside the data folder")
     monkeypatch.delenv("MELANOMA_DATA_CACHE")
     assert main(["prepare", "--config", str(config), "--data-dir", str(root), "--set",
                  f"data.cache_dir={root / 'test' / 'Benign'}"]) == 2
-    one_line_error(capsys, "cache_dir", "inside the data folder")
+    one_line_error("cache_dir", "inside the data folder")
     assert tree(root) == before
 
 
-def test_evaluate_audit_and_tune_refuse_out_inside_the_data(data, tmp_path, capsys):
+def test_evaluate_audit_and_tune_refuse_out_inside_the_data(data, tmp_path, one_line_error):
     root, config = data
     before = tree(root)
     model = str(LEGACY / "tiny_efficientnet_samplewise.h5")
     assert main(["evaluate", model, "--data-dir", str(root / "test"),
                  "--out", str(root / "test" / "Benign" / "eval")]) == 2
-    one_line_error(capsys, "--out", "inside the data folder")
+    one_line_error("--out", "inside the data folder")
     assert main(["evaluate", model, "--data-dir", str(root),
                  "--out", str(root / "train")]) == 2
-    one_line_error(capsys, "--out", "inside the data folder")
+    one_line_error("--out", "inside the data folder")
     assert main(["audit", str(root), "--out", str(root / "test" / "audit")]) == 2
-    one_line_error(capsys, "--out", "inside the data folder")
+    one_line_error("--out", "inside the data folder")
     assert main(["tune", "--data-dir", str(root), "--out", str(root / "train" / "t")]) == 2
-    one_line_error(capsys, "--out", "inside the data folder")
+    one_line_error("--out", "inside the data folder")
     assert tree(root) == before
 
 
-def test_report_refuses_out_inside_the_runs_data(data, tmp_path, capsys):
+def test_report_refuses_out_inside_the_runs_data(data, tmp_path, one_line_error):
     import pandas as pd
 
     from melanoma.evaluation.rows import EvalSettings
@@ -207,18 +194,12 @@ def test_report_refuses_out_inside_the_runs_data(data, tmp_path, capsys):
         "root": str(root)}}, None, EvalSettings(seed=1, bootstrap_resamples=10))
     before = tree(root)
     assert main(["report", str(run), "--out", str(root / "train" / "Benign" / "rep")]) == 2
-    one_line_error(capsys, "--out", "inside the data folder")
+    one_line_error("--out", "inside the data folder")
     assert tree(root) == before
 
 
 def test_import_into_its_images_folder_never_reads_its_copies(tmp_path, capsys):
-    images_dir = tmp_path / "images"
-    images_dir.mkdir()
-    for i in range(10):
-        (images_dir / f"ISIC_{i:07d}.jpg").write_bytes(jpeg_bytes(i))
-    labels = tmp_path / "gt.csv"
-    labels.write_text("image_id,melanoma,seborrheic_keratosis\n" + "".join(
-        f"ISIC_{i:07d},{i % 2}.0,0.0\n" for i in range(10)))
+    images_dir, labels = isic_download(tmp_path)
     args = ["import", "--labels", str(labels), "--images", str(images_dir),
             "--out", str(images_dir / "imported")]
     assert main(args) == 0
@@ -282,7 +263,7 @@ BASELINE_DAMAGE = {
 
 
 @pytest.mark.parametrize("case", BASELINE_DAMAGE)
-def test_damaged_baseline_is_one_line_naming_file_and_field(bench_files, capsys, case):
+def test_damaged_baseline_is_one_line_naming_file_and_field(bench_files, capsys, one_line_error, case):
     args, baseline = bench_files
     damage, field = BASELINE_DAMAGE[case]
     doc = json.loads(baseline.read_text())
@@ -290,17 +271,17 @@ def test_damaged_baseline_is_one_line_naming_file_and_field(bench_files, capsys,
     baseline.write_text(json.dumps(doc))  # NaN and 1e308 written as JSON allows them
     capsys.readouterr()
     assert main(args) == 2
-    one_line_error(capsys, str(baseline), field)
+    one_line_error(str(baseline), field)
 
 
 @pytest.mark.parametrize("content", [b"", b'{"format": "melanoma-bench seed baseline 1", "var',
                                      b"[1, 2]", b"\xff\xfe\x00binary", b"null"])
-def test_empty_truncated_or_mistyped_baseline_is_one_line(bench_files, capsys, content):
+def test_empty_truncated_or_mistyped_baseline_is_one_line(bench_files, capsys, one_line_error, content):
     args, baseline = bench_files
     baseline.write_bytes(content)
     capsys.readouterr()
     assert main(args) == 2
-    one_line_error(capsys, str(baseline))
+    one_line_error(str(baseline))
 
 
 def test_sound_baseline_still_passes(bench_files, capsys):
@@ -312,26 +293,26 @@ def test_sound_baseline_still_passes(bench_files, capsys):
 # ----------------------------------------------------------------------------------------
 # 4. unusable places are one line, not a traceback
 
-def test_cache_variable_naming_a_file_is_one_line(data, tmp_path, monkeypatch, capsys):
+def test_cache_variable_naming_a_file_is_one_line(data, tmp_path, monkeypatch, one_line_error):
     root, config = data
     (tmp_path / "afile").write_text("x")
     monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "afile"))
     assert main(["prepare", "--config", str(config), "--data-dir", str(root)]) == 2
-    one_line_error(capsys, str(tmp_path / "afile"), "MELANOMA_DATA_CACHE")
+    one_line_error(str(tmp_path / "afile"), "MELANOMA_DATA_CACHE")
     monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "afile" / "below"))
     assert main(["prepare", "--config", str(config)]) == 2  # the generated set's folder too
-    one_line_error(capsys, "MELANOMA_DATA_CACHE")
+    one_line_error("MELANOMA_DATA_CACHE")
 
 
-def test_unreachable_home_is_one_line(data, monkeypatch, capsys):
+def test_unreachable_home_is_one_line(data, monkeypatch, one_line_error):
     root, config = data
     monkeypatch.delenv("MELANOMA_DATA_CACHE")
     monkeypatch.setenv("HOME", "/proc/no-such-home")
     assert main(["prepare", "--config", str(config), "--data-dir", str(root)]) == 2
-    one_line_error(capsys, "/proc/no-such-home/.cache/melanoma-bench", "MELANOMA_DATA_CACHE")
+    one_line_error("/proc/no-such-home/.cache/melanoma-bench", "MELANOMA_DATA_CACHE")
 
 
-def test_read_only_cache_folder_is_one_line(data, tmp_path, monkeypatch, capsys):
+def test_read_only_cache_folder_is_one_line(data, tmp_path, monkeypatch, one_line_error):
     import errno
     import os
 
@@ -346,67 +327,61 @@ def test_read_only_cache_folder_is_one_line(data, tmp_path, monkeypatch, capsys)
     else:
         cache.chmod(0o555)
     assert main(["prepare", "--config", str(config), "--data-dir", str(root)]) == 2
-    one_line_error(capsys, str(cache), "Permission denied", "MELANOMA_DATA_CACHE")
+    one_line_error(str(cache), "Permission denied", "MELANOMA_DATA_CACHE")
 
 
 @pytest.mark.parametrize("place", ["/proc/melanoma-import", "afile/below"])
-def test_import_into_an_unusable_place_is_one_line(tmp_path, capsys, place):
-    images_dir = tmp_path / "images"
-    images_dir.mkdir()
-    for i in range(10):
-        (images_dir / f"ISIC_{i:07d}.jpg").write_bytes(jpeg_bytes(i))
-    labels = tmp_path / "gt.csv"
-    labels.write_text("image_id,melanoma,seborrheic_keratosis\n" + "".join(
-        f"ISIC_{i:07d},{i % 2}.0,0.0\n" for i in range(10)))
+def test_import_into_an_unusable_place_is_one_line(tmp_path, one_line_error, place):
+    images_dir, labels = isic_download(tmp_path)
     (tmp_path / "afile").write_text("x")
     out = place if place.startswith("/") else str(tmp_path / place)
     assert main(["import", "--labels", str(labels), "--images", str(images_dir),
                  "--out", out]) == 2
-    one_line_error(capsys, out)
+    one_line_error(out)
 
 
 def _long(tmp_path: Path) -> Path:
     return tmp_path.joinpath(*["d" * 200] * 20)  # about 4,100 bytes with the temp prefix
 
 
-def test_run_with_a_4000_character_out_is_one_line_before_any_work(data, tmp_path, capsys):
+def test_run_with_a_4000_character_out_is_one_line_before_any_work(data, tmp_path, one_line_error):
     root, config = data
     out = _long(tmp_path)
     assert main(["run", "--config", str(config), "--data-dir", str(root), "--out", str(out),
                  "--models-dir", str(tmp_path / "models")]) == 2
-    one_line_error(capsys, "--out", "path limit")
+    one_line_error("--out", "path limit")
     assert not (tmp_path / "models").exists() and not (tmp_path / ("d" * 200)).exists()
 
 
-def test_evaluate_and_report_with_a_4000_character_out_are_one_line(tmp_path, capsys):
+def test_evaluate_and_report_with_a_4000_character_out_are_one_line(tmp_path, one_line_error):
     out = _long(tmp_path)
     assert main(["evaluate", str(LEGACY / "tiny_efficientnet_samplewise.h5"), "--data-dir",
                  str(LEGACY / "images"), "--out", str(out)]) == 2
-    one_line_error(capsys, "--out", "path limit")
+    one_line_error("--out", "path limit")
     assert main(["report", str(tmp_path), "--out", str(out)]) == 2
-    one_line_error(capsys, "--out", "path limit")
+    one_line_error("--out", "path limit")
     assert not (tmp_path / ("d" * 200)).exists()
 
 
 # ----------------------------------------------------------------------------------------
 # 5. `check` exits 2 on a class with no readable image; a failed run leaves no empty --out
 
-def test_check_fails_on_a_class_without_a_readable_image(data, capsys):
+def test_check_fails_on_a_class_without_a_readable_image(data, one_line_error):
     root, _ = data
     for path in (root / "test" / "Malignant").iterdir():
         path.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     assert main(["check", str(root)]) == 2
-    one_line_error(capsys, "test/Malignant", "no readable image", "3 unreadable")
+    one_line_error("test/Malignant", "no readable image", "3 unreadable")
 
 
-def test_run_failing_on_its_data_leaves_no_empty_out(data, tmp_path, capsys):
+def test_run_failing_on_its_data_leaves_no_empty_out(data, tmp_path, one_line_error):
     root, config = data
     for path in (root / "test" / "Malignant").iterdir():
         path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])  # header reads
     out = tmp_path / "new-out"
     assert main(["run", "--config", str(config), "--data-dir", str(root), "--out", str(out),
                  "--models-dir", str(tmp_path / "models")]) == 2
-    one_line_error(capsys, "fewer than two readable classes")
+    one_line_error("fewer than two readable classes")
     assert not out.exists() and not (tmp_path / "models").exists()
 
 

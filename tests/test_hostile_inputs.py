@@ -56,16 +56,6 @@ def smooth_jpeg(seed: int, quality: int = 95, size: int = 48) -> bytes:
     return buffer.getvalue()
 
 
-def one_line_error(capsys, *needles: str) -> str:
-    """The stderr of a command that failed with a user error: one line holding ``needles``."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("melanoma-bench: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def run_args(hostile_config):
     """``run_args(folder, data, config=hostile_config, *extra)``: a `run` of ``config`` on
@@ -220,12 +210,12 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("case", DAMAGE)
-def test_damaged_cached_model_is_one_line_naming_the_file(cached_run, capsys, case):
+def test_damaged_cached_model_is_one_line_naming_the_file(cached_run, capsys, one_line_error, case):
     which, damage, problem = DAMAGE[case]
     damage(cached_run[which])
     capsys.readouterr()
     assert main(cached_run["args"]) == 2
-    one_line_error(capsys, str(cached_run[which]), problem, "--retrain",
+    one_line_error(str(cached_run[which]), problem, "--retrain",
                    f"delete {cached_run[which]}")
     if case in ("truncated model", "corrupt sidecar"):
         assert main([*cached_run["args"], "--retrain"]) == 0  # the hint works
@@ -246,7 +236,7 @@ def test_evaluate_says_what_is_wrong_with_a_tampered_sidecar(cached_run, tmp_pat
 # item 6: a diverging run stops with one line naming the variant and the epoch
 
 def test_nan_loss_stops_with_the_variant_and_epoch(image_set, run_args, tmp_path, tiny_model,
-                                                  monkeypatch, capsys):
+                                                  monkeypatch, one_line_error):
     import keras
 
     from melanoma.models import training
@@ -266,7 +256,7 @@ def test_nan_loss_stops_with_the_variant_and_epoch(image_set, run_args, tmp_path
     before = files_of(previous)
     # --overwrite: the earlier report may be replaced, yet a diverged run writes nothing
     assert main([*run_args(tmp_path, root), "--overwrite"]) == 2
-    one_line_error(capsys, "tiny", "diverged", "epoch 1", "learning_rate")
+    one_line_error("tiny", "diverged", "epoch 1", "learning_rate")
     assert files_of(previous) == before  # no half-written report
     assert not (tmp_path / "models").exists()  # nor a saved model, nor an empty folder
 
@@ -339,12 +329,12 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", MALFORMED)
-def test_report_on_malformed_files_is_one_line(saved_run, tmp_path, capsys, case):
+def test_report_on_malformed_files_is_one_line(saved_run, tmp_path, one_line_error, case):
     damage, name, problem = MALFORMED[case]
     damage(saved_run)
     before = files_of(saved_run)
     assert main(["report", str(saved_run)]) == 2
-    one_line_error(capsys, str(saved_run / name), problem)
+    one_line_error(str(saved_run / name), problem)
     assert files_of(saved_run) == before  # nothing rewritten from bad inputs
 
 
@@ -405,7 +395,7 @@ def test_fifo_as_a_model_file_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag", ["--out", "--models-dir"])
 @pytest.mark.parametrize("case", ["a file", "lock is a folder", "read-only"])
-def test_unusable_output_places_are_one_line(image_set, run_args, tmp_path, monkeypatch, capsys,
+def test_unusable_output_places_are_one_line(image_set, run_args, tmp_path, monkeypatch, one_line_error,
                                             flag, case):
     import errno
 
@@ -432,7 +422,7 @@ def test_unusable_output_places_are_one_line(image_set, run_args, tmp_path, monk
                 return real(self, *a, **k)
             monkeypatch.setattr(Path, "write_text", refuse)
     assert main(args) == 2
-    one_line_error(capsys, str(place))
+    one_line_error(str(place))
 
 
 def test_report_in_place_spelled_another_way(saved_run, capsys):
@@ -444,7 +434,7 @@ def test_report_in_place_spelled_another_way(saved_run, capsys):
     assert json.loads((saved_run / "results.json").read_text())["rows"] == before
 
 
-def test_full_disk_is_one_line_and_keeps_previous_results(saved_run, monkeypatch, capsys):
+def test_full_disk_is_one_line_and_keeps_previous_results(saved_run, monkeypatch, one_line_error):
     import errno
 
     results = saved_run / "results.json"
@@ -458,7 +448,7 @@ def test_full_disk_is_one_line_and_keeps_previous_results(saved_run, monkeypatch
 
     monkeypatch.setattr(os, "fsync", fsync)  # the figures fit, then the first text file fails
     assert main(["report", str(saved_run)]) == 2
-    one_line_error(capsys, "No space left on device", str(saved_run / "index.html"))
+    one_line_error("No space left on device", str(saved_run / "index.html"))
     after = files_of(saved_run)
     for name in ("results.json", "results.csv", "results.md", "index.html", "predictions.csv"):
         assert after[name] == before[name], name
@@ -469,7 +459,7 @@ def test_full_disk_is_one_line_and_keeps_previous_results(saved_run, monkeypatch
 # item 10: evaluate and report take the lock; code in a model file is refused up front
 
 @pytest.mark.parametrize("command", ["report", "report elsewhere", "evaluate"])
-def test_evaluate_and_report_respect_a_live_runs_lock(saved_run, tmp_path, capsys, command):
+def test_evaluate_and_report_respect_a_live_runs_lock(saved_run, tmp_path, one_line_error, command):
     import socket
     import subprocess
     import sys
@@ -487,7 +477,7 @@ def test_evaluate_and_report_respect_a_live_runs_lock(saved_run, tmp_path, capsy
                              "--data-dir", str(LEGACY / "images"), "--out", str(saved_run),
                              "--overwrite"]}  # another experiment's folder: the lock decides
         assert main(args[command]) == 2
-        one_line_error(capsys, f"pid {holder.pid}")
+        one_line_error(f"pid {holder.pid}")
         assert files_of(saved_run) == before and not (tmp_path / "copy").exists()
     finally:
         holder.kill()
@@ -495,7 +485,7 @@ def test_evaluate_and_report_respect_a_live_runs_lock(saved_run, tmp_path, capsy
 
 
 def test_lambda_model_file_row_is_refused_before_any_training(image_set, run_args, hostile_config,
-                                                              tmp_path, capsys):
+                                                              tmp_path, one_line_error):
     root = image_set(tmp_path / "data", n=6, test_n=3)
     config = hostile_config + f"""
 [[variants]]
@@ -504,5 +494,5 @@ model_file = "{LEGACY / 'lambda_layer.h5'}"
 preprocessing = "samplewise"
 """
     assert main(run_args(tmp_path, root, config)) == 2
-    one_line_error(capsys, "lambda_layer.h5", "Lambda layer", "--trust-model-code")
+    one_line_error("lambda_layer.h5", "Lambda layer", "--trust-model-code")
     assert not (tmp_path / "models").exists() and not (tmp_path / "out").exists()

@@ -24,15 +24,6 @@ from melanoma.util.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("melanoma-bench: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 def decoded(path: Path, size: int = 8) -> np.ndarray | None:
     loaded = load_images([path], [0], size)
     return loaded.pixels[0] if len(loaded.pixels) else None
@@ -152,16 +143,16 @@ def test_preflight_counts_a_32_bit_tiff_among_the_readable_headers(tmp_path):
 # ----------------------------------------------------------------------------------------
 # config files of any size, kind and encoding: one line, fast
 
-def _config_error(tmp_path, capsys, name: str, content: bytes | None, *needles: str):
+def _config_error(tmp_path, one_line_error, name: str, content: bytes | None, *needles: str):
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
     assert main(["prepare", "--config", str(path), "--data-dir", str(tmp_path)]) == 2
-    return one_line_error(capsys, *needles)
+    return one_line_error(*needles)
 
 
-def test_utf16_config_is_one_line(tmp_path, capsys):
-    _config_error(tmp_path, capsys, "c.toml", 'name = "x"\n'.encode("utf-16"), "c.toml")
+def test_utf16_config_is_one_line(tmp_path, one_line_error):
+    _config_error(tmp_path, one_line_error, "c.toml", 'name = "x"\n'.encode("utf-16"), "c.toml")
 
 
 def test_config_with_a_byte_order_mark_is_read(tmp_path):
@@ -171,32 +162,32 @@ def test_config_with_a_byte_order_mark_is_read(tmp_path):
     assert read_raw(tmp_path / "c.toml") == {"name": "bom"}
 
 
-def test_binary_config_is_one_line(tmp_path, capsys):
-    _config_error(tmp_path, capsys, "c.yaml", bytes(range(256)) * 4, "c.yaml")
+def test_binary_config_is_one_line(tmp_path, one_line_error):
+    _config_error(tmp_path, one_line_error, "c.yaml", bytes(range(256)) * 4, "c.yaml")
 
 
-def test_50_mb_config_is_refused_without_reading_it(tmp_path, capsys):
+def test_50_mb_config_is_refused_without_reading_it(tmp_path, one_line_error):
     path = tmp_path / "big.toml"
     with open(path, "wb") as handle:
         handle.truncate(50 * 2**20)  # sparse: no 50 MB written to the disk
-    _config_error(tmp_path, capsys, "big.toml", None, "52,428,800 bytes")
+    _config_error(tmp_path, one_line_error, "big.toml", None, "52,428,800 bytes")
 
 
-def test_deeply_nested_toml_and_yaml_are_one_line(tmp_path, capsys):
-    _config_error(tmp_path, capsys, "deep.toml", b"a = " + b"[" * 50000 + b"]" * 50000,
+def test_deeply_nested_toml_and_yaml_are_one_line(tmp_path, one_line_error):
+    _config_error(tmp_path, one_line_error, "deep.toml", b"a = " + b"[" * 50000 + b"]" * 50000,
                   "deep.toml")
-    _config_error(tmp_path, capsys, "deep.yaml", b"a: " + b"[" * 50000 + b"]" * 50000,
+    _config_error(tmp_path, one_line_error, "deep.yaml", b"a: " + b"[" * 50000 + b"]" * 50000,
                   "deep.yaml")
 
 
-def test_yaml_anchor_bomb_is_refused(tmp_path, capsys):
+def test_yaml_anchor_bomb_is_refused(tmp_path, one_line_error):
     lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
     for i in range(1, 9):
         lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
-    _config_error(tmp_path, capsys, "bomb.yaml", "\n".join(lines).encode(), "anchors")
+    _config_error(tmp_path, one_line_error, "bomb.yaml", "\n".join(lines).encode(), "anchors")
 
 
-def test_config_fifo_and_folder_do_not_hang(tmp_path, capsys):
+def test_config_fifo_and_folder_do_not_hang(tmp_path, one_line_error):
     os.mkfifo(tmp_path / "fifo.toml")
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("code", main(
@@ -208,18 +199,18 @@ def test_config_fifo_and_folder_do_not_hang(tmp_path, capsys):
         os.close(os.open(tmp_path / "fifo.toml", os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("blocked on a FIFO config")
     assert result["code"] == 2
-    one_line_error(capsys, "not a regular file")
+    one_line_error("not a regular file")
     (tmp_path / "dir.toml").mkdir()
-    _config_error(tmp_path, capsys, "dir.toml", None, "not a regular file")
+    _config_error(tmp_path, one_line_error, "dir.toml", None, "not a regular file")
 
 
-def test_dev_zero_as_a_config_is_refused(tmp_path, capsys):
+def test_dev_zero_as_a_config_is_refused(tmp_path, one_line_error):
     assert main(["prepare", "--config", "/dev/zero", "--data-dir", str(tmp_path)]) == 2
-    one_line_error(capsys, "/dev/zero")
+    one_line_error("/dev/zero")
 
 
-def test_yaml_list_at_the_top_is_one_line(tmp_path, capsys):
-    _config_error(tmp_path, capsys, "l.yaml", b"- a\n- b\n", "mapping at the top level")
+def test_yaml_list_at_the_top_is_one_line(tmp_path, one_line_error):
+    _config_error(tmp_path, one_line_error, "l.yaml", b"- a\n- b\n", "mapping at the top level")
 
 
 # ----------------------------------------------------------------------------------------
@@ -303,9 +294,9 @@ GROUND_TRUTH = "image_id,melanoma,seborrheic_keratosis\n" + "".join(
     ("binary", bytes(range(256)) * 8),
     ("header only", b"image_id,melanoma,seborrheic_keratosis\n"),
 ])
-def test_importer_refuses_unreadable_labels_in_one_line(tmp_path, capsys, case, content):
+def test_importer_refuses_unreadable_labels_in_one_line(tmp_path, one_line_error, case, content):
     assert main(_import_args(tmp_path, content)) == 2
-    one_line_error(capsys)
+    one_line_error()
     assert not (tmp_path / "out").exists()
 
 
@@ -314,7 +305,7 @@ def test_importer_reads_labels_with_a_byte_order_mark(tmp_path, capsys):
     assert len(list((tmp_path / "out").rglob("*.jpg"))) == 10
 
 
-def test_importer_never_follows_an_image_id_out_of_its_folders(tmp_path, capsys):
+def test_importer_never_follows_an_image_id_out_of_its_folders(tmp_path, one_line_error):
     secret = tmp_path / "secret.jpg"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(secret)
     labels = GROUND_TRUTH + "../secret,1.0,0.0\n/etc/passwd,0.0,0.0\n"
@@ -324,15 +315,15 @@ def test_importer_never_follows_an_image_id_out_of_its_folders(tmp_path, capsys)
         placed = {p.name for p in out.rglob("*") if p.is_file()}
         assert "secret.jpg" not in placed and "passwd" not in placed
     else:
-        one_line_error(capsys)
+        one_line_error()
     assert {p.name for p in tmp_path.iterdir()} <= {"gt.csv", "images", "out", "secret.jpg"}
 
 
-def test_importer_with_too_few_images_to_split_is_one_line(tmp_path, capsys):
+def test_importer_with_too_few_images_to_split_is_one_line(tmp_path, one_line_error):
     args = _import_args(tmp_path, GROUND_TRUTH.encode())
     (tmp_path / "gt.csv").write_text("\n".join(GROUND_TRUTH.splitlines()[:4]) + "\n")
     assert main(args) == 2
-    one_line_error(capsys, "cannot split")
+    one_line_error("cannot split")
 
 
 # ----------------------------------------------------------------------------------------
@@ -353,32 +344,32 @@ def saved_run(tmp_path) -> Path:
     return tmp_path / "run"
 
 
-def test_report_on_an_infinite_probability_is_one_line(saved_run, capsys):
+def test_report_on_an_infinite_probability_is_one_line(saved_run, one_line_error):
     path = saved_run / "predictions.csv"
     lines = path.read_text().splitlines()
     cells = lines[3].split(",")
     cells[-1] = "inf"
     path.write_text("\n".join([*lines[:3], ",".join(cells), *lines[4:]]) + "\n")
     assert main(["report", str(saved_run)]) == 2
-    one_line_error(capsys, "predictions.csv", "line 4")
+    one_line_error("predictions.csv", "line 4")
 
 
-def test_report_on_a_fifo_predictions_file_does_not_hang(saved_run, capsys):
+def test_report_on_a_fifo_predictions_file_does_not_hang(saved_run, one_line_error):
     (saved_run / "predictions.csv").unlink()
     os.mkfifo(saved_run / "predictions.csv")
     assert main(["report", str(saved_run)]) == 2
-    one_line_error(capsys, "predictions.csv")
+    one_line_error("predictions.csv")
 
 
-def test_report_on_a_file_or_missing_folder_is_one_line(tmp_path, capsys):
+def test_report_on_a_file_or_missing_folder_is_one_line(tmp_path, one_line_error):
     (tmp_path / "f").write_text("x")
     for target in (tmp_path / "f", tmp_path / "missing"):
         assert main(["report", str(target)]) == 2
-        one_line_error(capsys, str(target))
+        one_line_error(str(target))
     assert not (tmp_path / "missing").exists()
 
 
-def test_gate_baseline_that_is_a_fifo_or_folder_does_not_hang(saved_run, tmp_path, capsys):
+def test_gate_baseline_that_is_a_fifo_or_folder_does_not_hang(saved_run, tmp_path, one_line_error):
     config = tmp_path / "c.toml"
     config.write_text('name = "c"\n[[variants]]\nname = "a"\n')
     for kind in ("fifo", "folder"):
@@ -386,17 +377,17 @@ def test_gate_baseline_that_is_a_fifo_or_folder_does_not_hang(saved_run, tmp_pat
         os.mkfifo(baseline) if kind == "fifo" else baseline.mkdir()
         assert main(["bench", "--config", str(config), "--baseline", str(baseline),
                      "--predictions", str(saved_run / "predictions.csv")]) == 2
-        one_line_error(capsys, str(baseline))
+        one_line_error(str(baseline))
 
 
-def test_gate_on_predictions_out_of_range_is_one_line(saved_run, tmp_path, capsys):
+def test_gate_on_predictions_out_of_range_is_one_line(saved_run, tmp_path, one_line_error):
     path = saved_run / "predictions.csv"
     path.write_text(path.read_text().replace("0.05,", "1.5,", 1).replace(",0.05\n", ",1.5\n"))
     config = tmp_path / "c.toml"
     config.write_text('name = "c"\n[[variants]]\nname = "a"\n')
     assert main(["bench", "--config", str(config), "--baseline", str(tmp_path / "b.json"),
                  "--predictions", str(path), "--update-baseline"]) == 2
-    one_line_error(capsys, "predictions.csv")
+    one_line_error("predictions.csv")
     assert not (tmp_path / "b.json").exists()
 
 

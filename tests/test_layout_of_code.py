@@ -94,6 +94,16 @@ def test_benchmarks_is_not_an_installed_package(tmp_path):
     assert done.returncode != 0 and "No module named 'benchmarks'" in done.stderr
 
 
+def test_no_test_imports_benchmarks_or_another_test_file():
+    """Tests share code through conftest.py fixtures and run benchmarks/ as a user does (a
+    subprocess), so a test file imports neither another test file nor the benchmarks."""
+    tests = ROOT / "tests"
+    local = {p.stem for p in tests.glob("*.py")}
+    offenders = [f"{p.name}: {n}" for p in sorted(tests.glob("*.py")) for n in imported_names(p)
+                 if n.split(".")[0] in local | {"benchmarks", "tests"}]
+    assert offenders == []
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])

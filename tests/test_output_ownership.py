@@ -21,19 +21,6 @@ from melanoma.reporting import ownership
 from melanoma.reporting import tables as report
 from melanoma.runs import benchmark
 
-CONFIG = """
-name = "owned"
-seed = 7
-[defaults]
-backbone = "B0"
-image_size = 32
-weights = "none"
-epochs = 1
-[[variants]]
-name = "tiny"
-preprocessing = "samplewise"
-"""
-
 
 def _images(root: Path, shade: int) -> Path:
     from PIL import Image
@@ -53,9 +40,9 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture()
-def setup(tmp_path):
+def setup(tmp_path, tiny_config):
     cfg_path = tmp_path / "owned.toml"
-    cfg_path.write_text(CONFIG)
+    cfg_path.write_text(tiny_config("owned", synthetic=None))
     a, b = _images(tmp_path / "a", 100), _images(tmp_path / "b", 180)
     cfg = config.load(cfg_path)
     found = limited(layout.discover(a), cfg.data.limit)
@@ -80,14 +67,12 @@ def _run(setup, data: Path, *extra: str) -> int:
                  str(setup["out"]), "--models-dir", str(setup["models"]), *extra])
 
 
-def test_run_on_other_data_refuses_and_keeps_the_report(setup, monkeypatch, capsys):
+def test_run_on_other_data_refuses_and_keeps_the_report(setup, monkeypatch, capsys,
+                                                         one_line_error):
     before, called = _digest(setup["out"]), _stub_work(monkeypatch)
     capsys.readouterr()
     assert _run(setup, setup["b"]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines()
-           if line.startswith("melanoma-bench: error:")]
-    assert len(err) == 1 and "--out" in err[0] and "--overwrite" in err[0], err
-    assert "data set fingerprint" in err[0]
+    one_line_error("--out", "--overwrite", "data set fingerprint")
     assert not called and _digest(setup["out"]) == before
     assert not setup["models"].exists()  # refused before anything was made
 

@@ -1,36 +1,59 @@
-"""The perf suite's bookkeeping (no timing here: `melanoma-bench perf` measures)."""
+"""The perf suite and the prepared GPU run, run as a user runs them (a subprocess from the
+repository root; nothing under benchmarks/ is imported here). No timing is judged: the
+default tier rebuilds a perf report from a saved perf.json; the slow tier runs gpu_run.py
+--tiny on the CPU."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from benchmarks import perf
+ROOT = Path(__file__).resolve().parents[1]
+SAVED = {
+    "figures": [
+        {"name": "P1", "what": "pipeline", "value": 5.0, "unit": "x", "target": ">= 4",
+         "holds": True, "details": {}, "verdict": "holds"},
+        {"name": "P2", "what": "feed", "value": 0.9, "unit": "x", "target": ">= 0.95",
+         "holds": False, "details": {}, "verdict": "MISSED"},
+        {"name": "P4", "what": "main job", "value": None, "unit": "min", "target": "<= 5 min",
+         "holds": None, "details": {"reason": "--skip-main-job"}, "verdict": "skipped"}],
+    "provenance": {"hardware": {"cpu": "test cpu", "cpu_count": 2, "gpus": []},
+                   "git": {"commit": "0123456789abcdef"}, "date": "2026-12-01T00:00:00Z",
+                   "load_average_before": [1.0, 1.0, 1.0], "load_average_after": [2.0, 2.0, 2.0]},
+}
 
 
-def test_alternate_interleaves_the_two_sides():
-    calls = []
-    rates = perf.alternate({"a": lambda: calls.append("a") or 1.0,
-                            "b": lambda: calls.append("b") or 2.0}, rounds=3)
-    assert calls == ["a", "b"] * 3
-    assert rates == {"a": [1.0] * 3, "b": [2.0] * 3}
+def perf(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks.perf", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def test_report_states_targets_and_which_hold(tmp_path, monkeypatch):
-    monkeypatch.setattr(perf.backend, "devices",
-                        lambda: {"cpu": "test cpu", "cpu_count": 2, "gpus": []})
-    figures = [perf.Figure("P1", "pipeline", 5.0, "x", ">= 4", True),
-               perf.Figure("P2", "feed", 0.9, "x", ">= 0.95", False),
-               perf.Figure("P4", "main job", None, "min", "<= 5 min", None, {"reason": "skip"})]
-    perf.write_report(tmp_path, figures, {"load_average_before": (1.0, 1.0, 1.0),
-                                          "load_average_after": (2.0, 2.0, 2.0)})
+def test_report_states_targets_and_which_hold(tmp_path):
+    """perf.md is made from perf.json as saved: ``--report-only`` rebuilds it, measuring
+    nothing, and exits 1 because a target was missed."""
+    saved = json.dumps(SAVED, indent=1)
+    (tmp_path / "perf.json").write_text(saved)
+    done = perf("--report-only", "--out", str(tmp_path))
+    assert done.returncode == 1, done.stderr
     md = (tmp_path / "perf.md").read_text()
+    assert done.stdout.strip() == md.strip()
     assert "| P1 " in md and ">= 4" in md and "holds" in md and "MISSED" in md
     assert "skipped" in md and "Targets held: P1; missed: P2." in md
-    assert "test cpu (2 cores)" in md
-    saved = json.loads((tmp_path / "perf.json").read_text())
-    assert [f["verdict"] for f in saved["figures"]] == ["holds", "MISSED", "skipped"]
-    assert saved["provenance"]["git"]["commit"]
+    assert "test cpu (2 cores)" in md and "commit 0123456789ab," in md
+    assert "before/after: 1.0/2.0 on 2 cores" in md
+    assert (tmp_path / "perf.json").read_text() == saved  # the results are not rewritten
+
+
+def test_report_only_without_saved_results_is_one_line(tmp_path):
+    done = perf("--report-only", "--out", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("benchmarks.perf: error: --report-only: no perf.json in")
+    assert not (tmp_path / "perf.md").exists()
 
 
 @pytest.mark.slow
@@ -38,13 +61,7 @@ def test_gpu_run_wiring_on_cpu(tmp_path):
     """benchmarks/gpu_run.py waits for a lent GPU; --tiny (B0 at 32 px) keeps its code path
     from rotting: the paper run end to end (one mode) and the ISIC 2017 table (real images,
     when the shared copy is there; else generated ones are not a substitute: skipped)."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
+    repo = ROOT
     isic = repo.parent / "shared" / "data" / "isic2017"
     extra = ["--isic-dir", str(isic), "--isic-epochs", "1"] if (isic / "train").is_dir() else []
     done = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_run.py"), "--tiny",

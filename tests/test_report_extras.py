@@ -162,20 +162,16 @@ def test_galleries_say_where_the_images_were_not_found(saved_run, tmp_path):
     assert "No galleries: the images are not at" in page and "--data-dir" in page
 
 
-def test_gradcam_overlays_from_a_saved_model(saved_run, fake_predictions, write_images, tmp_path):
+def test_gradcam_overlays_from_a_saved_model(saved_run, fake_predictions, write_images, tmp_path,
+                                              gradcam_model):
     """A tiny saved model under the key the run recorded: its variant's gallery gets Grad-CAM
     overlays, the others say they have no model."""
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("keras")
     from melanoma.models import storage
 
     root = tmp_path / "data"
     write_images(root, fake_predictions(120)["file"])
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((32, 32, 3)),
-                              keras.layers.Conv2D(4, 3, padding="same", activation="relu",
-                                                  name="top_activation"),
-                              keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = gradcam_model()
     (tmp_path / "models").mkdir()
     recipe = {"variant": "a"}  # a model key is the hash of the recipe its sidecar holds
     key = digest(recipe)
