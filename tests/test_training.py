@@ -1,8 +1,11 @@
 """Tests for melanoma.models.training: a pooled (reset) model trains exactly like a fresh one, and the
 validation metrics logged per epoch are the exact ones.
 
-Tiny on purpose: EfficientNet-B0 at 32 px, 16 training images, one epoch of two batches.
-Tracing a new model's training step is most of the ~1 minute this file takes.
+Tiny on purpose: 32 px, 16 training images, one epoch of two batches. The pool does not
+care what the network is, so the default tier uses a small network with what a reset must
+get right (convolution, BatchNorm statistics, dropout's random state, the augmenting input
+layer): about 15 s. The same claims on EfficientNet-B0 (three traces of its training step,
+about 3 minutes on 2 cores) are the ``slow`` parameter.
 """
 
 import keras
@@ -35,11 +38,26 @@ TRAIN = images(16, 0)
 VAL = images(8, 1)
 
 
-def build():
+def small_network():
+    layers = keras.layers
+    return keras.Sequential([
+        keras.Input((SIZE, SIZE, 3)), layers.Conv2D(8, 3, strides=2, activation="relu"),
+        layers.BatchNormalization(momentum=0.1), layers.Conv2D(16, 3, strides=2),
+        layers.GlobalAveragePooling2D(), layers.Dropout(0.3), layers.Dense(8, activation="relu"),
+        layers.Dense(2, activation="softmax")], name="small")
+
+
+NETWORKS = {
+    "small": small_network,
     # momentum 0.1: after two steps the moving BatchNorm statistics are near the batch ones,
     # so validation predictions differ between images (at 0.99 they are all but tied)
-    network = build_classifier("B0", SIZE, "none", head_units=8, bn_momentum=0.1)
-    return with_image_input(network, AUG, get_preprocessing("native"), SEED)
+    "B0": lambda: build_classifier("B0", SIZE, "none", head_units=8, bn_momentum=0.1),
+}
+NETWORK = {"name": "small"}  # which one build() makes: set by the module fixture
+
+
+def build():
+    return with_image_input(NETWORKS[NETWORK["name"]](), AUG, get_preprocessing("native"), SEED)
 
 
 def train(pool, preprocessing, learning_rate, label, seed=SEED):
@@ -59,11 +77,12 @@ def same(a, b):
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-@pytest.fixture(scope="module")
-def runs(op_determinism):
+@pytest.fixture(scope="module", params=["small", pytest.param("B0", marks=pytest.mark.slow)])
+def runs(request, op_determinism):
     """Every training of this file, under op determinism (restored after): the claims below
     are bit-for-bit equalities between a pooled and a fresh model, which hold on one machine
     with deterministic ops and are what `run` relies on (it turns them on on a CPU)."""
+    NETWORK["name"] = request.param
     with op_determinism():
         return _train_all()
 
