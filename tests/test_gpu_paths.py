@@ -14,6 +14,7 @@ from melanoma.util import backend
 from melanoma.util.errors import UserError
 
 
+@pytest.mark.slow  # ~85 s: float16 B0 on a CPU is emulated; tests/test_backends.py trains it too
 def test_mixed_precision_run_gives_float32_probabilities(tiny_config, tmp_path, monkeypatch,
                                                          capsys):
     monkeypatch.setenv("MELANOMA_DATA_CACHE", str(tmp_path / "data"))
