@@ -56,7 +56,7 @@ os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.environ["MELANOMA_DATA_CAC
 
 
 # ---------------------------------------------------------------- the tiny run config
-TINY_DEFAULTS = {"backbone": "B0", "image_size": 32, "weights": "none", "epochs": 1,
+TINY_DEFAULTS = {"backbone": "MobileNet", "image_size": 32, "weights": "none", "epochs": 1,
                  "batch_size": 8, "val_batch_size": 8, "head_units": 8}
 TINY_DATA = {"n_train_per_class": 10, "n_test_per_class": 6, "image_size": 40, "seed": 3}
 SMALL_DATA = {"n_train_per_class": 8, "n_test_per_class": 4, "image_size": 40, "seed": 3}
