@@ -417,7 +417,7 @@ def test_items_from_layout_uses_the_runners_split(leaky):
     """`audit DATA_DIR` finds files with layout.discover and splits train/ like the runner:
     split_train_val over the readable training images (unreadable ones skipped first)."""
     from melanoma.data.decode import load_images
-    from melanoma.data.pipeline import split_train_val
+    from melanoma.data.splits import split_train_val
 
     found = layout.discover(leaky.root)  # train/ and test/ only; the val/ folder is not a split
     items, sig = audit.items_from_layout(found, val_fraction=0.3, seed=5)

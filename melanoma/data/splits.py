@@ -14,13 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from melanoma.data import layout, synthetic
 from melanoma.data.cache import DecodedCache, content_fingerprint, file_sha256, open_layout
-from melanoma.data.pipeline import split_train_val
 from melanoma.util.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+def split_train_val(labels, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded indices (train, val) of the training folder (85/15 by default)."""
+    indices = np.arange(len(labels))
+    train, val = train_test_split(indices, test_size=val_fraction, stratify=labels,
+                                  random_state=seed, shuffle=True)
+    return np.sort(train), np.sort(val)
 
 
 @dataclass(frozen=True)

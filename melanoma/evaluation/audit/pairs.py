@@ -155,11 +155,11 @@ def items_from_layout(found, val_fraction: float = 0.15, seed: int = 42, *,
     """Items of a data set found by :func:`melanoma.data.layout.discover`, with the runner's split.
 
     ``train/`` is split into train and val exactly as ``melanoma-bench run`` does
-    (:func:`melanoma.data.pipeline.split_train_val` over the readable training images, stratified,
+    (:func:`melanoma.data.splits.split_train_val` over the readable training images, stratified,
     seeded), so the audit's "val" is the run's validation split for the same config. Returns
     the items and their signatures (reused by :func:`find_duplicates` via ``signatures=``).
     """
-    from melanoma.data.pipeline import split_train_val
+    from melanoma.data.splits import split_train_val
 
     n_train = len(found.train)
     items = [AuditItem(pathlib.Path(f), "train", int(label))
