@@ -1,4 +1,4 @@
-"""melanoma.models.tensorboard: event files read back with TensorBoard's own reader; MLflow."""
+"""melanoma.models.tensorboard: event files read back with TensorBoard's own reader; MLflow (runs.tracking)."""
 import sys
 import types
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from melanoma.models import tensorboard as tb
+from melanoma.runs import tracking
 from melanoma.util.errors import UserError
 
 
@@ -111,8 +112,8 @@ def test_mlflow_logger_is_off_by_default_and_logs_every_epoch_when_on(monkeypatc
     fake = FakeMlflow()
     monkeypatch.setitem(sys.modules, "mlflow", fake)
     history = {"loss": [0.7, 0.5], "val_auc": [0.6, 0.8]}
-    assert tb.MlflowLogger().log_history("v", 1, history) is False and fake.calls == []
-    logger = tb.MlflowLogger(enabled=True, experiment="bench", tracking_uri="file:/x")
+    assert tracking.MlflowLogger().log_history("v", 1, history) is False and fake.calls == []
+    logger = tracking.MlflowLogger(enabled=True, experiment="bench", tracking_uri="file:/x")
     assert logger.log_history("v", 1, history, params={"epochs": 2}) is True
     names = [c[0] for c in fake.calls]
     assert names[:4] == ["set_tracking_uri", "set_experiment", "start_run", "log_params"]
@@ -126,7 +127,7 @@ def test_mlflow_logger_is_off_by_default_and_logs_every_epoch_when_on(monkeypatc
 
 def test_mlflow_missing_is_a_warning_not_an_error(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
-    assert tb.MlflowLogger(enabled=True).log_history("v", 0, {"loss": [1.0]}) is False
+    assert tracking.MlflowLogger(enabled=True).log_history("v", 0, {"loss": [1.0]}) is False
     assert "mlflow is not installed" in caplog.text
 
 
@@ -140,7 +141,7 @@ def test_mlflow_failure_is_a_warning_and_the_run_goes_on(monkeypatch, caplog):
 
     fake.start_run = refuse
     monkeypatch.setitem(sys.modules, "mlflow", fake)
-    assert tb.MlflowLogger(enabled=True).log_history("v", 0, {"loss": [1.0]}) is False
+    assert tracking.MlflowLogger(enabled=True).log_history("v", 0, {"loss": [1.0]}) is False
     assert "MLflow logging failed (RuntimeError: The filesystem tracking backend is in " \
            "maintenance mode.); the run goes on without it" in caplog.text
     assert "more" not in caplog.text
@@ -149,7 +150,7 @@ def test_mlflow_failure_is_a_warning_and_the_run_goes_on(monkeypatch, caplog):
 def test_real_mlflow_round_trip(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3.x: file store opt-in
-    logger = tb.MlflowLogger(enabled=True, experiment="t", tracking_uri=tmp_path.as_uri())
+    logger = tracking.MlflowLogger(enabled=True, experiment="t", tracking_uri=tmp_path.as_uri())
     assert logger.log_history("v", 2, {"val_auc": [0.5, 0.75]})
     client = mlflow.tracking.MlflowClient(tracking_uri=tmp_path.as_uri())
     run = client.search_runs([client.get_experiment_by_name("t").experiment_id])[0]
