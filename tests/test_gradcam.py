@@ -245,8 +245,9 @@ def train_and_localise(name: str, root, size: int, epochs: int, learning_rate: f
 
     from melanoma.data import decode, layout
     from melanoma.data.augmentation import Augmentation
-    from melanoma.data.pipeline import make_dataset
+    from melanoma.data.loader import array_batches
     from melanoma.explain.localisation import check_synthetic
+    from melanoma.models.image_input import with_image_input
     from melanoma.models.training import compile_classifier
 
     def load(split):
@@ -257,14 +258,17 @@ def train_and_localise(name: str, root, size: int, epochs: int, learning_rate: f
     found = layout.discover(root)
     pre = get_preprocessing("samplewise")
     aug = (Augmentation(rotation_deg=20.0, shear_deg=0.2, horizontal_flip=True, vertical_flip=True)
-           if augment else None)
+           if augment else Augmentation())
     keras.utils.set_random_seed(seed)
-    model = compile_classifier(localisation_model(name, size), learning_rate, jit_compile=False)
+    network = localisation_model(name, size)  # the warp and preprocessing run in the model
+    model = compile_classifier(with_image_input(network, aug, pre, seed), learning_rate,
+                               jit_compile=False)
     x, y, _ = load(found.train)
-    model.fit(make_dataset(x, y, 32, pre, aug, shuffle=True, seed=seed), epochs=epochs, verbose=0)
+    train = array_batches(x, y, 32, shuffle=True, seed=seed)
+    model.fit(train, epochs=epochs, verbose=0)
     tx, ty, files = load(found.test)
-    probs = model.predict(make_dataset(tx, None, 64, pre), verbose=0)[:, 1]
-    return (check_synthetic(model, pre, spec, files, ty, probs, tx).summary,
+    probs = model.predict(array_batches(tx, None, 64), verbose=0)[:, 1]
+    return (check_synthetic(network, pre, spec, files, ty, probs, tx).summary,
             float(roc_auc_score(ty, probs)))
 
 
