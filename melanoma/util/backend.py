@@ -16,7 +16,6 @@ import logging
 import os
 
 from melanoma.util import provenance, tfsetup
-from melanoma.util.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -187,14 +186,3 @@ def replicas(strategy) -> int:
     if hasattr(strategy, "num_replicas_in_sync"):
         return int(strategy.num_replicas_in_sync)
     return int(strategy.device_mesh.shape[0])
-
-
-def require_tensorflow(what: str):
-    """TensorFlow itself, for ``what`` (e.g. reading a TF SavedModel); a one-line UserError
-    when it is not installed."""
-    try:
-        return tfsetup.import_tensorflow()
-    except ImportError:
-        raise UserError(f"{what} needs TensorFlow, which is not installed here (Keras runs on "
-                        f"{name()}): pip install tensorflow, or use a .keras or .h5 file") \
-            from None
