@@ -219,7 +219,7 @@ def full_evaluation(model, test, root: Path, out_dir: Path) -> None:
     from melanoma.data.loader import array_batches
     from melanoma.data.preprocessing import get_preprocessing
     from melanoma.evaluation import metrics
-    from melanoma.reporting import tables as report
+    from melanoma.reporting import run_report as report
     from melanoma.util.names import relative_name as relative
 
     prep = get_preprocessing("samplewise")
@@ -259,7 +259,7 @@ def p3_evaluation(model, test, root: Path) -> Figure:
     written = sorted(p.name for p in out.iterdir())
     return Figure(
         "P3", f"full evaluation (predict, all metrics, bootstrap intervals, plots, report "
-        f"files via melanoma.reporting.tables.write_run) vs bare model.predict ({len(test.labels)} test "
+        f"files via melanoma.reporting.run_report.write_run) vs bare model.predict ({len(test.labels)} test "
         f"images, B0 {P2_SIZE}px)", ratio, "x", "<= 1.2", ratio <= 1.2,
         {"seconds": times, "fixed_overhead_seconds": full_s - bare_s,
          "files_written": written})

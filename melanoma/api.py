@@ -91,7 +91,7 @@ def run_benchmark(config="default", *, overrides=(), seed: int | None = None,
 def rebuild_report(run_dir, out_dir=None) -> RunResult:
     """Rewrite every table, figure and index.html from a run's saved predictions
     (``melanoma-bench report``); needs no model and no TensorFlow."""
-    from melanoma.reporting.tables import rebuild
+    from melanoma.reporting.run_report import rebuild
 
     out = Path(out_dir or run_dir)
     return RunResult(out, _frame(rebuild(Path(run_dir), out)))

@@ -14,7 +14,7 @@ import pytest
 from melanoma.cli.main import main
 from melanoma.evaluation import degenerate
 from melanoma.evaluation.rows import EvalSettings, evaluate
-from melanoma.reporting import tables as report
+from melanoma.reporting import run_report as report
 
 
 def scored(n: int, seed: int = 0, names=("a", "b", "c")) -> pd.DataFrame:

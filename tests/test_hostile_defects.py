@@ -183,14 +183,14 @@ def test_report_refuses_out_inside_the_runs_data(data, tmp_path, one_line_error)
     import pandas as pd
 
     from melanoma.evaluation.rows import EvalSettings
-    from melanoma.reporting import tables
+    from melanoma.reporting import run_report
 
     root, _ = data
     y = np.repeat([0, 1], 10)
     frame = pd.DataFrame({"variant": "a", "file": [f"test/x/{i}.jpg" for i in range(20)],
                           "label": y, "prob_malignant": np.linspace(0.1, 0.9, 20)})
     run = tmp_path / "run"
-    tables.write_run(run, frame, {"a": {"spec": "a"}}, {}, {"seed": 1, "data": {
+    run_report.write_run(run, frame, {"a": {"spec": "a"}}, {}, {"seed": 1, "data": {
         "root": str(root)}}, None, EvalSettings(seed=1, bootstrap_resamples=10))
     before = tree(root)
     assert main(["report", str(run), "--out", str(root / "train" / "Benign" / "rep")]) == 2
@@ -392,7 +392,7 @@ def _saved_run(out: Path, names) -> Path:
     import pandas as pd
 
     from melanoma.evaluation.rows import EvalSettings
-    from melanoma.reporting import tables
+    from melanoma.reporting import run_report
 
     y = np.repeat([0, 1], 10)
     rng = np.random.default_rng(0)
@@ -401,7 +401,7 @@ def _saved_run(out: Path, names) -> Path:
                                      "label": y, "prob_malignant": np.clip(
                                          0.3 * y + rng.uniform(0, 0.7, 20), 0, 1)})
                        for name in names], ignore_index=True)
-    tables.write_run(out, frame, {n: {"spec": "samplewise"} for n in names}, {}, {"seed": 1},
+    run_report.write_run(out, frame, {n: {"spec": "samplewise"} for n in names}, {}, {"seed": 1},
                      None, EvalSettings(seed=1, bootstrap_resamples=10))
     return out
 

@@ -130,11 +130,11 @@ def test_evaluate_non_utf8_model_test_file_and_folder_names(jpeg_bytes, tmp_path
 def saved_run_once(fake_predictions, tmp_path_factory) -> Path:
     """A run folder written from generated predictions (no model, no TensorFlow)."""
     from melanoma.evaluation.rows import EvalSettings
-    from melanoma.reporting import tables
+    from melanoma.reporting import run_report
 
     out = tmp_path_factory.mktemp("saved") / "run"
     test, val = fake_predictions(40), fake_predictions(30, seed=1, prefix="train")
-    tables.write_run(out, test, {n: {"spec": f"spec of {n}"} for n in "abc"},
+    run_report.write_run(out, test, {n: {"spec": f"spec of {n}"} for n in "abc"},
                      {"a": {"loss": [0.7, 0.5], "val_loss": [0.8, 0.6]}}, {"seed": 3}, val,
                      EvalSettings(seed=3, bootstrap_resamples=20), set(test["file"][::2]),
                      {"n_test": 40, "n_test_clean": 20})

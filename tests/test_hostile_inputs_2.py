@@ -334,12 +334,12 @@ def saved_run(tmp_path) -> Path:
     import pandas as pd
 
     from melanoma.evaluation.rows import EvalSettings
-    from melanoma.reporting import tables
+    from melanoma.reporting import run_report
 
     y = np.repeat([0, 1], 10)
     frame = pd.DataFrame({"variant": "a", "file": [f"test/x/{i}.jpg" for i in range(20)],
                           "label": y, "prob_malignant": np.linspace(0.05, 0.95, 20)})
-    tables.write_run(tmp_path / "run", frame, {"a": {"spec": "a"}}, {}, {"seed": 1}, None,
+    run_report.write_run(tmp_path / "run", frame, {"a": {"spec": "a"}}, {}, {"seed": 1}, None,
                      EvalSettings(seed=1, bootstrap_resamples=10))
     return tmp_path / "run"
 

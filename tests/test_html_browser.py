@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from melanoma.evaluation.rows import EvalSettings
-from melanoma.reporting import tables as report
+from melanoma.reporting import run_report as report
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")

@@ -39,7 +39,7 @@ def test_the_library_never_imports_the_cli():
 
 TF_FREE = ("melanoma", "melanoma.api", "melanoma.evaluation.metrics", "melanoma.evaluation.rows",
            "melanoma.evaluation.metric_table", "melanoma.evaluation.variance",
-           "melanoma.evaluation.gate", "melanoma.reporting.tables", "melanoma.reporting.figures",
+           "melanoma.evaluation.gate", "melanoma.reporting.run_report", "melanoma.reporting.figures",
            "melanoma.reporting.html", "melanoma.reporting.audit_figures", "melanoma.cli.main")
 
 

@@ -18,7 +18,7 @@ from melanoma.cli.main import main
 from melanoma.data import layout
 from melanoma.data.splits import limited
 from melanoma.reporting import ownership
-from melanoma.reporting import tables as report
+from melanoma.reporting import run_report as report
 from melanoma.runs import benchmark
 
 

@@ -16,7 +16,7 @@ from melanoma import config
 from melanoma.cli.main import main
 from melanoma.evaluation import metrics
 from melanoma.evaluation.rows import EvalSettings, evaluate
-from melanoma.reporting import tables as report
+from melanoma.reporting import run_report as report
 from melanoma.util.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

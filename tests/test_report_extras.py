@@ -17,7 +17,7 @@ from melanoma import config
 from melanoma.cli.main import main
 from melanoma.evaluation import ensembles
 from melanoma.evaluation.rows import EvalSettings
-from melanoma.reporting import tables as report
+from melanoma.reporting import run_report as report
 from melanoma.reporting.extras import ReportOptions
 from melanoma.util.errors import UserError
 from melanoma.util.keys import digest

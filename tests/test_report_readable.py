@@ -15,7 +15,7 @@ from melanoma.evaluation import metric_table, metrics
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.reporting import compact, same_model
 from melanoma.reporting import html as html_report
-from melanoma.reporting import tables as report
+from melanoma.reporting import run_report as report
 
 
 def _write(out, test, val=None, clean=None, audit=None, provenance=None):
@@ -178,7 +178,7 @@ def test_same_models_needs_identical_predictions_for_every_seed(fake_predictions
 
 def test_a_clean_set_equal_to_the_full_set_is_one_line_not_repeated_rows(tmp_path):
     from melanoma.evaluation.rows import EvalSettings
-    from melanoma.reporting import tables
+    from melanoma.reporting import run_report
 
     files = [f"test/{c}/{i}.png" for c in ("Benign", "Malignant") for i in range(10)]
     test = pd.DataFrame({"variant": "a", "file": files, "label": [0] * 10 + [1] * 10,
@@ -187,7 +187,7 @@ def test_a_clean_set_equal_to_the_full_set_is_one_line_not_repeated_rows(tmp_pat
                   "date": "2026-12-03T19:00:00+00:00", "git": {"commit": "0123456789abcdef"},
                   "data": {"root": "/x/isic2017", "fingerprint": "3caf28e9445075eb",
                            "n_train": 40, "n_val": 8}}
-    tables.write_run(tmp_path, test, {}, {}, provenance, None, EvalSettings(bootstrap_resamples=20),
+    run_report.write_run(tmp_path, test, {}, {}, provenance, None, EvalSettings(bootstrap_resamples=20),
                      set(files), {"n_test": 20, "n_test_clean": 20})
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["clean_rows"] == [] and len(saved["rows"]) == 1

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from melanoma import api, config
 from melanoma.evaluation import variance
 from melanoma.evaluation.rows import EvalSettings
-from melanoma.reporting import tables as report
+from melanoma.reporting import run_report as report
 from melanoma.runs import jobs
 from melanoma.runs.benchmark import continuations
 from melanoma.util.errors import UserError

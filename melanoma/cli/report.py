@@ -76,7 +76,7 @@ def refuse_out_inside_data(run_dir: Path, out: Path, data_dir: Path | None) -> N
 
 def main(args) -> int:
     from melanoma.reporting.extras import ReportOptions
-    from melanoma.reporting.tables import rebuild
+    from melanoma.reporting.run_report import rebuild
     from melanoma.util.errors import UserError
 
     if args.gallery_cases is not None and args.gallery_cases < 0:

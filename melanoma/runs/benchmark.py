@@ -34,7 +34,7 @@ from melanoma.models.loading import check_file
 from melanoma.models.predict import predict_splits
 from melanoma.models.storage import CHECKPOINT_FILE
 from melanoma.reporting import ownership
-from melanoma.reporting import tables as report
+from melanoma.reporting import run_report as report
 from melanoma.reporting.compact import degenerate_lines
 from melanoma.runs import cv, tracking
 from melanoma.runs import jobs as jobs_mod

@@ -24,7 +24,7 @@ from melanoma.data.preprocessing import PREPROCESSING, Preprocessing, get_prepro
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.models.loading import LoadedModel, load
 from melanoma.reporting import ownership
-from melanoma.reporting import tables as report
+from melanoma.reporting import run_report as report
 from melanoma.util import atomic, backend, locks, provenance
 from melanoma.util.errors import UserError
 from melanoma.util.names import printable, relative_name
