@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from melanoma.cli.main import main
-from melanoma.reporting.run_report import read_predictions
+from melanoma.reporting.saved import read_predictions
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 

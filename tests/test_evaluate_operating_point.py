@@ -11,7 +11,7 @@ import pytest
 
 from melanoma.cli.main import main
 from melanoma.evaluation.rows import EvalSettings, choose_threshold
-from melanoma.reporting.run_report import read_predictions
+from melanoma.reporting.saved import read_predictions
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 SAMPLEWISE = LEGACY / "tiny_efficientnet_samplewise.h5"

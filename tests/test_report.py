@@ -17,6 +17,7 @@ from melanoma.cli.main import main
 from melanoma.evaluation import metrics
 from melanoma.evaluation.rows import EvalSettings, evaluate
 from melanoma.reporting import run_report as report
+from melanoma.reporting.saved import PREDICTION_COLUMNS, read_predictions
 from melanoma.util.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def test_run_writes_every_report_file(run_dir):
         for kind in ("confusion_{}.png", "confusion_{}_threshold.png", "reliability_{}.png"):
             assert kind.format(v) in names
     for name in ("predictions.csv", "val_predictions.csv"):
-        assert list(pd.read_csv(run_dir / name).columns) == list(report.PREDICTION_COLUMNS)
+        assert list(pd.read_csv(run_dir / name).columns) == list(PREDICTION_COLUMNS)
 
 
 def test_report_command_rebuilds_identical_tables_without_tensorflow(run_dir, tmp_path):
@@ -75,8 +76,8 @@ def test_report_on_a_folder_without_results_is_a_user_error(tmp_path, capsys):
 
 def test_rows_match_independent_computations(run_dir):
     full, clean = _rows(run_dir)
-    test = report.read_predictions(run_dir / "predictions.csv")
-    val = report.read_predictions(run_dir / "val_predictions.csv")
+    test = read_predictions(run_dir / "predictions.csv")
+    val = read_predictions(run_dir / "val_predictions.csv")
     keep = set(pd.read_csv(run_dir / "clean_test.csv").query("clean == 1")["file"])
     for rows, subset in ((full, test), (clean, test[test["file"].isin(keep)])):
         for row in rows:

@@ -17,6 +17,7 @@ from melanoma import api, config
 from melanoma.evaluation import variance
 from melanoma.evaluation.rows import EvalSettings
 from melanoma.reporting import run_report as report
+from melanoma.reporting.saved import PREDICTION_COLUMNS, read_predictions
 from melanoma.runs import jobs
 from melanoma.runs.benchmark import continuations
 from melanoma.util.errors import UserError
@@ -112,8 +113,8 @@ def three_seeds(tmp_path_factory):
 
 def test_rows_are_means_over_seeds_with_seed_sd_and_combined_interval(three_seeds):
     saved = json.loads((three_seeds / "results.json").read_text())
-    test = report.read_predictions(three_seeds / "predictions.csv")
-    assert list(test.columns) == list(report.PREDICTION_COLUMNS)
+    test = read_predictions(three_seeds / "predictions.csv")
+    assert list(test.columns) == list(PREDICTION_COLUMNS)
     for row in saved["rows"]:
         aucs = [roc_auc_score(g.label, g.prob_malignant)
                 for _, g in test[test.variant == row["variant"]].groupby("seed")]
@@ -131,7 +132,7 @@ def test_rows_are_means_over_seeds_with_seed_sd_and_combined_interval(three_seed
 
 def test_within_training_noise_follows_the_paired_comparison(three_seeds):
     rows = json.loads((three_seeds / "results.json").read_text())["rows"]
-    test = report.read_predictions(three_seeds / "predictions.csv")
+    test = read_predictions(three_seeds / "predictions.csv")
     comparisons = {c.a: c for c in variance.compare_to_best(test, "auc", RESAMPLES, seed=3)}
     best = max(rows, key=lambda r: r["auc"])["variant"]
     for row in rows:
@@ -188,8 +189,8 @@ def test_predictions_without_a_seed_column_get_the_provenance_seed(tmp_path):
     for name in ("predictions.csv", "val_predictions.csv"):  # as written before seeds
         frame = pd.read_csv(run / name)
         frame.drop(columns="seed").to_csv(run / name, index=False, float_format="%.9g")
-    assert list(report.read_predictions(run / "predictions.csv").seed.unique()) == [3]
-    assert list(report.read_predictions(run / "predictions.csv", seed=9).seed.unique()) == [9]
+    assert list(read_predictions(run / "predictions.csv").seed.unique()) == [3]
+    assert list(read_predictions(run / "predictions.csv", seed=9).seed.unique()) == [9]
     rows = report.rebuild(run, tmp_path / "rebuilt")
     assert [r["auc"] for r in rows] == [r["auc"] for r in before]
     assert [r["auc_ci_low"] for r in rows] == [r["auc_ci_low"] for r in before]

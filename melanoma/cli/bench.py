@@ -41,7 +41,7 @@ def register(commands) -> None:
 
 def main(args) -> int:
     from melanoma import config
-    from melanoma.reporting.run_report import read_predictions
+    from melanoma.reporting.saved import read_predictions
     from melanoma.runs import regression
     from melanoma.util.errors import UserError
 
@@ -81,7 +81,7 @@ def main(args) -> int:
 def run_bench_config(cfg, out_dir: Path | None, data_dir: Path | None = None,
                      overwrite: bool = False):
     """Always retrain (into a throw-away models folder): the point is to test the code."""
-    from melanoma.reporting.run_report import read_predictions
+    from melanoma.reporting.saved import read_predictions
     from melanoma.runs.benchmark import run_benchmark
 
     out_dir = Path(out_dir or Path("reports") / cfg.name)

@@ -23,11 +23,9 @@ from melanoma.reporting import figures as plots
 from melanoma.reporting import folds as cv_table
 from melanoma.reporting import html as html_report
 from melanoma.reporting.gallery_section import gallery_section
-from melanoma.reporting.saved import (  # noqa: F401 - the readers belong to the report's API
+from melanoma.reporting.saved import (
     PREDICTION_COLUMNS,
-    SPEC_KEYS,
     load_run,
-    read_clean_list,
     read_predictions,
 )
 from melanoma.util import atomic, locks
