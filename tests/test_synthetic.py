@@ -35,6 +35,14 @@ def test_same_spec_gives_byte_identical_files(tiny_dir, tmp_path):
     assert len(first) == 2 * (3 + 2) + 1  # every image plus SPEC.json
 
 
+def test_worker_processes_write_the_same_files(tiny_dir, tmp_path, monkeypatch):
+    """Large sets are rendered by worker processes; every image has its own seed, so the
+    files are byte-identical to the ones written in this process."""
+    monkeypatch.setattr(synthetic, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 2)
+    assert digests(generate(tmp_path / "parallel", TINY)) == digests(tiny_dir)
+
+
 def test_different_seed_gives_different_files(tiny_dir, tmp_path):
     other = digests(generate(tmp_path, replace(TINY, seed=8)))
     first = digests(tiny_dir)

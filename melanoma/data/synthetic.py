@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import multiprocessing
 import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from PIL import Image
 from melanoma.util import atomic
 from melanoma.util.errors import UserError
 
+log = logging.getLogger(__name__)
 CLASS_DIRS = ("Benign", "Malignant")
 GENERATOR_VERSION = 1
 
@@ -106,16 +110,42 @@ def _render(rng: np.random.Generator, size: int, score: float, with_mask: bool =
     return (pixels, mask[..., 0].astype(np.float32)) if with_mask else pixels
 
 
-def _write_split(root: Path, split: str, n_per_class: int, spec: SyntheticSpec) -> None:
-    """Render and save one split; each image has its own seed so files are independent."""
-    for label, class_dir in enumerate(CLASS_DIRS):
-        folder = root / split / class_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(n_per_class):
-            pixels = render_one(spec, split, label, i)
-            buffer = io.BytesIO()
-            Image.fromarray(pixels).save(buffer, format="JPEG", quality=spec.jpeg_quality)
-            (folder / f"{class_dir.lower()}_{i:05d}.jpg").write_bytes(buffer.getvalue())
+PARALLEL_FROM = 400  # images: below this, worker start-up costs more than it saves
+
+
+def _write_file(folder: Path, spec: SyntheticSpec, split: str, label: int, index: int) -> None:
+    pixels = render_one(spec, split, label, index)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=spec.jpeg_quality)
+    (folder / f"{CLASS_DIRS[label].lower()}_{index:05d}.jpg").write_bytes(buffer.getvalue())
+
+
+def _write_chunk(root: str, spec: SyntheticSpec, jobs: list[tuple[str, int, int]]) -> int:
+    for split, label, index in jobs:
+        _write_file(Path(root) / split / CLASS_DIRS[label], spec, split, label, index)
+    return len(jobs)
+
+
+def _write_all(root: Path, spec: SyntheticSpec) -> None:
+    """Render and save both splits. Each image has its own seed, so files are independent
+    and the same whether written here or by worker processes (large sets: one per core,
+    started fresh, not forked from a process that may hold a backend's threads)."""
+    jobs = [(split, label, i) for split, n in (("train", spec.n_train_per_class),
+                                               ("test", spec.n_test_per_class))
+            for label in range(len(CLASS_DIRS)) for i in range(n)]
+    for split in ("train", "test"):
+        for class_dir in CLASS_DIRS:
+            (root / split / class_dir).mkdir(parents=True, exist_ok=True)
+    workers = min(os.cpu_count() or 1, 16)
+    if len(jobs) < PARALLEL_FROM or workers < 2:
+        _write_chunk(str(root), spec, jobs)
+        return
+    log.info("generating %d images of %d px on %d processes", len(jobs), spec.image_size, workers)
+    chunks = [jobs[i::workers * 4] for i in range(workers * 4)]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for future in [pool.submit(_write_chunk, str(root), spec, chunk) for chunk in chunks]:
+            future.result()
 
 
 def render_one(spec: SyntheticSpec, split: str, label: int, index: int, with_mask=False):
@@ -151,8 +181,7 @@ def default_cache_dir() -> Path:
 def generate(out_dir: Path, spec: SyntheticSpec) -> Path:
     """Write the data set to ``out_dir`` (train/ and test/ with Benign/ and Malignant/)."""
     out_dir = Path(out_dir)
-    _write_split(out_dir, "train", spec.n_train_per_class, spec)
-    _write_split(out_dir, "test", spec.n_test_per_class, spec)
+    _write_all(out_dir, spec)
     (out_dir / "SPEC.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
     return out_dir
 
