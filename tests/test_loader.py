@@ -78,6 +78,27 @@ def test_prediction_batches_keep_order_and_flip_uint8_pixels():
     assert len(dropped) == 2
 
 
+def test_padded_prediction_batches_have_one_shape_and_the_same_outputs():
+    """pad_remainder fills the last batch with copies of its last image (one shape: an XLA
+    predict compiles once); cut to the real rows, the outputs equal the unpadded ones."""
+    import keras
+
+    pixels = _pixels(11)
+    padded = CacheBatches(ArrayRows(pixels), np.arange(11), None, 4, pad_remainder=True)
+    assert [len(padded[i]) for i in range(3)] == [4, 4, 4] and padded.rows_per_epoch == 11
+    assert np.array_equal(padded[2][:3], pixels[8:]) and np.array_equal(padded[2][3], pixels[10])
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(x)))
+    plain = model.predict(CacheBatches(ArrayRows(pixels), np.arange(11), None, 4), verbose=0)
+    cut = model.predict(padded, verbose=0)[:padded.rows_per_epoch]
+    assert cut.shape == plain.shape == (11, 2)
+    np.testing.assert_allclose(cut, plain, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="pad_remainder is for inference"):
+        array_batches(pixels, np.zeros(11), 4, pad_remainder=True)
+
+
 def test_reads_only_through_the_cache_row_api(tmp_path):
     """Batches from a real decoded cache equal its rows (read with read_rows, nothing else)."""
     from PIL import Image

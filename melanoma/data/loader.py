@@ -68,6 +68,10 @@ class CacheBatches(keras.utils.PyDataset):
     ``labels`` align with ``indices``; ``flip_axes``: axes of the uint8 (B, H, W, C) batch
     to reverse (test-time flips: (2,) horizontal, (1,) vertical, (1, 2) both);
     ``drop_remainder``: only full batches (a GPU step then never recompiles).
+    ``pad_remainder`` (inference, no labels): the last batch is filled up to ``batch_size``
+    with copies of its last image, so every batch has one shape and an XLA-compiled
+    ``predict`` compiles once; the caller keeps the first ``rows_per_epoch`` outputs. In
+    inference mode each image's output does not depend on the others in its batch.
 
     ``repeat=True`` (training): an endless dataset whose batch ``i`` is batch
     ``i % batches_per_epoch`` of epoch ``first_epoch + i // batches_per_epoch``; fit it with
@@ -81,12 +85,15 @@ class CacheBatches(keras.utils.PyDataset):
     def __init__(self, cache, indices, labels=None, batch_size: int = 32, shuffle: bool = False,
                  seed: int = 0, balanced: bool = False, flip_axes: tuple = (),
                  drop_remainder: bool = False, repeat: bool = False, first_epoch: int = 0,
-                 workers: int = TRAIN_WORKERS):
+                 workers: int = TRAIN_WORKERS, pad_remainder: bool = False):
         super().__init__(workers=1, use_multiprocessing=False)  # 1: no Keras enqueuer
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if balanced and labels is None:
             raise ValueError("balanced sampling needs labels")
+        if pad_remainder and (labels is not None or repeat or drop_remainder):
+            raise ValueError("pad_remainder is for inference: no labels, repeat or drop_remainder")
+        self.pad_remainder = pad_remainder
         self.cache, self.batch_size, self.flip_axes = cache, int(batch_size), tuple(flip_axes)
         self.indices = np.asarray(indices, np.int64).reshape(-1)
         self.labels = None if labels is None else np.asarray(labels, np.int64).reshape(-1)
@@ -129,6 +136,8 @@ class CacheBatches(keras.utils.PyDataset):
         x = self.cache.read_rows(rows[part])
         if self.flip_axes:
             x = np.ascontiguousarray(np.flip(x, axis=self.flip_axes))
+        if self.pad_remainder and 0 < len(x) < self.batch_size:
+            x = np.concatenate([x, np.repeat(x[-1:], self.batch_size - len(x), axis=0)])
         return x if labels is None else (x, one_hot(labels[part]))
 
     def __getitem__(self, i: int):

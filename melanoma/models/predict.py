@@ -15,8 +15,9 @@ def predict(model, split, batch_size: int, flip_axes: tuple = ()) -> np.ndarray:
     uint8 images (:func:`melanoma.models.image_input.for_inference`)."""
     from melanoma.data.loader import CacheBatches  # Keras loads here, after the run's checks
 
-    data = CacheBatches(split.cache, split.index, None, batch_size, flip_axes=flip_axes)
-    return model.predict(data, verbose=0)[:, 1].astype(np.float64)
+    data = CacheBatches(split.cache, split.index, None, batch_size, flip_axes=flip_axes,
+                        pad_remainder=True)
+    return model.predict(data, verbose=0)[:data.rows_per_epoch, 1].astype(np.float64)
 
 
 def predict_tta(model, split, batch_size: int) -> np.ndarray:

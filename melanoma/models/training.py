@@ -52,7 +52,8 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.val_data, self.val_labels, self.label = val_data, np.asarray(val_labels), label
 
     def on_epoch_end(self, epoch, logs=None):
-        raw = self.model.predict(self.val_data, verbose=0)[:, 1].astype(np.float64)
+        raw = self.model.predict(self.val_data, verbose=0)[:len(self.val_labels), 1]
+        raw = raw.astype(np.float64)  # padded batches (CacheBatches.pad_remainder): cut
         if not np.all(np.isfinite(raw)):
             raise diverged(self.label, epoch, "validation probabilities are NaN")
         p = np.clip(raw, 0, 1)
@@ -269,7 +270,7 @@ def train_job(model, variant, splits, preprocessing, seed: int, label: str = "",
     train_data = CacheBatches(train.cache, train.index, train.labels, variant.batch_size,
                               shuffle=True, seed=seed, balanced=variant.balanced_sampling,
                               repeat=True)
-    val_data = CacheBatches(val.cache, val.index, None, variant.val_batch_size)
+    val_data = CacheBatches(val.cache, val.index, None, variant.val_batch_size, pad_remainder=True)
     weights = class_weights(variant.class_weight, train.labels)
     if weights or variant.balanced_sampling:
         log.info("%s: class weights %s; balanced sampling %s", label,
