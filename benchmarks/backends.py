@@ -118,7 +118,9 @@ def markdown(args, figures: dict, runs: list[dict], before: str, after: str) -> 
             f"{' --jax-python ' + args.jax_python if args.jax_python else ''}\n"
             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; TensorFlow "
             f"{versions.get('tensorflow')}, JAX {versions.get('jax')}; B0 at {args.size} px, "
-            f"random weights, XLA on both.\n`uptime` before: {before}\n`uptime` after: {after}\n\n"
+            f"random weights; JAX compiles the training step with XLA, TensorFlow trains the "
+            f"augmenting model without it (its projective-transform op has no XLA kernel)."
+            f"\n`uptime` before: {before}\n`uptime` after: {after}\n\n"
             "| median over rounds | TensorFlow | JAX | JAX / TF |\n|---|---|---|---|\n"
             f"{rows}\n")
 
