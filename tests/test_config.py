@@ -383,3 +383,17 @@ def test_tune_refuses_a_model_file_row_as_its_base():
     with pytest.raises(UserError, match="names an existing model file"):
         config.from_dict({"name": "m", "variants": [{"name": "f", "model_file": "m.h5"}],
                           "tune": {"max_trials": 1}})
+
+
+def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, monkeypatch):
+    """``melanoma-bench bench --out bench`` leaves a folder ``bench``; the next ``bench`` (whose
+    default config is named ``bench``) still reads the shipped config, not that folder."""
+    from melanoma.config.files import SHIPPED, resolve
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench").mkdir()
+    assert resolve("bench") == SHIPPED / "bench.toml"
+    assert config.load("bench").name == "bench"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(UserError, match="not a file and not a shipped config"):
+        resolve("mine")

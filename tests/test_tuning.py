@@ -291,3 +291,20 @@ def test_deletions_are_confined_to_the_named_folder(tmp_path):
     for escaping in (tmp_path / "out" / "..", tmp_path / "out", tmp_path / "out" / "a" / ".." / ".."):
         with pytest.raises(UserError, match="not inside"):
             confined(escaping, tmp_path / "out")
+
+
+def test_a_missing_tuner_dependency_is_one_line(monkeypatch):
+    """Without TensorFlow, keras-tuner's undeclared ``six`` can be missing: tune says what to
+    install instead of a traceback."""
+    import sys
+
+    import melanoma.tuning
+    from melanoma.tuning.search import run_tuning
+
+    monkeypatch.delitem(sys.modules, "melanoma.tuning.hypermodel", raising=False)
+    monkeypatch.delattr(melanoma.tuning, "hypermodel", raising=False)  # re-imported, not reused
+    monkeypatch.setitem(sys.modules, "six", None)  # import six -> ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "keras_tuner", None)
+    with pytest.raises(UserError, match=r"^tune needs keras-tuner and what it imports: .*"
+                                        r"\(pip install (six|keras_tuner)\)$"):
+        run_tuning(None)

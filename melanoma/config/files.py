@@ -20,9 +20,11 @@ def shipped_names() -> list[str]:
 
 
 def resolve(path_or_name: str | Path) -> Path:
-    """A config file: the path itself, or a shipped config's name (``default``, ``paper``)."""
+    """A config file: the path itself, or a shipped config's name (``default``, ``paper``).
+    A bare name is a shipped config unless a file of that name exists: a folder named like
+    one (``bench --out bench``, then ``bench`` again) does not hide it."""
     path = Path(path_or_name)
-    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+    if not path.is_file() and path.suffix == "" and len(path.parts) == 1:
         if (SHIPPED / f"{path}.toml").is_file():
             return SHIPPED / f"{path}.toml"
         raise unknown_name("config", str(path), shipped_names(),

@@ -109,7 +109,11 @@ def run_tuning(cfg: config_mod.RunConfig, data_dir: Path | None = None,
                ) -> dict | None:
     """Run (or resume) the configured search; returns {"rows", "best"} (None on a worker),
     or {"more": True} when ``trials_per_process`` trials ran and trials remain."""
-    from melanoma.tuning import hypermodel as tuning
+    try:
+        from melanoma.tuning import hypermodel as tuning
+    except ModuleNotFoundError as error:  # keras-tuner, or one of its own imports, is missing
+        raise UserError(f"tune needs keras-tuner and what it imports: {error} "
+                        f"(pip install {error.name or 'keras-tuner'})") from None
 
     _check_roles(cfg, role, oracle)
     started = time.perf_counter()
