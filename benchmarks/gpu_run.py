@@ -181,8 +181,6 @@ def inference_rate(models_dir: Path, size: int, batch: int = 64, batches: int = 
             "inference_batch": batch}
 
 
-# val_fraction 0.1515, not 0.15: 326 of the 2,150 training images validate and 1,824 train,
-# 57 batches of 32, so the training step compiles once (see FULL)
 def gradcam_rate(models_dir: Path, preprocessing: str, n: int = 8) -> dict:
     """Seconds of the saved network's Grad-CAM (melanoma.explain.gradcam, as the report's
     galleries use it) for ``n`` 300 px images: the first call (JAX: an eager forward pass
@@ -207,6 +205,8 @@ def gradcam_rate(models_dir: Path, preprocessing: str, n: int = 8) -> dict:
             "gradcam_images": n, "gradcam_maps_finite": bool(np.isfinite(maps).all())}
 
 
+# val_fraction 0.1515, not 0.15: 326 of the 2,150 training images validate and 1,824 train,
+# 57 batches of 32, so the training step compiles once (see FULL)
 ISIC_CONFIG = """name = "isic2017_gpu"
 seed = 42
 seeds = [1, 2, 3]
@@ -224,7 +224,7 @@ batch_size = 32
 val_batch_size = 64
 head_units = 128
 bn_momentum = 0.9
-mixed_precision = {mixed}
+mixed_precision = false
 jit_compile = true
 [defaults.augmentation]
 rotation_deg = 20.0
@@ -239,14 +239,13 @@ preprocessing = "samplewise"
 """
 
 
-def isic_child(data: Path, epochs: int, sizes: dict, work: Path, tiny: bool) -> dict:
+def isic_child(data: Path, epochs: int, sizes: dict, work: Path) -> dict:
     """The ISIC 2017 table: B3 at 256 px, 3 seeds, float32 + XLA."""
     import melanoma
 
     path = work / "isic2017_gpu.toml"
     path.write_text(ISIC_CONFIG.format(data=data.resolve(), backbone=sizes["isic_backbone"],
                                        size=sizes["isic_size"], epochs=epochs,
-                                       mixed="false",
                                        name=sizes["isic_backbone"].lower()))
     timeline = Timeline()
     result = melanoma.run_benchmark(str(path), limit=sizes["isic_limit"],
@@ -265,7 +264,7 @@ def run_child(args) -> None:
     sizes = TINY if args.tiny else FULL
     work = Path(args.work)
     if args.child == "isic":
-        found = isic_child(Path(args.isic_dir), args.isic_epochs, sizes, work, args.tiny)
+        found = isic_child(Path(args.isic_dir), args.isic_epochs, sizes, work)
     else:
         found = paper_child(args.child.removeprefix("paper-"), sizes, work)
     print("GPU_RUN_RESULT " + json.dumps(found, default=str), flush=True)

@@ -120,10 +120,9 @@ def _write_file(folder: Path, spec: SyntheticSpec, split: str, label: int, index
     (folder / f"{CLASS_DIRS[label].lower()}_{index:05d}.jpg").write_bytes(buffer.getvalue())
 
 
-def _write_chunk(root: str, spec: SyntheticSpec, jobs: list[tuple[str, int, int]]) -> int:
+def _write_chunk(root: str, spec: SyntheticSpec, jobs: list[tuple[str, int, int]]) -> None:
     for split, label, index in jobs:
         _write_file(Path(root) / split / CLASS_DIRS[label], spec, split, label, index)
-    return len(jobs)
 
 
 def _write_all(root: Path, spec: SyntheticSpec) -> None:
