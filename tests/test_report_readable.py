@@ -162,6 +162,8 @@ def test_one_model_under_two_names_is_one_curve(default_like, default_run_shape,
         assert labels[LONG[1]] == f"{LONG[1]}\n= {LONG[3]} (same model)"
     page = (tmp_path / "again" / "index.html").read_text()
     assert f"{LONG[1]} = {LONG[3]} (same model): one curve" in page
+    table = (tmp_path / "again" / "results.md").read_text()  # the file a reader may open alone
+    assert f"{LONG[1]} = {LONG[3]} (same model): one curve" in table
 
 
 def test_same_models_needs_identical_predictions_for_every_seed(fake_predictions):

@@ -112,9 +112,10 @@ def _introduction(provenance: dict, settings: EvalSettings, rows: list[dict],
 
 
 def _table_header(provenance: dict, settings: EvalSettings, rows: list[dict],
-                  extra: str = "") -> str:
+                  extra: str = "", more: tuple[str, ...] = ()) -> str:
     return (f"# Results: {provenance.get('config', {}).get('name', '')}\n\n"
-            + "".join(p + "\n\n" for p in _introduction(provenance, settings, rows, extra)))
+            + "".join(p + "\n\n" for p in [*_introduction(provenance, settings, rows, extra),
+                                               *more]))
 
 
 _DELONG_NOTE = ("DeLong p: paired test of the row's AUC against the best AUC on the same "
@@ -144,9 +145,10 @@ def _class_ratio(provenance: dict) -> str:
 
 def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
                  settings: EvalSettings | None = None, extra: dict | None = None,
-                 note: str = "") -> None:
+                 note: str = "", more_notes: tuple[str, ...] = ()) -> None:
     """results.json ({"rows", "clean_rows", "evaluation", ..., "provenance"}), results.csv
-    (every row, ``test_set`` says which) and results.md."""
+    (every row, ``test_set`` says which) and results.md (``more_notes``: paragraphs after
+    its introduction, as on the page)."""
     settings = settings or EvalSettings()
     full = [r for r in rows if r.get("test_set", "full") == "full"]
     clean = [r for r in rows if r.get("test_set") == "clean"]
@@ -157,7 +159,8 @@ def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
         csv_safe(pd.DataFrame(rows)).to_csv(h, index=False, float_format="%.6g")
     published = (extra or {}).get("published")
     md = [{k: markdown_cell(v) for k, v in row.items()} for row in rows]  # names stay cells
-    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings, md, note)
+    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings, md, note,
+                                                            tuple(more_notes))
                       + compact.text_table(md) + "\n\n" + compact.footer(md, terminal=False)
                       + "\n\n## Every column\n\n" + compact.markdown_table(md) + "\n" + (
                           "\n## Published vs reproduced\n\n" + seeds.markdown_published(
@@ -298,14 +301,14 @@ def write_report(out_dir: Path, predictions, specs, histories, provenance, val_p
     _, gallery_html = gallery_section(out_dir, predictions, per_seed, provenance,
                                       extras.gallery_settings(provenance, options), specs)
     title = f"melanoma-bench: {provenance.get('config', {}).get('name', out_dir.name)}"
-    notes = [*_introduction(provenance, settings, rows, clean_note),
-             *same_model.notes(same_model.same_models(predictions), model_keys)]
+    same = same_model.notes(same_model.same_models(predictions), model_keys)
+    notes = [*_introduction(provenance, settings, rows, clean_note), *same]
     cv = cv_table.summarise(out_dir)  # with cv_val_predictions.csv: the cross-validation table
     html_report.write_index(out_dir / "index.html", title, rows, figures, audit_summary,
                             provenance, notes, published, gallery_html + cv_table.html_section(cv))
     write_tables(out_dir, rows, provenance, settings,
                  {"specs": specs, "audit": audit_summary, "seed_rows": per_seed,
-                  **({"published": published} if published else {})}, clean_note)
+                  **({"published": published} if published else {})}, clean_note, tuple(same))
     cv_table.add_to_report(out_dir, cv)
     return [r for r in rows if r["test_set"] == "full"]
 
