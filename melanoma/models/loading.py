@@ -42,12 +42,14 @@ class LoadedModel:
         return self._column(np.asarray(self.model.predict(data, verbose=0)))
 
     def predict_uint8(self, data, preprocessing) -> np.ndarray:
-        """The same for uint8 batches, preprocessed by the input layer ``run`` trains with
-        (melanoma/models/image_input.py) in inference mode."""
+        """The same for the loader's uint8 batches (``CacheBatches``, perhaps padded),
+        preprocessed by the input layer ``run`` trains with (melanoma/models/image_input.py)
+        in inference mode."""
         from melanoma.models.image_input import for_inference
+        from melanoma.models.predict import predict_rows
 
         model = for_inference(self.model, preprocessing)
-        return self._column(np.asarray(model.predict(data, verbose=0)))
+        return self._column(predict_rows(model, data))
 
     def predict_batches(self, batches) -> np.ndarray:
         """The same, for an iterable of float32 arrays (one predict_on_batch each)."""

@@ -10,6 +10,12 @@ TTA_AXES = ((), (2,), (1,), (1, 2))
 TTA_SUFFIX = "+tta"
 
 
+def predict_rows(model, data) -> np.ndarray:
+    """``model.predict`` over loader batches, cut to the loader's real rows (its last batch
+    may be padded: ``CacheBatches.pad_remainder``)."""
+    return np.asarray(model.predict(data, verbose=0))[:data.rows_per_epoch]
+
+
 def predict(model, split, batch_size: int, flip_axes: tuple = ()) -> np.ndarray:
     """Malignant-class probabilities for the rows of a cached ``split``; ``model`` takes
     uint8 images (:func:`melanoma.models.image_input.for_inference`)."""
@@ -17,7 +23,7 @@ def predict(model, split, batch_size: int, flip_axes: tuple = ()) -> np.ndarray:
 
     data = CacheBatches(split.cache, split.index, None, batch_size, flip_axes=flip_axes,
                         pad_remainder=True)
-    return model.predict(data, verbose=0)[:data.rows_per_epoch, 1].astype(np.float64)
+    return predict_rows(model, data)[:, 1].astype(np.float64)
 
 
 def predict_tta(model, split, batch_size: int) -> np.ndarray:

@@ -52,8 +52,8 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.val_data, self.val_labels, self.label = val_data, np.asarray(val_labels), label
 
     def on_epoch_end(self, epoch, logs=None):
-        raw = self.model.predict(self.val_data, verbose=0)[:len(self.val_labels), 1]
-        raw = raw.astype(np.float64)  # padded batches (CacheBatches.pad_remainder): cut
+        # a padded last batch (CacheBatches.pad_remainder) is cut to the labelled rows
+        raw = self.model.predict(self.val_data, verbose=0)[:len(self.val_labels), 1].astype(np.float64)
         if not np.all(np.isfinite(raw)):
             raise diverged(self.label, epoch, "validation probabilities are NaN")
         p = np.clip(raw, 0, 1)

@@ -159,8 +159,7 @@ def write_tables(out_dir: Path, rows: list[dict], provenance: dict,
         csv_safe(pd.DataFrame(rows)).to_csv(h, index=False, float_format="%.6g")
     published = (extra or {}).get("published")
     md = [{k: markdown_cell(v) for k, v in row.items()} for row in rows]  # names stay cells
-    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings, md, note,
-                                                            tuple(more_notes))
+    atomic.write_text(out_dir / "results.md", _table_header(provenance, settings, md, note, more_notes)
                       + compact.text_table(md) + "\n\n" + compact.footer(md, terminal=False)
                       + "\n\n## Every column\n\n" + compact.markdown_table(md) + "\n" + (
                           "\n## Published vs reproduced\n\n" + seeds.markdown_published(

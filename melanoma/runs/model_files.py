@@ -216,7 +216,7 @@ def predict_split(prep: Prepared, data: EvalData, split: str, name: str
     if prep.loaded.sidecar is not None:  # trained by run: the very same input path as run
         probs = prep.loaded.predict_uint8(
             CacheBatches(images, np.arange(len(images)), None, prep.batch_size,
-                         pad_remainder=True), prep.preprocessing)[:len(images)]
+                         pad_remainder=True), prep.preprocessing)
     else:
         probs = prep.loaded.predict_batches(legacy.batches(images.pixels, prep.preprocessing,
                                                            prep.batch_size))
